@@ -1,0 +1,20 @@
+import type { Readable } from 'node:stream';
+
+export const SHA256_RE = /^[0-9a-f]{64}$/;
+
+/**
+ * Content-addressed storage for inputs, outputs, checkpoints and logs. Which project may read
+ * a blob is the store's business (blob_refs), not this port's: here content is just content.
+ */
+export interface BlobStore {
+  /** Size of the stored blob, or null when it is absent. */
+  stat(sha256: string): Promise<{ size: number } | null>;
+  /**
+   * Streams `body` into storage, hashing as it goes. Fails with `digest_mismatch` when the
+   * bytes do not hash to `sha256` and with `payload_too_large` past `maxBytes`; nothing partial
+   * is ever visible under the digest. Storing content that already exists is a no-op.
+   */
+  put(sha256: string, body: Readable, maxBytes: number): Promise<{ size: number }>;
+  /** Reads bytes [start, end] inclusive, or the whole blob. */
+  read(sha256: string, range?: { start: number; end: number }): Readable;
+}

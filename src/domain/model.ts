@@ -1,0 +1,147 @@
+import type { Resources } from './resources.js';
+import type { Role } from './roles.js';
+import type { HostState, JobState, TaskState } from './states.js';
+
+/** Times are epoch milliseconds inside boxgrid; the HTTP layer renders them as ISO 8601. */
+export type Millis = number;
+
+export interface Project {
+  id: number;
+  name: string;
+  /** Weight for fair share across projects (the scheduler uses it). */
+  shareWeight: number;
+  createdAt: Millis;
+}
+
+export interface User {
+  id: number;
+  name: string;
+  /** Operators run the server: they create projects and users and act as admin everywhere. */
+  operator: boolean;
+  createdAt: Millis;
+}
+
+export interface Membership {
+  projectId: number;
+  userId: number;
+  role: Role;
+}
+
+export type TokenKind = 'user' | 'host';
+
+export interface TokenRecord {
+  id: string;
+  kind: TokenKind;
+  /** The user or host the token speaks for. */
+  subjectId: number;
+  /** sha256 of the secret part; the secret itself is never stored. */
+  secretHash: Buffer;
+  label: string;
+  createdAt: Millis;
+  expiresAt: Millis | null;
+  revokedAt: Millis | null;
+}
+
+export interface AppSpec {
+  name: string;
+  description: string;
+  /** Image reference, e.g. "registry/sci/mandel:1.2" or "sci/mandel@sha256:…". */
+  image: string;
+  /** Content digest of the image when known ("sha256:…"); agents then run exactly that image. */
+  imageDigest: string | null;
+  command: string[];
+  resources: Resources;
+  maxRuntimeSeconds: number;
+  maxAttempts: number;
+  replicas: number;
+  quorum: number;
+  checkpointing: boolean;
+  /** OCI platforms the image runs on, e.g. "linux/amd64". */
+  platforms: string[];
+}
+
+/** One immutable version of an app. New versions are new rows; jobs pin the version they were submitted against. */
+export interface App extends AppSpec {
+  id: number;
+  projectId: number;
+  version: number;
+  createdAt: Millis;
+}
+
+/** What a submitter may set per job; the app supplies the rest. */
+export interface JobSpec {
+  args: string[];
+  env: Record<string, string>;
+  /** Input file name → sha256 of a blob the project holds. */
+  inputs: Record<string, string>;
+  resources: Partial<Resources>;
+  priority: number;
+  deadline: Millis | null;
+  labels: Record<string, string>;
+  /** Sweep parameters this job was expanded from, if any. */
+  params: Record<string, string | number>;
+}
+
+export interface Job extends JobSpec {
+  id: number;
+  projectId: number;
+  appId: number;
+  appName: string;
+  appVersion: number;
+  batchId: number | null;
+  state: JobState;
+  attempts: number;
+  reason: string | null;
+  createdAt: Millis;
+  updatedAt: Millis;
+  finishedAt: Millis | null;
+}
+
+export interface Batch {
+  id: number;
+  projectId: number;
+  appName: string;
+  appVersion: number;
+  size: number;
+  labels: Record<string, string>;
+  createdAt: Millis;
+}
+
+export type StateCounts = Record<JobState, number>;
+
+export interface Task {
+  id: number;
+  jobId: number;
+  hostId: number;
+  attempt: number;
+  replica: number;
+  state: TaskState;
+  leaseExpiresAt: Millis;
+  createdAt: Millis;
+  endedAt: Millis | null;
+  exitCode: number | null;
+  reason: string | null;
+}
+
+export interface Site {
+  id: number;
+  name: string;
+  createdAt: Millis;
+}
+
+export interface Host {
+  id: number;
+  siteId: number;
+  name: string;
+  state: HostState;
+  resources: Resources;
+  platform: string;
+  createdAt: Millis;
+  lastSeenAt: Millis | null;
+}
+
+export interface BlobRecord {
+  sha256: string;
+  size: number;
+  createdAt: Millis;
+}

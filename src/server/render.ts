@@ -1,0 +1,33 @@
+import type { App, Batch, Job, Task } from '../domain/model.js';
+
+/** Domain objects as the API shows them: ISO times, project ids left out. */
+const iso = (ms: number): string => new Date(ms).toISOString();
+const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms));
+
+export function renderApp(a: App) {
+  return {
+    id: a.id, name: a.name, version: a.version, description: a.description, image: a.image, imageDigest: a.imageDigest,
+    command: a.command, resources: a.resources, maxRuntimeSeconds: a.maxRuntimeSeconds, maxAttempts: a.maxAttempts,
+    replicas: a.replicas, quorum: a.quorum, checkpointing: a.checkpointing, platforms: a.platforms, createdAt: iso(a.createdAt),
+  };
+}
+
+export function renderJob(j: Job) {
+  return {
+    id: j.id, app: j.appName, appVersion: j.appVersion, batchId: j.batchId, state: j.state, args: j.args, env: j.env,
+    inputs: j.inputs, resources: j.resources, priority: j.priority, deadline: isoOrNull(j.deadline), labels: j.labels,
+    params: j.params, attempts: j.attempts, reason: j.reason, createdAt: iso(j.createdAt), updatedAt: iso(j.updatedAt),
+    finishedAt: isoOrNull(j.finishedAt),
+  };
+}
+
+export function renderTask(t: Task) {
+  return {
+    id: t.id, hostId: t.hostId, attempt: t.attempt, replica: t.replica, state: t.state, leaseExpiresAt: iso(t.leaseExpiresAt),
+    createdAt: iso(t.createdAt), endedAt: isoOrNull(t.endedAt), exitCode: t.exitCode, reason: t.reason,
+  };
+}
+
+export function renderBatch(b: Batch) {
+  return { id: b.id, app: b.appName, appVersion: b.appVersion, size: b.size, labels: b.labels, createdAt: iso(b.createdAt) };
+}

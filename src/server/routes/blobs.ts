@@ -1,0 +1,80 @@
+import { Type } from '@sinclair/typebox';
+import type { Readable } from 'node:stream';
+import { BoxgridError } from '../../domain/errors.js';
+import { projectAccess, type Services } from '../services.js';
+import { BlobParams } from '../schemas.js';
+import type { Api } from '../server.js';
+
+const BlobInfo = Type.Object({ sha256: Type.String(), size: Type.Integer(), createdAt: Type.String() });
+
+export function registerBlobRoutes(app: Api, s: Services): void {
+  const tags = ['blobs'];
+  app.put(
+    '/projects/:project/blobs/:sha256',
+    {
+      schema: {
+        tags, params: BlobParams, response: { 201: BlobInfo, 200: BlobInfo },
+        description: 'Upload a blob as application/octet-stream under its sha256. Repeats are cheap no-ops (200).',
+      },
+    },
+    async (req, reply) => {
+      const access = await projectAccess(s, req, req.params.project, 'submit');
+      if (!req.headers['content-type']?.startsWith('application/octet-stream')) {
+        throw new BoxgridError('unsupported_media_type', 'send the blob as Content-Type: application/octet-stream', { field: 'Content-Type' });
+      }
+      const length = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+      const { blob, created } = await s.blobs.put(access, req.params.sha256, req.body as Readable, length);
+      return reply.code(created ? 201 : 200).send({ sha256: blob.sha256, size: blob.size, createdAt: new Date(blob.createdAt).toISOString() });
+    },
+  );
+
+  app.head('/projects/:project/blobs/:sha256', { schema: { tags, params: BlobParams } }, async (req, reply) => {
+    const access = await projectAccess(s, req, req.params.project, 'read');
+    const blob = await s.blobs.find(access, req.params.sha256);
+    if (!blob) return reply.code(404).send();
+    return reply.header('content-length', blob.size).header('accept-ranges', 'bytes').code(200).send();
+  });
+
+  app.get(
+    '/projects/:project/blobs/:sha256',
+    { exposeHeadRoute: false, schema: { tags, params: BlobParams, description: 'Download a blob; a single HTTP Range is honoured.' } },
+    async (req, reply) => {
+      const access = await projectAccess(s, req, req.params.project, 'read');
+      const found = await s.blobs.find(access, req.params.sha256);
+      if (!found) throw new BoxgridError('not_found', `blob ${req.params.sha256} not found`);
+      const range = parseRange(req.headers.range, found.size);
+      const { stream } = await s.blobs.open(access, req.params.sha256, range ?? undefined);
+      reply.header('accept-ranges', 'bytes').header('etag', `"${found.sha256}"`).type('application/octet-stream');
+      if (range) {
+        reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${found.size}`).header('content-length', range.end - range.start + 1);
+      } else {
+        reply.header('content-length', found.size);
+      }
+      return reply.send(stream);
+    },
+  );
+}
+
+/** One `bytes=a-b`, `bytes=a-` or `bytes=-n` range; null for none (or several: we then send it all). */
+export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null {
+  if (header === undefined) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m) {
+    if (/^bytes=.+,/.test(header)) return null;
+    throw new BoxgridError('range_not_satisfiable', `Range "${header}" is not bytes=START-END`, { field: 'Range' });
+  }
+  let start: number;
+  let end: number;
+  if (m[1] === '' && m[2] === '') throw new BoxgridError('range_not_satisfiable', 'Range has neither start nor end', { field: 'Range' });
+  if (m[1] === '') {
+    start = Math.max(0, size - Number(m[2]));
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  }
+  if (start >= size || start > end) {
+    throw new BoxgridError('range_not_satisfiable', `Range ${header} is outside the blob's ${size} bytes`, { field: 'Range' });
+  }
+  return { start, end };
+}

@@ -1,0 +1,55 @@
+import { Type } from '@sinclair/typebox';
+import { projectAccess, type Services } from '../services.js';
+import { ProjectParams } from '../schemas.js';
+import type { Api, HttpOptions } from '../server.js';
+import type { StampedEvent } from '../../service/events.js';
+import { notFound } from '../../domain/errors.js';
+
+/**
+ * Server-sent events: `event: job` or `event: batch`, `id:` a sequence number to resume from
+ * with Last-Event-ID, `data:` JSON. Filtered to one batch or one job when asked.
+ */
+export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): void {
+  app.get(
+    '/projects/:project/events',
+    {
+      schema: {
+        tags: ['events'], params: ProjectParams,
+        querystring: Type.Object({ batch: Type.Optional(Type.Integer({ minimum: 1 })), job: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false }),
+        headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
+        description: 'text/event-stream of job and batch state changes in the project.',
+      },
+    },
+    async (req, reply) => {
+      const access = await projectAccess(s, req, req.params.project, 'read');
+      const { batch, job } = req.query;
+      // Existence is checked so that a typo is a 404, not a stream that never speaks.
+      if (batch !== undefined && !(await s.ctx.store.getBatch(access.project.id, batch))) throw notFound(`batch ${batch}`);
+      if (job !== undefined && !(await s.ctx.store.getJob(access.project.id, job))) throw notFound(`job ${job}`);
+      const last = req.headers['last-event-id'];
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      res.write(': connected\n\n');
+      const send = (e: StampedEvent): void => {
+        res.write(`id: ${e.seq}\nevent: ${e.event.type}\ndata: ${JSON.stringify({ ...e.event, at: new Date(e.at).toISOString() })}\n\n`);
+      };
+      const unsubscribe = s.ctx.events.subscribe(
+        { projectId: access.project.id, ...(batch === undefined ? {} : { batchId: batch }), ...(job === undefined ? {} : { jobId: job }) },
+        last === undefined ? null : Number(last),
+        send,
+      );
+      const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), opts.sseKeepAliveSeconds * 1000);
+      keepAlive.unref();
+      const stop = (): void => {
+        clearInterval(keepAlive);
+        unsubscribe();
+      };
+      req.raw.on('close', stop);
+      app.server.once('close', () => {
+        stop();
+        res.end();
+      });
+    },
+  );
+}

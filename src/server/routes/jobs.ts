@@ -1,0 +1,60 @@
+import { Type } from '@sinclair/typebox';
+import { invalid } from '../../domain/errors.js';
+import { projectAccess, type Services } from '../services.js';
+import { IdParams, Job, JobCreate, JobListQuery, ProjectParams, SubmitResponse, Task } from '../schemas.js';
+import { renderJob, renderTask } from '../render.js';
+import type { Api } from '../server.js';
+import { idempotencyKey, renderSubmit } from './submit-response.js';
+
+const IdemHeader = Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) });
+
+export function registerJobRoutes(app: Api, s: Services): void {
+  const tags = ['jobs'];
+  app.post(
+    '/projects/:project/jobs',
+    { schema: { tags, params: ProjectParams, headers: IdemHeader, body: JobCreate, response: { 201: SubmitResponse, 200: SubmitResponse } } },
+    async (req, reply) => {
+      const access = await projectAccess(s, req, req.params.project, 'submit');
+      const key = idempotencyKey(req.headers['idempotency-key']);
+      const result = await s.jobs.submitJob(access, req.body, key === null ? null : { key, body: req.body });
+      return reply.code(result.replayed ? 200 : 201).send(renderSubmit(result));
+    },
+  );
+
+  app.get(
+    '/projects/:project/jobs',
+    { schema: { tags, params: ProjectParams, querystring: JobListQuery, response: { 200: Type.Object({ jobs: Type.Array(Job), nextCursor: Type.Union([Type.String(), Type.Null()]) }) } } },
+    async (req) => {
+      const access = await projectAccess(s, req, req.params.project, 'read');
+      const q = req.query;
+      let label: { key: string; value: string } | undefined;
+      if (q.label !== undefined) {
+        const eq = q.label.indexOf('=');
+        if (eq <= 0) throw invalid('querystring/label', 'must be key=value');
+        label = { key: q.label.slice(0, eq), value: q.label.slice(eq + 1) };
+      }
+      const { jobs, nextCursor } = await s.jobs.list(
+        access,
+        { ...(q.state && { state: q.state }), ...(q.app && { appName: q.app }), ...(q.batch && { batchId: q.batch }), ...(label && { label }) },
+        q.limit ?? 100,
+        q.cursor,
+      );
+      return { jobs: jobs.map(renderJob), nextCursor };
+    },
+  );
+
+  app.get(
+    '/projects/:project/jobs/:id',
+    { schema: { tags, params: IdParams, response: { 200: Type.Object({ job: Job, tasks: Type.Array(Task) }) } } },
+    async (req) => {
+      const access = await projectAccess(s, req, req.params.project, 'read');
+      const { job, tasks } = await s.jobs.get(access, req.params.id);
+      return { job: renderJob(job), tasks: tasks.map(renderTask) };
+    },
+  );
+
+  app.post('/projects/:project/jobs/:id/cancel', { schema: { tags, params: IdParams, response: { 200: Type.Object({ job: Job }) } } }, async (req) => {
+    const access = await projectAccess(s, req, req.params.project, 'submit');
+    return { job: renderJob(await s.jobs.cancel(access, req.params.id)) };
+  });
+}

@@ -1,0 +1,78 @@
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FsBlobStore } from '../blobs/fs-blob-store.js';
+import { DEFAULT_LIMITS, type Limits, type ServiceContext } from '../service/context.js';
+import { EventBus } from '../service/events.js';
+import { AccessService } from '../service/access.js';
+import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import type { Store } from '../store/store.js';
+import { buildHttpServer, DEFAULT_HTTP, type Api, type HttpOptions } from './server.js';
+
+export interface ServerOptions {
+  dataDir: string;
+  host: string;
+  port: number;
+  logger?: boolean | object;
+  limits?: Partial<Limits>;
+  http?: Partial<HttpOptions>;
+  /** Use this store instead of the data dir's SQLite file (conformance and PostgreSQL runs). */
+  store?: Store;
+}
+
+export interface RunningServer {
+  url: string;
+  app: Api;
+  ctx: ServiceContext;
+  /** The bootstrap admin token if this start created it (first start only). */
+  adminToken: string | null;
+  close(): Promise<void>;
+}
+
+/** Files the server keeps in its data dir. The CLI reads the last two to find a local server. */
+export const dataFiles = (dataDir: string) => ({
+  database: join(dataDir, 'boxgrid.db'),
+  blobs: join(dataDir, 'blobs'),
+  adminToken: join(dataDir, 'admin.token'),
+  serverInfo: join(dataDir, 'server.json'),
+});
+
+/**
+ * Opens (or creates) a data dir, migrates the store, creates the first admin on first start,
+ * and listens. Safe to call again after a crash: migrations and bootstrap are idempotent.
+ */
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const files = dataFiles(opts.dataDir);
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  const store = opts.store ?? new SqliteStore(files.database);
+  await store.migrate();
+  const ctx: ServiceContext = {
+    store,
+    blobs: new FsBlobStore(files.blobs),
+    events: new EventBus(),
+    now: Date.now,
+    limits: { ...DEFAULT_LIMITS, ...opts.limits },
+  };
+  const adminToken = await new AccessService(ctx).bootstrap();
+  if (adminToken !== null) {
+    await writeFile(files.adminToken, adminToken + '\n', { mode: 0o600 });
+    await chmod(files.adminToken, 0o600);
+  }
+  const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http });
+  await app.listen({ host: opts.host, port: opts.port });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
+  await writeFile(files.serverInfo, JSON.stringify({ url, pid: process.pid }) + '\n', { mode: 0o600 });
+  let closed = false;
+  return {
+    url, app, ctx, adminToken,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await store.close();
+      await rm(files.serverInfo, { force: true });
+    },
+  };
+}

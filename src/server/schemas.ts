@@ -1,0 +1,149 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { JOB_STATES } from '../domain/states.js';
+import { ROLES } from '../domain/roles.js';
+import { RESOURCE_LIMITS } from '../domain/resources.js';
+
+/**
+ * Request and response schemas of the HTTP API. The server validates requests against them and
+ * serves them as the OpenAPI document, so the two cannot drift. Request objects forbid unknown
+ * properties: a misspelt field is an error, not silently ignored.
+ */
+const Strict = { additionalProperties: false } as const;
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+
+export const Name = Type.String({ minLength: 1, maxLength: 63, description: 'lower-case letters, digits, ".", "_", "-"' });
+export const StringMap = (max: number) => Type.Record(Type.String(), Type.String({ maxLength: 4096 }), { maxProperties: max });
+
+export const ResourcesPatch = Type.Object(
+  {
+    cores: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: RESOURCE_LIMITS.cores })),
+    memoryMiB: Type.Optional(Type.Integer({ minimum: 1, maximum: RESOURCE_LIMITS.memoryMiB })),
+    diskMiB: Type.Optional(Type.Integer({ minimum: 1, maximum: RESOURCE_LIMITS.diskMiB })),
+    gpus: Type.Optional(Type.Integer({ minimum: 0, maximum: RESOURCE_LIMITS.gpus })),
+  },
+  Strict,
+);
+
+export const Resources = Type.Object({ cores: Type.Number(), memoryMiB: Type.Integer(), diskMiB: Type.Integer(), gpus: Type.Integer() });
+
+const AppFields = {
+  description: Type.Optional(Type.String({ maxLength: 2000 })),
+  image: Type.String({ minLength: 1, maxLength: 512 }),
+  imageDigest: Type.Optional(Type.String({ maxLength: 71 })),
+  command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
+  resources: Type.Optional(ResourcesPatch),
+  maxRuntimeSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 * 24 * 3600 })),
+  maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+  replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+  quorum: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+  checkpointing: Type.Optional(Type.Boolean()),
+  platforms: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 16 })),
+};
+export const AppCreate = Type.Object({ name: Name, ...AppFields }, Strict);
+export const AppVersionCreate = Type.Object(AppFields, Strict);
+
+export const App = Type.Object({
+  id: Type.Integer(), name: Type.String(), version: Type.Integer(), description: Type.String(),
+  image: Type.String(), imageDigest: Nullable(Type.String()), command: Type.Array(Type.String()),
+  resources: Resources, maxRuntimeSeconds: Type.Integer(), maxAttempts: Type.Integer(),
+  replicas: Type.Integer(), quorum: Type.Integer(), checkpointing: Type.Boolean(),
+  platforms: Type.Array(Type.String()), createdAt: Type.String({ format: 'date-time' }),
+});
+
+const JobFields = {
+  args: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
+  env: Type.Optional(StringMap(128)),
+  inputs: Type.Optional(StringMap(256)),
+  resources: Type.Optional(ResourcesPatch),
+  priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
+  deadline: Type.Optional(Type.String({ maxLength: 40, description: 'ISO 8601 time' })),
+  labels: Type.Optional(Type.Record(Type.String(), Type.String({ maxLength: 256 }), { maxProperties: 32 })),
+};
+export const JobTemplate = Type.Object(JobFields, Strict);
+const AppRefFields = { app: Name, appVersion: Type.Optional(Type.Integer({ minimum: 1 })) };
+export const JobCreate = Type.Object({ ...AppRefFields, ...JobFields }, Strict);
+
+const SweepDimension = Type.Union([
+  Type.Object({ from: Type.Number(), to: Type.Number(), step: Type.Optional(Type.Number({ exclusiveMinimum: 0 })) }, Strict),
+  Type.Object({ values: Type.Array(Type.Union([Type.String({ maxLength: 256 }), Type.Number()]), { minItems: 1, maxItems: 100_000 }) }, Strict),
+]);
+
+export const BatchCreate = Type.Object(
+  {
+    ...AppRefFields,
+    labels: Type.Optional(Type.Record(Type.String(), Type.String({ maxLength: 256 }), { maxProperties: 32 })),
+    template: Type.Optional(JobTemplate),
+    jobs: Type.Optional(Type.Array(JobTemplate, { maxItems: 100_000 })),
+    count: Type.Optional(Type.Integer({ minimum: 1 })),
+    sweep: Type.Optional(Type.Record(Type.String(), SweepDimension, { minProperties: 1, maxProperties: 16 })),
+  },
+  Strict,
+);
+
+export const JobStateSchema = Type.Union(JOB_STATES.map((s) => Type.Literal(s)));
+export const Counts = Type.Object(Object.fromEntries(JOB_STATES.map((s) => [s, Type.Integer()])) as Record<(typeof JOB_STATES)[number], ReturnType<typeof Type.Integer>>);
+
+export const Job = Type.Object({
+  id: Type.Integer(), app: Type.String(), appVersion: Type.Integer(), batchId: Nullable(Type.Integer()),
+  state: JobStateSchema, args: Type.Array(Type.String()), env: Type.Record(Type.String(), Type.String()),
+  inputs: Type.Record(Type.String(), Type.String()), resources: Type.Object({}, { additionalProperties: Type.Number() }),
+  priority: Type.Integer(), deadline: Nullable(Type.String()), labels: Type.Record(Type.String(), Type.String()),
+  params: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number()])), attempts: Type.Integer(),
+  reason: Nullable(Type.String()), createdAt: Type.String(), updatedAt: Type.String(), finishedAt: Nullable(Type.String()),
+});
+
+export const Task = Type.Object({
+  id: Type.Integer(), hostId: Type.Integer(), attempt: Type.Integer(), replica: Type.Integer(), state: Type.String(),
+  leaseExpiresAt: Type.String(), createdAt: Type.String(), endedAt: Nullable(Type.String()),
+  exitCode: Nullable(Type.Integer()), reason: Nullable(Type.String()),
+});
+
+export const Batch = Type.Object({
+  id: Type.Integer(), app: Type.String(), appVersion: Type.Integer(), size: Type.Integer(),
+  labels: Type.Record(Type.String(), Type.String()), createdAt: Type.String(),
+});
+
+export const SubmitResponse = Type.Object({
+  batch: Nullable(Batch),
+  jobCount: Type.Integer(),
+  /** Present when the request made at most 1,000 jobs; list a batch's jobs with ?batch= otherwise. */
+  jobIds: Type.Optional(Type.Array(Type.Integer())),
+  replayed: Type.Boolean(),
+});
+
+export const JobListQuery = Type.Object(
+  {
+    state: Type.Optional(JobStateSchema),
+    app: Type.Optional(Name),
+    batch: Type.Optional(Type.Integer({ minimum: 1 })),
+    label: Type.Optional(Type.String({ pattern: '^[^=]+=.*$', maxLength: 320, description: 'key=value' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+    cursor: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  Strict,
+);
+export const PageQuery = Type.Object(
+  { limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })), cursor: Type.Optional(Type.String({ maxLength: 64 })) },
+  Strict,
+);
+
+export const ProjectParams = Type.Object({ project: Type.String({ maxLength: 63 }) });
+export const IdParams = Type.Object({ project: Type.String({ maxLength: 63 }), id: Type.Integer({ minimum: 1 }) });
+export const AppParams = Type.Object({ project: Type.String({ maxLength: 63 }), name: Type.String({ maxLength: 63 }) });
+export const BlobParams = Type.Object({ project: Type.String({ maxLength: 63 }), sha256: Type.String({ maxLength: 64 }) });
+
+export const UserCreate = Type.Object({ name: Name, operator: Type.Optional(Type.Boolean()) }, Strict);
+export const ProjectCreate = Type.Object({ name: Name, shareWeight: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1000 })) }, Strict);
+export const RoleSchema = Type.Union(ROLES.map((r) => Type.Literal(r)));
+export const MemberPut = Type.Object({ role: RoleSchema }, Strict);
+export const TokenCreate = Type.Object(
+  { user: Type.Optional(Name), label: Type.Optional(Type.String({ maxLength: 200 })), ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 10 * 365 * 86400 })) },
+  Strict,
+);
+
+export const ErrorBody = Type.Object({
+  error: Type.Object({ code: Type.String(), message: Type.String(), field: Type.Optional(Type.String()) }),
+});
+
+export type AppCreateBody = Static<typeof AppCreate>;
+export type BatchCreateBody = Static<typeof BatchCreate>;

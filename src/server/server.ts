@@ -1,0 +1,83 @@
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { BoxgridError } from '../domain/errors.js';
+import type { Host, User } from '../domain/model.js';
+import { sendError } from './http-errors.js';
+import { validatorCompiler } from './validation.js';
+import { Services } from './services.js';
+import type { ServiceContext } from '../service/context.js';
+import { registerIdentityRoutes } from './routes/identity.js';
+import { registerAppRoutes } from './routes/apps.js';
+import { registerJobRoutes } from './routes/jobs.js';
+import { registerBatchRoutes } from './routes/batches.js';
+import { registerEventRoutes } from './routes/events.js';
+import { registerBlobRoutes } from './routes/blobs.js';
+import { registerHealthRoutes } from './routes/health.js';
+import { registerAgentRoutes } from './routes/agent.js';
+
+export type Api = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
+
+export interface HttpOptions {
+  /** pino options, or false for silence (tests). */
+  logger: boolean | object;
+  /** Largest JSON body of a batch submission, bytes. Other routes accept 1 MiB. */
+  maxBatchBodyBytes: number;
+  /** Seconds between SSE keep-alive comments. */
+  sseKeepAliveSeconds: number;
+}
+
+export const DEFAULT_HTTP: HttpOptions = { logger: true, maxBatchBodyBytes: 256 * 1024 * 1024, sseKeepAliveSeconds: 15 };
+
+/** Builds the HTTP server (not yet listening) over the given services. */
+export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = DEFAULT_HTTP): Promise<Api> {
+  const app = Fastify({
+    logger: opts.logger,
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  const services = new Services(ctx);
+
+  app.setValidatorCompiler(validatorCompiler());
+  app.decorateRequest('user', null as User | null);
+  app.decorateRequest('agentHost', null as Host | null);
+  // Blob bodies stay streams: they are hashed on their way to disk, never buffered whole.
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+  app.setErrorHandler((err, req, reply) => sendError(req, reply, err));
+  app.setNotFoundHandler((req, reply) => sendError(req, reply, new BoxgridError('not_found', `no route ${req.method} ${req.url.split('?')[0]}`)));
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'boxgrid API', version: '1', description: 'User API (/v1) and agent protocol (/agent/v1). Errors: docs/errors.md.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  registerHealthRoutes(app, ctx);
+  await app.register(async (v1) => {
+    v1.addHook('onRequest', async (req) => {
+      const actor = await services.access.authenticate(req.headers.authorization);
+      if (actor.kind !== 'user') throw new BoxgridError('unauthenticated', 'host credentials cannot call the user API');
+      req.user = actor.user;
+    });
+    registerIdentityRoutes(v1 as Api, services);
+    registerAppRoutes(v1 as Api, services);
+    registerJobRoutes(v1 as Api, services);
+    registerBatchRoutes(v1 as Api, services, opts);
+    registerEventRoutes(v1 as Api, services, opts);
+    registerBlobRoutes(v1 as Api, services);
+  }, { prefix: '/v1' });
+  await app.register(async (agent) => {
+    agent.addHook('onRequest', async (req) => {
+      const actor = await services.access.authenticate(req.headers.authorization);
+      if (actor.kind !== 'host') throw new BoxgridError('unauthenticated', 'user tokens cannot call the agent protocol');
+      req.agentHost = actor.host;
+    });
+    registerAgentRoutes(agent as Api, services);
+  }, { prefix: '/agent/v1' });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

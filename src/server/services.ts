@@ -1,0 +1,45 @@
+import type { FastifyRequest } from 'fastify';
+import { BoxgridError } from '../domain/errors.js';
+import type { Host, User } from '../domain/model.js';
+import type { Action } from '../domain/roles.js';
+import { AccessService, type ProjectAccess } from '../service/access.js';
+import { AppService } from '../service/apps.js';
+import { BlobService } from '../service/blobs.js';
+import type { ServiceContext } from '../service/context.js';
+import { JobService } from '../service/jobs.js';
+
+/** The application services the routes call; routes hold no logic of their own. */
+export class Services {
+  readonly access: AccessService;
+  readonly apps: AppService;
+  readonly jobs: JobService;
+  readonly blobs: BlobService;
+
+  constructor(readonly ctx: ServiceContext) {
+    this.access = new AccessService(ctx);
+    this.apps = new AppService(ctx);
+    this.jobs = new JobService(ctx);
+    this.blobs = new BlobService(ctx);
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    user: User | null;
+    agentHost: Host | null;
+  }
+}
+
+export function currentUser(req: FastifyRequest): User {
+  if (!req.user) throw new BoxgridError('unauthenticated', 'a user token is required');
+  return req.user;
+}
+
+export function currentHost(req: FastifyRequest): Host {
+  if (!req.agentHost) throw new BoxgridError('unauthenticated', 'a host credential is required');
+  return req.agentHost;
+}
+
+export async function projectAccess(services: Services, req: FastifyRequest, project: string, action: Action): Promise<ProjectAccess> {
+  return services.access.project(currentUser(req), project, action);
+}

@@ -1,0 +1,114 @@
+import { BoxgridError, invalid, notFound } from '../domain/errors.js';
+import type { Host, Project, User } from '../domain/model.js';
+import { roleAllows, type Action, type Role } from '../domain/roles.js';
+import type { ServiceContext } from './context.js';
+import { issueToken, parseToken, secretMatches } from './credentials.js';
+
+export type Actor = { kind: 'user'; user: User } | { kind: 'host'; host: Host };
+
+export interface ProjectAccess {
+  project: Project;
+  role: Role;
+  user: User;
+}
+
+export const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/**
+ * Who is calling and what they may do. Objects in a project the caller is not a member of are
+ * reported as not found, so their existence leaks nothing; a member lacking a right gets 403.
+ */
+export class AccessService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  async authenticate(authorization: string | undefined): Promise<Actor> {
+    const m = /^Bearer (\S+)$/i.exec(authorization ?? '');
+    if (!m) throw new BoxgridError('unauthenticated', 'missing "Authorization: Bearer <token>" header');
+    const parsed = parseToken(m[1]!);
+    const record = parsed ? await this.ctx.store.getToken(parsed.id) : null;
+    const now = this.ctx.now();
+    if (
+      !parsed || !record || record.kind !== parsed.kind || !secretMatches(record, parsed.secret) ||
+      record.revokedAt !== null || (record.expiresAt !== null && record.expiresAt <= now)
+    ) {
+      throw new BoxgridError('unauthenticated', 'the token is not valid (unknown, revoked or expired)');
+    }
+    if (record.kind === 'user') {
+      const user = await this.ctx.store.getUser(record.subjectId);
+      if (!user) throw new BoxgridError('unauthenticated', 'the token is not valid (its user is gone)');
+      return { kind: 'user', user };
+    }
+    const host = await this.ctx.store.getHost(record.subjectId);
+    if (!host || host.state !== 'active') throw new BoxgridError('unauthenticated', 'the host credential is revoked');
+    return { kind: 'host', host };
+  }
+
+  /** The project by name if the user may perform `action` in it. */
+  async project(user: User, name: string, action: Action): Promise<ProjectAccess> {
+    const project = await this.ctx.store.getProjectByName(name);
+    const role: Role | null = !project ? null : user.operator ? 'admin' : await this.ctx.store.getRole(project.id, user.id);
+    if (!project || !role) throw notFound(`project "${name}"`);
+    if (!roleAllows(role, action)) {
+      throw new BoxgridError('forbidden', `your role in project "${name}" is ${role}, which may not ${action}`);
+    }
+    return { project, role, user };
+  }
+
+  requireOperator(user: User): void {
+    if (!user.operator) throw new BoxgridError('forbidden', 'only an operator may do this');
+  }
+
+  /**
+   * First start: an operator "admin", a project "default" and a token for it. Returns the
+   * token, or null when the server already has users.
+   */
+  async bootstrap(): Promise<string | null> {
+    if ((await this.ctx.store.countUsers()) > 0) return null;
+    const now = this.ctx.now();
+    const admin = await this.ctx.store.createUser('admin', true, now);
+    const project = await this.ctx.store.createProject('default', 1, now);
+    await this.ctx.store.setMembership(project.id, admin.id, 'admin');
+    const issued = issueToken('user', admin.id, 'bootstrap admin token', now);
+    await this.ctx.store.insertToken(issued.record);
+    return issued.token;
+  }
+
+  async createUser(actor: User, name: string, operator: boolean): Promise<User> {
+    this.requireOperator(actor);
+    if (!NAME_RE.test(name)) throw invalid('name', 'use 1–63 lower-case letters, digits, ".", "_" or "-"');
+    return this.ctx.store.createUser(name, operator, this.ctx.now());
+  }
+
+  async createProject(actor: User, name: string, shareWeight: number): Promise<Project> {
+    this.requireOperator(actor);
+    if (!NAME_RE.test(name)) throw invalid('name', 'use 1–63 lower-case letters, digits, ".", "_" or "-"');
+    return this.ctx.store.createProject(name, shareWeight, this.ctx.now());
+  }
+
+  async setMember(actor: User, projectName: string, userName: string, role: Role): Promise<void> {
+    const { project } = await this.project(actor, projectName, 'manage');
+    const user = await this.ctx.store.getUserByName(userName);
+    if (!user) throw notFound(`user "${userName}"`);
+    await this.ctx.store.setMembership(project.id, user.id, role);
+  }
+
+  async listProjects(actor: User): Promise<Array<Project & { role: Role }>> {
+    return this.ctx.store.listProjectsFor(actor);
+  }
+
+  /** A new token for yourself, or (operators only) for another user. */
+  async createToken(actor: User, opts: { userName?: string; label: string; ttlSeconds?: number }): Promise<{ token: string; id: string; user: User; expiresAt: number | null }> {
+    let user = actor;
+    if (opts.userName !== undefined && opts.userName !== actor.name) {
+      this.requireOperator(actor);
+      const found = await this.ctx.store.getUserByName(opts.userName);
+      if (!found) throw notFound(`user "${opts.userName}"`);
+      user = found;
+    }
+    const now = this.ctx.now();
+    const expiresAt = opts.ttlSeconds === undefined ? null : now + opts.ttlSeconds * 1000;
+    const issued = issueToken('user', user.id, opts.label, now, expiresAt);
+    await this.ctx.store.insertToken(issued.record);
+    return { token: issued.token, id: issued.record.id, user, expiresAt };
+  }
+}

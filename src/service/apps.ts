@@ -1,0 +1,80 @@
+import { invalid, notFound } from '../domain/errors.js';
+import type { App, AppSpec } from '../domain/model.js';
+import { DEFAULT_RESOURCES, type Resources } from '../domain/resources.js';
+import type { ProjectAccess } from './access.js';
+import { NAME_RE } from './access.js';
+import type { ServiceContext } from './context.js';
+
+/** What a client sends to create an app or a new version; omitted fields take defaults. */
+export interface AppInput {
+  name: string;
+  description?: string;
+  image: string;
+  imageDigest?: string;
+  command?: string[];
+  resources?: Partial<Resources>;
+  maxRuntimeSeconds?: number;
+  maxAttempts?: number;
+  replicas?: number;
+  quorum?: number;
+  checkpointing?: boolean;
+  platforms?: string[];
+}
+
+// An OCI reference: [registry[:port]/]path[:tag][@sha256:digest]. Loose on purpose: the engine is the judge.
+const IMAGE_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$/;
+const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
+const PLATFORM_RE = /^[a-z0-9]+\/[a-z0-9_]+(?:\/[a-z0-9]+)?$/;
+
+export function appSpecFrom(input: AppInput): AppSpec {
+  if (!NAME_RE.test(input.name)) throw invalid('name', 'use 1–63 lower-case letters, digits, ".", "_" or "-"');
+  if (!IMAGE_RE.test(input.image)) throw invalid('image', `"${input.image}" is not an image reference (e.g. "sci/mandel:1.2" or "sci/mandel@sha256:…")`);
+  const pinned = /@(sha256:[0-9a-f]{64})$/.exec(input.image)?.[1] ?? null;
+  const imageDigest = input.imageDigest ?? pinned;
+  if (imageDigest !== null && !DIGEST_RE.test(imageDigest)) throw invalid('imageDigest', 'must be "sha256:" and 64 hex digits');
+  if (pinned !== null && imageDigest !== pinned) throw invalid('imageDigest', 'differs from the digest in image');
+  const replicas = input.replicas ?? 1;
+  const quorum = input.quorum ?? replicas;
+  if (quorum > replicas) throw invalid('quorum', `must not exceed replicas (${replicas})`);
+  for (const [i, p] of (input.platforms ?? []).entries()) {
+    if (!PLATFORM_RE.test(p)) throw invalid(`platforms/${i}`, `"${p}" is not os/arch[/variant], e.g. linux/amd64`);
+  }
+  return {
+    name: input.name,
+    description: input.description ?? '',
+    image: input.image,
+    imageDigest,
+    command: input.command ?? [],
+    resources: { ...DEFAULT_RESOURCES, ...(input.resources ?? {}) },
+    maxRuntimeSeconds: input.maxRuntimeSeconds ?? 3600,
+    maxAttempts: input.maxAttempts ?? 3,
+    replicas,
+    quorum,
+    checkpointing: input.checkpointing ?? false,
+    platforms: input.platforms ?? ['linux/amd64'],
+  };
+}
+
+export class AppService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  async create(access: ProjectAccess, input: AppInput): Promise<App> {
+    return this.ctx.store.createAppVersion(access.project.id, appSpecFrom(input), 'new', this.ctx.now());
+  }
+
+  /** A new version of an existing app; the name in the path wins over any in the body. */
+  async newVersion(access: ProjectAccess, name: string, input: Omit<AppInput, 'name'>): Promise<App> {
+    return this.ctx.store.createAppVersion(access.project.id, appSpecFrom({ ...input, name }), 'version', this.ctx.now());
+  }
+
+  async list(access: ProjectAccess): Promise<App[]> {
+    return this.ctx.store.listApps(access.project.id);
+  }
+
+  async get(access: ProjectAccess, name: string, version?: number): Promise<{ app: App; versions: number[] }> {
+    const versions = await this.ctx.store.listAppVersions(access.project.id, name);
+    const app = version === undefined ? versions.at(-1) : versions.find((v) => v.version === version);
+    if (!app) throw notFound(version === undefined ? `app "${name}"` : `app "${name}" version ${version}`);
+    return { app, versions: versions.map((v) => v.version) };
+  }
+}

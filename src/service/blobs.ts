@@ -1,0 +1,52 @@
+import type { Readable } from 'node:stream';
+import { SHA256_RE } from '../blobs/blob-store.js';
+import { BoxgridError, invalid, notFound } from '../domain/errors.js';
+import type { BlobRecord } from '../domain/model.js';
+import type { ProjectAccess } from './access.js';
+import type { ServiceContext } from './context.js';
+
+/**
+ * Upload and download of content-addressed files, scoped by project: a project reads only the
+ * blobs it uploaded or its jobs produced, even when another project stored the same bytes.
+ */
+export class BlobService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  /** The project's reference to a blob, or null. Cheap: lets clients skip uploads (HEAD). */
+  async find(access: ProjectAccess, sha256: string): Promise<BlobRecord | null> {
+    checkDigest(sha256);
+    return this.ctx.store.getBlobRef(access.project.id, sha256);
+  }
+
+  /**
+   * Idempotent upload. If the project already holds the blob the body is not read at all. If
+   * only another project holds it, the body is still received and verified: knowing a digest
+   * must not grant access to content.
+   */
+  async put(access: ProjectAccess, sha256: string, body: Readable, declaredLength: number | undefined): Promise<{ blob: BlobRecord; created: boolean }> {
+    checkDigest(sha256);
+    const existing = await this.ctx.store.getBlobRef(access.project.id, sha256);
+    if (existing) {
+      body.resume(); // drain: the connection may be reused
+      return { blob: existing, created: false };
+    }
+    const max = this.ctx.limits.maxBlobBytes;
+    if (declaredLength !== undefined && declaredLength > max) {
+      throw new BoxgridError('payload_too_large', `Content-Length ${declaredLength} is larger than the blob limit of ${max} bytes`, { field: 'Content-Length' });
+    }
+    const { size } = await this.ctx.blobs.put(sha256, body, max);
+    const blob: BlobRecord = { sha256, size, createdAt: this.ctx.now() };
+    await this.ctx.store.recordBlob(access.project.id, blob);
+    return { blob, created: true };
+  }
+
+  async open(access: ProjectAccess, sha256: string, range?: { start: number; end: number }): Promise<{ blob: BlobRecord; stream: Readable }> {
+    const blob = await this.find(access, sha256);
+    if (!blob) throw notFound(`blob ${sha256}`);
+    return { blob, stream: this.ctx.blobs.read(sha256, range) };
+  }
+}
+
+function checkDigest(sha256: string): void {
+  if (!SHA256_RE.test(sha256)) throw invalid('sha256', 'must be 64 lower-case hex digits');
+}

@@ -1,0 +1,62 @@
+import { EventEmitter } from 'node:events';
+import type { StateCounts } from '../domain/model.js';
+import type { JobState } from '../domain/states.js';
+
+/** A state change worth telling watchers about. Bulk changes are one `batch` event, not N job events. */
+export type BoxgridEvent =
+  | { type: 'job'; jobId: number; batchId: number | null; state: JobState; reason: string | null }
+  | { type: 'batch'; batchId: number; change: 'submitted' | 'cancelled' | 'progress'; counts?: StateCounts };
+
+export interface StampedEvent {
+  /** Monotonic within this server process; SSE clients resume with Last-Event-ID. */
+  seq: number;
+  projectId: number;
+  at: number;
+  event: BoxgridEvent;
+}
+
+export interface EventFilter {
+  projectId: number;
+  batchId?: number;
+  jobId?: number;
+}
+
+export function matches(f: EventFilter, e: StampedEvent): boolean {
+  if (e.projectId !== f.projectId) return false;
+  const ev = e.event;
+  if (f.jobId !== undefined) return ev.type === 'job' && ev.jobId === f.jobId;
+  if (f.batchId !== undefined) return ev.batchId === f.batchId;
+  return true;
+}
+
+/**
+ * In-process fan-out of events to SSE streams, with a bounded replay buffer so a client that
+ * reconnects with Last-Event-ID misses nothing recent. Several servers on one database (a later
+ * issue) will need the events in the store instead; this class is the seam for that.
+ */
+export class EventBus {
+  private readonly emitter = new EventEmitter();
+  private readonly recent: StampedEvent[] = [];
+  private seq = 0;
+
+  constructor(private readonly keep = 10_000) {
+    this.emitter.setMaxListeners(0);
+  }
+
+  publish(projectId: number, event: BoxgridEvent): void {
+    const stamped: StampedEvent = { seq: ++this.seq, projectId, at: Date.now(), event };
+    this.recent.push(stamped);
+    if (this.recent.length > this.keep) this.recent.splice(0, this.recent.length - this.keep);
+    this.emitter.emit('event', stamped);
+  }
+
+  /** Events after `afterSeq` still in the buffer, then live ones; returns the unsubscribe function. */
+  subscribe(filter: EventFilter, afterSeq: number | null, onEvent: (e: StampedEvent) => void): () => void {
+    if (afterSeq !== null) for (const e of this.recent) if (e.seq > afterSeq && matches(filter, e)) onEvent(e);
+    const listener = (e: StampedEvent): void => {
+      if (matches(filter, e)) onEvent(e);
+    };
+    this.emitter.on('event', listener);
+    return () => this.emitter.off('event', listener);
+  }
+}

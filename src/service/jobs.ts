@@ -1,0 +1,237 @@
+import { createHash } from 'node:crypto';
+import { SHA256_RE } from '../blobs/blob-store.js';
+import { invalid, notFound } from '../domain/errors.js';
+import type { App, Batch, Job, JobSpec, StateCounts, Task } from '../domain/model.js';
+import type { Resources } from '../domain/resources.js';
+import type { JobState } from '../domain/states.js';
+import { jobMachine } from '../domain/states.js';
+import { expandSweep, substitute, sweepSize, type SweepPoint, type SweepSpec } from '../domain/sweep.js';
+import type { JobFilter } from '../store/store.js';
+import type { ProjectAccess } from './access.js';
+import type { ServiceContext } from './context.js';
+
+/** Per-job fields a client may send (alone, as a batch template, or as one item of a batch). */
+export interface JobTemplate {
+  args?: string[];
+  env?: Record<string, string>;
+  inputs?: Record<string, string>;
+  resources?: Partial<Resources>;
+  priority?: number;
+  /** ISO 8601 time after which the job fails instead of running. */
+  deadline?: string;
+  labels?: Record<string, string>;
+}
+
+export interface AppRef {
+  app: string;
+  appVersion?: number;
+}
+
+export type SubmitJobInput = AppRef & JobTemplate;
+
+/** Exactly one of `jobs`, `count` or `sweep` says how many jobs the batch has. */
+export interface SubmitBatchInput extends AppRef {
+  labels?: Record<string, string>;
+  template?: JobTemplate;
+  jobs?: JobTemplate[];
+  count?: number;
+  sweep?: SweepSpec;
+}
+
+export interface SubmitResult {
+  batch: Batch | null;
+  jobIds: number[];
+  replayed: boolean;
+}
+
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const INPUT_NAME_RE = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
+const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
+
+export interface Idempotency {
+  key: string;
+  /** The request body as received, hashed to tell a retry from a different request. */
+  body: unknown;
+}
+
+export class JobService {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  async submitJob(access: ProjectAccess, input: SubmitJobInput, idem: Idempotency | null): Promise<SubmitResult> {
+    const app = await this.resolveApp(access, input);
+    const spec = this.toSpec(input, {}, '', this.ctx.now());
+    await this.checkInputs(access, [spec]);
+    const result = await this.ctx.store.insertJobs({
+      projectId: access.project.id, app, batch: null, jobs: [spec], idempotency: idemFor(idem), now: this.ctx.now(),
+    });
+    if (!result.replayed) {
+      this.ctx.events.publish(access.project.id, { type: 'job', jobId: result.jobIds[0]!, batchId: null, state: 'queued', reason: null });
+    }
+    return result;
+  }
+
+  async submitBatch(access: ProjectAccess, input: SubmitBatchInput, idem: Idempotency | null): Promise<SubmitResult> {
+    const forms = [input.jobs !== undefined, input.count !== undefined, input.sweep !== undefined].filter(Boolean).length;
+    if (forms !== 1) throw invalid('jobs', 'give exactly one of "jobs", "count" or "sweep"');
+    const app = await this.resolveApp(access, input);
+    const now = this.ctx.now();
+    const limit = this.ctx.limits.maxBatchJobs;
+    const template = input.template ?? {};
+    const batchLabels = input.labels ?? {};
+    checkLabels(batchLabels, 'labels');
+    const base = this.toSpec(template, batchLabels, 'template', now);
+    let specs: JobSpec[];
+    if (input.jobs !== undefined) {
+      if (input.jobs.length === 0) throw invalid('jobs', 'is empty');
+      if (input.jobs.length > limit) throw invalid('jobs', `has ${input.jobs.length} jobs, more than the limit of ${limit}`);
+      specs = input.jobs.map((item, i) => mergeSpec(base, this.toSpec(item, {}, `jobs/${i}`, now), item));
+    } else if (input.count !== undefined) {
+      if (input.count > limit) throw invalid('count', `${input.count} is more than the limit of ${limit}`);
+      specs = Array.from({ length: input.count }, () => ({ ...base }));
+    } else {
+      sweepSize(input.sweep!, limit);
+      specs = expandSweep(input.sweep!, limit).map((point) => applyPoint(base, point));
+    }
+    await this.checkInputs(access, specs);
+    const result = await this.ctx.store.insertJobs({
+      projectId: access.project.id, app, batch: { labels: batchLabels }, jobs: specs, idempotency: idemFor(idem), now,
+    });
+    if (!result.replayed && result.batch) {
+      this.ctx.events.publish(access.project.id, { type: 'batch', batchId: result.batch.id, change: 'submitted' });
+    }
+    return result;
+  }
+
+  async get(access: ProjectAccess, id: number): Promise<{ job: Job; tasks: Task[] }> {
+    const job = await this.ctx.store.getJob(access.project.id, id);
+    if (!job) throw notFound(`job ${id}`);
+    return { job, tasks: await this.ctx.store.listTasks(id) };
+  }
+
+  async list(access: ProjectAccess, filter: JobFilter, limit: number, cursor?: string): Promise<{ jobs: Job[]; nextCursor: string | null }> {
+    const beforeId = cursor === undefined ? undefined : decodeCursor(cursor);
+    const jobs = await this.ctx.store.listJobs(access.project.id, filter, { limit, ...(beforeId === undefined ? {} : { beforeId }) });
+    const last = jobs.at(-1);
+    return { jobs, nextCursor: jobs.length === limit && last ? encodeCursor(last.id) : null };
+  }
+
+  async cancel(access: ProjectAccess, id: number): Promise<Job> {
+    const job = await this.ctx.store.cancelJob(access.project.id, id, this.ctx.now());
+    this.ctx.events.publish(access.project.id, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
+    return job;
+  }
+
+  async cancelBatch(access: ProjectAccess, batchId: number): Promise<{ cancelled: number; counts: StateCounts }> {
+    await this.getBatch(access, batchId);
+    const cancelled = await this.ctx.store.cancelBatch(access.project.id, batchId, this.ctx.now());
+    const counts = await this.ctx.store.batchCounts(batchId);
+    this.ctx.events.publish(access.project.id, { type: 'batch', batchId, change: 'cancelled', counts });
+    return { cancelled, counts };
+  }
+
+  async getBatch(access: ProjectAccess, id: number): Promise<{ batch: Batch; counts: StateCounts; done: boolean }> {
+    const batch = await this.ctx.store.getBatch(access.project.id, id);
+    if (!batch) throw notFound(`batch ${id}`);
+    const counts = await this.ctx.store.batchCounts(id);
+    const open = (Object.keys(counts) as JobState[]).some((s) => !jobMachine.isTerminal(s) && counts[s] > 0);
+    return { batch, counts, done: !open };
+  }
+
+  async listBatches(access: ProjectAccess, limit: number, cursor?: string): Promise<{ batches: Batch[]; nextCursor: string | null }> {
+    const beforeId = cursor === undefined ? undefined : decodeCursor(cursor);
+    const batches = await this.ctx.store.listBatches(access.project.id, { limit, ...(beforeId === undefined ? {} : { beforeId }) });
+    const last = batches.at(-1);
+    return { batches, nextCursor: batches.length === limit && last ? encodeCursor(last.id) : null };
+  }
+
+  private async resolveApp(access: ProjectAccess, ref: AppRef): Promise<App> {
+    const app = await this.ctx.store.getApp(access.project.id, ref.app, ref.appVersion);
+    if (!app) {
+      throw ref.appVersion === undefined
+        ? invalid('app', `no app named "${ref.app}" in project "${access.project.name}"`)
+        : invalid('appVersion', `app "${ref.app}" has no version ${ref.appVersion}`);
+    }
+    return app;
+  }
+
+  /** Checks one template's fields; `at` prefixes field names in errors (e.g. "jobs/17"). */
+  private toSpec(t: JobTemplate, extraLabels: Record<string, string>, at: string, now: number): JobSpec {
+    const field = (f: string): string => (at === '' ? f : `${at}/${f}`);
+    for (const k in t.env) {
+      if (!ENV_NAME_RE.test(k)) throw invalid(field(`env/${k}`), 'is not a valid environment variable name');
+      if (k.startsWith('BOXGRID_')) throw invalid(field(`env/${k}`), 'names starting with BOXGRID_ are reserved');
+    }
+    for (const k in t.inputs) {
+      if (!INPUT_NAME_RE.test(k)) throw invalid(field(`inputs/${k}`), 'input names are plain file names (letters, digits, ".", "_", "-")');
+      if (!SHA256_RE.test(t.inputs[k]!)) throw invalid(field(`inputs/${k}`), 'must be the sha256 of an uploaded blob (64 hex digits)');
+    }
+    if (t.labels) checkLabels(t.labels, field('labels'));
+    let deadline: number | null = null;
+    if (t.deadline !== undefined) {
+      deadline = Date.parse(t.deadline);
+      if (Number.isNaN(deadline)) throw invalid(field('deadline'), `"${t.deadline}" is not an ISO 8601 time`);
+      if (deadline <= now) throw invalid(field('deadline'), 'is in the past');
+    }
+    return {
+      args: t.args ?? [],
+      env: t.env ?? {},
+      inputs: t.inputs ?? {},
+      resources: t.resources ?? {},
+      priority: t.priority ?? 0,
+      deadline,
+      labels: isEmpty(extraLabels) ? t.labels ?? {} : { ...extraLabels, ...t.labels },
+      params: {},
+    };
+  }
+
+  private async checkInputs(access: ProjectAccess, specs: JobSpec[]): Promise<void> {
+    const wanted = new Set<string>();
+    for (const s of specs) for (const k in s.inputs) wanted.add(s.inputs[k]!);
+    if (wanted.size === 0) return;
+    const missing = await this.ctx.store.missingBlobs(access.project.id, [...wanted]);
+    if (missing.length > 0) throw invalid('inputs', `blob ${missing[0]} is not uploaded to project "${access.project.name}"`);
+  }
+}
+
+function mergeSpec(base: JobSpec, item: JobSpec, raw: JobTemplate): JobSpec {
+  return {
+    args: raw.args !== undefined ? item.args : base.args,
+    env: { ...base.env, ...item.env },
+    inputs: { ...base.inputs, ...item.inputs },
+    resources: { ...base.resources, ...item.resources },
+    priority: raw.priority !== undefined ? item.priority : base.priority,
+    deadline: raw.deadline !== undefined ? item.deadline : base.deadline,
+    labels: { ...base.labels, ...item.labels },
+    params: {},
+  };
+}
+
+function applyPoint(base: JobSpec, point: SweepPoint): JobSpec {
+  const env: Record<string, string> = {};
+  for (const k in base.env) env[k] = substitute(base.env[k]!, point);
+  return { ...base, args: base.args.map((a) => substitute(a, point)), env, params: point };
+}
+
+function checkLabels(labels: Record<string, string>, field: string): void {
+  for (const k in labels) if (!LABEL_KEY_RE.test(k)) throw invalid(`${field}/${k}`, 'label keys are letters, digits, ".", "_", "/" and "-"');
+}
+
+function isEmpty(o: object): boolean {
+  for (const _ in o) return false;
+  return true;
+}
+
+function idemFor(idem: Idempotency | null): { key: string; requestHash: string } | null {
+  if (!idem) return null;
+  return { key: idem.key, requestHash: createHash('sha256').update(JSON.stringify(idem.body)).digest('hex') };
+}
+
+export function encodeCursor(id: number): string {
+  return Buffer.from(`j:${id}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): number {
+  const m = /^j:(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  if (!m) throw invalid('cursor', 'is not a cursor this server gave out');
+  return Number(m[1]);
+}

@@ -1,0 +1,135 @@
+import type { Migration } from '../migration.js';
+
+/**
+ * SQLite schema, append-only. Times are epoch ms. Job details that are only ever read whole
+ * live in one JSON `spec` column (one parse per row); columns exist for what we filter or
+ * sort on. Foreign keys are declared on the small tables only: on `jobs` they would cost the
+ * 100k-job insert more than they protect (the service checks app and batch first).
+ */
+export const SQLITE_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial',
+    sql: `
+CREATE TABLE users (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  operator INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE projects (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  share_weight REAL NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE memberships (
+  project_id INTEGER NOT NULL REFERENCES projects(id),
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  role TEXT NOT NULL CHECK (role IN ('admin', 'submitter', 'viewer')),
+  PRIMARY KEY (project_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE tokens (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('user', 'host')),
+  subject_id INTEGER NOT NULL,
+  secret_hash BLOB NOT NULL,
+  label TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE apps (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL REFERENCES projects(id),
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  spec TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  UNIQUE (project_id, name, version)
+);
+CREATE TABLE batches (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL REFERENCES projects(id),
+  app_name TEXT NOT NULL,
+  app_version INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  labels TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX batches_by_project ON batches (project_id, id);
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL,
+  app_id INTEGER NOT NULL,
+  app_name TEXT NOT NULL,
+  app_version INTEGER NOT NULL,
+  batch_id INTEGER,
+  state TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  deadline INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  reason TEXT,
+  spec TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  finished_at INTEGER
+);
+CREATE INDEX jobs_by_project_state ON jobs (project_id, state, id);
+CREATE INDEX jobs_by_project_app ON jobs (project_id, app_name, id);
+CREATE INDEX jobs_by_batch_state ON jobs (batch_id, state, id) WHERE batch_id IS NOT NULL;
+CREATE TABLE job_labels (
+  project_id INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  job_id INTEGER NOT NULL,
+  PRIMARY KEY (project_id, key, value, job_id)
+) WITHOUT ROWID;
+CREATE TABLE idempotency_keys (
+  project_id INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  batch_id INTEGER,
+  job_id INTEGER,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (project_id, key)
+) WITHOUT ROWID;
+CREATE TABLE sites (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE hosts (
+  id INTEGER PRIMARY KEY,
+  site_id INTEGER NOT NULL REFERENCES sites(id),
+  name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  resources TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  last_seen_at INTEGER
+);
+CREATE TABLE tasks (
+  id INTEGER PRIMARY KEY,
+  job_id INTEGER NOT NULL,
+  host_id INTEGER NOT NULL REFERENCES hosts(id),
+  attempt INTEGER NOT NULL,
+  replica INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  lease_expires_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  ended_at INTEGER,
+  exit_code INTEGER,
+  reason TEXT
+);
+CREATE INDEX tasks_by_job ON tasks (job_id, id);
+CREATE TABLE blob_refs (
+  project_id INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (project_id, sha256)
+) WITHOUT ROWID;
+`,
+  },
+];

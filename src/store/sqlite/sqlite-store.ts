@@ -1,0 +1,514 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { BoxgridError, alreadyExists, notFound } from '../../domain/errors.js';
+import type {
+  App, AppSpec, Batch, BlobRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
+  TokenRecord, User,
+} from '../../domain/model.js';
+import type { Role } from '../../domain/roles.js';
+import { JOB_STATES, jobMachine, type JobState } from '../../domain/states.js';
+import { checksum, type Migration } from '../migration.js';
+import type { InsertJobsRequest, InsertJobsResult, JobFilter, Page, Store } from '../store.js';
+import { SQLITE_MIGRATIONS } from './migrations.js';
+
+type Row = Record<string, unknown>;
+
+/** The parts of a job kept in the `spec` JSON column. */
+type StoredJobSpec = Omit<JobSpec, 'priority' | 'deadline'>;
+
+const CANCELLABLE = jobMachine.sourcesOf('cancelled');
+const JOB_CHUNK = 100;
+const ROW_PARAMS = 10;
+const CANCELLABLE_SQL = CANCELLABLE.map((s) => `'${s}'`).join(', ');
+
+/**
+ * The embedded default store: one SQLite file in WAL mode. better-sqlite3 is synchronous, so
+ * each method runs to completion inside one call (a transaction never spans an await) and is
+ * wrapped in a Promise to honour the port.
+ */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+
+  constructor(file: string, private readonly migrations: readonly Migration[] = SQLITE_MIGRATIONS) {
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    // FULL: a commit is on disk before we answer, so "accepted" means durable.
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+  }
+
+  async migrate(): Promise<{ applied: number[] }> {
+    const db = this.db;
+    db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+    const done = new Map<number, string>(
+      (db.prepare('SELECT version, checksum FROM schema_migrations').all() as Row[]).map((r) => [
+        r.version as number,
+        r.checksum as string,
+      ]),
+    );
+    const known = new Set(this.migrations.map((m) => m.version));
+    for (const v of done.keys()) {
+      if (!known.has(v)) throw new Error(`database has migration ${v}, which this boxgrid does not know: is it older than the data?`);
+    }
+    const applied: number[] = [];
+    for (const m of this.migrations) {
+      const have = done.get(m.version);
+      if (have !== undefined) {
+        if (have !== checksum(m)) throw new Error(`migration ${m.version} (${m.name}) was edited after it was applied; migrations are append-only`);
+        continue;
+      }
+      db.transaction(() => {
+        db.exec(m.sql);
+        db.prepare('INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)').run(
+          m.version, m.name, checksum(m), Date.now(),
+        );
+      })();
+      applied.push(m.version);
+    }
+    return { applied };
+  }
+
+  async ping(): Promise<void> {
+    this.db.prepare('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
+  // ── identity ──────────────────────────────────────────────────────────────
+
+  async countUsers(): Promise<number> {
+    return (this.db.prepare('SELECT count(*) AS n FROM users').get() as Row).n as number;
+  }
+
+  async createUser(name: string, operator: boolean, now: Millis): Promise<User> {
+    try {
+      const r = this.db.prepare('INSERT INTO users (name, operator, created_at) VALUES (?, ?, ?)').run(name, operator ? 1 : 0, now);
+      return { id: Number(r.lastInsertRowid), name, operator, createdAt: now };
+    } catch (e) {
+      throw uniqueViolation(e, () => alreadyExists(`user "${name}"`, 'name'));
+    }
+  }
+
+  async getUser(id: number): Promise<User | null> {
+    return mapUser(this.db.prepare('SELECT * FROM users WHERE id = ?').get(id) as Row | undefined);
+  }
+
+  async getUserByName(name: string): Promise<User | null> {
+    return mapUser(this.db.prepare('SELECT * FROM users WHERE name = ?').get(name) as Row | undefined);
+  }
+
+  async createProject(name: string, shareWeight: number, now: Millis): Promise<Project> {
+    try {
+      const r = this.db.prepare('INSERT INTO projects (name, share_weight, created_at) VALUES (?, ?, ?)').run(name, shareWeight, now);
+      return { id: Number(r.lastInsertRowid), name, shareWeight, createdAt: now };
+    } catch (e) {
+      throw uniqueViolation(e, () => alreadyExists(`project "${name}"`, 'name'));
+    }
+  }
+
+  async getProjectByName(name: string): Promise<Project | null> {
+    const r = this.db.prepare('SELECT * FROM projects WHERE name = ?').get(name) as Row | undefined;
+    return r ? mapProject(r) : null;
+  }
+
+  async listProjectsFor(user: User): Promise<Array<Project & { role: Role }>> {
+    const rows = user.operator
+      ? (this.db.prepare(`SELECT p.*, 'admin' AS role FROM projects p ORDER BY p.name`).all() as Row[])
+      : (this.db
+          .prepare('SELECT p.*, m.role FROM projects p JOIN memberships m ON m.project_id = p.id WHERE m.user_id = ? ORDER BY p.name')
+          .all(user.id) as Row[]);
+    return rows.map((r) => ({ ...mapProject(r), role: r.role as Role }));
+  }
+
+  async setMembership(projectId: number, userId: number, role: Role): Promise<void> {
+    this.db
+      .prepare('INSERT INTO memberships (project_id, user_id, role) VALUES (?, ?, ?) ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role')
+      .run(projectId, userId, role);
+  }
+
+  async getRole(projectId: number, userId: number): Promise<Role | null> {
+    const r = this.db.prepare('SELECT role FROM memberships WHERE project_id = ? AND user_id = ?').get(projectId, userId) as Row | undefined;
+    return r ? (r.role as Role) : null;
+  }
+
+  async insertToken(t: TokenRecord): Promise<void> {
+    this.db
+      .prepare('INSERT INTO tokens (id, kind, subject_id, secret_hash, label, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(t.id, t.kind, t.subjectId, t.secretHash, t.label, t.createdAt, t.expiresAt, t.revokedAt);
+  }
+
+  async getToken(id: string): Promise<TokenRecord | null> {
+    const r = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as Row | undefined;
+    if (!r) return null;
+    return {
+      id: r.id as string,
+      kind: r.kind as TokenRecord['kind'],
+      subjectId: r.subject_id as number,
+      secretHash: r.secret_hash as Buffer,
+      label: r.label as string,
+      createdAt: r.created_at as number,
+      expiresAt: (r.expires_at as number | null) ?? null,
+      revokedAt: (r.revoked_at as number | null) ?? null,
+    };
+  }
+
+  // ── apps ──────────────────────────────────────────────────────────────────
+
+  async createAppVersion(projectId: number, spec: AppSpec, mode: 'new' | 'version', now: Millis): Promise<App> {
+    return this.db.transaction(() => {
+      const latest = this.db
+        .prepare('SELECT max(version) AS v FROM apps WHERE project_id = ? AND name = ?')
+        .get(projectId, spec.name) as Row;
+      const current = (latest.v as number | null) ?? 0;
+      if (mode === 'new' && current > 0) throw alreadyExists(`app "${spec.name}"`, 'name');
+      if (mode === 'version' && current === 0) throw notFound(`app "${spec.name}"`);
+      const version = current + 1;
+      const r = this.db
+        .prepare('INSERT INTO apps (project_id, name, version, spec, created_at) VALUES (?, ?, ?, ?, ?)')
+        .run(projectId, spec.name, version, JSON.stringify(spec), now);
+      return { ...spec, id: Number(r.lastInsertRowid), projectId, version, createdAt: now };
+    }).immediate();
+  }
+
+  async getApp(projectId: number, name: string, version?: number): Promise<App | null> {
+    const r = (version === undefined
+      ? this.db.prepare('SELECT * FROM apps WHERE project_id = ? AND name = ? ORDER BY version DESC LIMIT 1').get(projectId, name)
+      : this.db.prepare('SELECT * FROM apps WHERE project_id = ? AND name = ? AND version = ?').get(projectId, name, version)) as
+      | Row
+      | undefined;
+    return r ? mapApp(r) : null;
+  }
+
+  async listApps(projectId: number): Promise<App[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT a.* FROM apps a JOIN (SELECT name, max(version) AS v FROM apps WHERE project_id = ? GROUP BY name) l
+           ON a.name = l.name AND a.version = l.v WHERE a.project_id = ? ORDER BY a.name`,
+      )
+      .all(projectId, projectId) as Row[];
+    return rows.map(mapApp);
+  }
+
+  async listAppVersions(projectId: number, name: string): Promise<App[]> {
+    return (this.db.prepare('SELECT * FROM apps WHERE project_id = ? AND name = ? ORDER BY version').all(projectId, name) as Row[]).map(mapApp);
+  }
+
+  // ── jobs and batches ─────────────────────────────────────────────────────
+
+  async insertJobs(req: InsertJobsRequest): Promise<InsertJobsResult> {
+    const db = this.db;
+    const { projectId, app, now } = req;
+    return db.transaction((): InsertJobsResult => {
+      if (req.idempotency) {
+        const prior = db
+          .prepare('SELECT request_hash, batch_id, job_id FROM idempotency_keys WHERE project_id = ? AND key = ?')
+          .get(projectId, req.idempotency.key) as Row | undefined;
+        if (prior) {
+          if (prior.request_hash !== req.idempotency.requestHash) {
+            throw new BoxgridError('conflict', 'Idempotency-Key was already used for a different request', { field: 'Idempotency-Key' });
+          }
+          return this.replay(projectId, prior);
+        }
+      }
+      let batch: Batch | null = null;
+      if (req.batch) {
+        const r = db
+          .prepare('INSERT INTO batches (project_id, app_name, app_version, size, labels, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+          .run(projectId, app.name, app.version, req.jobs.length, JSON.stringify(req.batch.labels), now);
+        batch = {
+          id: Number(r.lastInsertRowid), projectId, appName: app.name, appVersion: app.version,
+          size: req.jobs.length, labels: req.batch.labels, createdAt: now,
+        };
+      }
+      const jobIds = this.insertJobRows(projectId, app, batch?.id ?? null, req.jobs, now);
+      const batchId = batch?.id ?? null;
+      if (req.idempotency) {
+        db.prepare('INSERT INTO idempotency_keys (project_id, key, request_hash, batch_id, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+          projectId, req.idempotency.key, req.idempotency.requestHash, batchId, batchId === null ? jobIds[0] ?? null : null, now,
+        );
+      }
+      return { batch, jobIds, replayed: false };
+    }).immediate();
+  }
+
+  /**
+   * Multi-row INSERTs of JOB_CHUNK rows: per-statement overhead, not SQLite, dominates a
+   * row-at-a-time loop (measured: 100k jobs in ~0.75 s row by row, ~0.25 s chunked).
+   * Inside one write transaction rowids are consecutive, so the ids follow from the last one.
+   */
+  private insertJobRows(projectId: number, app: App, batchId: number | null, jobs: JobSpec[], now: Millis): number[] {
+    const ids = new Array<number>(jobs.length);
+    const labelRows: unknown[] = [];
+    for (let start = 0; start < jobs.length; start += JOB_CHUNK) {
+      const n = Math.min(JOB_CHUNK, jobs.length - start);
+      const params = new Array<unknown>(n * ROW_PARAMS);
+      for (let k = 0; k < n; k++) {
+        const j = jobs[start + k]!;
+        const at = k * ROW_PARAMS;
+        params[at] = projectId;
+        params[at + 1] = app.id;
+        params[at + 2] = app.name;
+        params[at + 3] = app.version;
+        params[at + 4] = batchId;
+        params[at + 5] = j.priority;
+        params[at + 6] = j.deadline;
+        params[at + 7] = encodeSpec(j);
+        params[at + 8] = now;
+        params[at + 9] = now;
+      }
+      const last = Number(this.jobInsert(n).run(params).lastInsertRowid);
+      for (let k = 0; k < n; k++) {
+        const id = last - n + 1 + k;
+        ids[start + k] = id;
+        const labels = jobs[start + k]!.labels;
+        for (const key in labels) labelRows.push(projectId, key, labels[key], id);
+      }
+    }
+    const insertLabel = this.db.prepare('INSERT INTO job_labels (project_id, key, value, job_id) VALUES (?, ?, ?, ?)');
+    for (let i = 0; i < labelRows.length; i += 4) insertLabel.run(labelRows[i], labelRows[i + 1], labelRows[i + 2], labelRows[i + 3]);
+    return ids;
+  }
+
+  private readonly jobInserts = new Map<number, Database.Statement>();
+
+  /** A cached INSERT of n job rows, ROW_PARAMS anonymous parameters per row. */
+  private jobInsert(n: number): Database.Statement {
+    let st = this.jobInserts.get(n);
+    if (!st) {
+      const rows = new Array<string>(n).fill(`(?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)`);
+      st = this.db.prepare(
+        `INSERT INTO jobs (project_id, app_id, app_name, app_version, batch_id, state, priority, deadline, spec, created_at, updated_at)
+         VALUES ${rows.join(', ')}`,
+      );
+      this.jobInserts.set(n, st);
+    }
+    return st;
+  }
+
+  private replay(projectId: number, prior: Row): InsertJobsResult {
+    if (prior.batch_id !== null) {
+      const batchId = prior.batch_id as number;
+      const batch = mapBatch(this.db.prepare('SELECT * FROM batches WHERE id = ? AND project_id = ?').get(batchId, projectId) as Row);
+      const ids = (this.db.prepare('SELECT id FROM jobs WHERE batch_id = ? ORDER BY id').pluck().all(batchId) as number[]);
+      return { batch, jobIds: ids, replayed: true };
+    }
+    return { batch: null, jobIds: [prior.job_id as number], replayed: true };
+  }
+
+  async getJob(projectId: number, id: number): Promise<Job | null> {
+    const r = this.db.prepare('SELECT * FROM jobs WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
+    return r ? mapJob(r) : null;
+  }
+
+  async listJobs(projectId: number, filter: JobFilter, page: Page): Promise<Job[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    // Each filter has an index that starts with its column; SQLite picks the most selective.
+    if (filter.batchId !== undefined) {
+      where.push('batch_id = ?');
+      args.push(filter.batchId);
+    }
+    where.push('project_id = ?');
+    args.push(projectId);
+    if (filter.state !== undefined) {
+      where.push('state = ?');
+      args.push(filter.state);
+    }
+    if (filter.appName !== undefined) {
+      where.push('app_name = ?');
+      args.push(filter.appName);
+    }
+    if (filter.label !== undefined) {
+      where.push('id IN (SELECT job_id FROM job_labels WHERE project_id = ? AND key = ? AND value = ?)');
+      args.push(projectId, filter.label.key, filter.label.value);
+    }
+    if (page.beforeId !== undefined) {
+      where.push('id < ?');
+      args.push(page.beforeId);
+    }
+    args.push(page.limit);
+    const sql = `SELECT * FROM jobs WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`;
+    return (this.db.prepare(sql).all(...args) as Row[]).map(mapJob);
+  }
+
+  async listTasks(jobId: number): Promise<Task[]> {
+    return (this.db.prepare('SELECT * FROM tasks WHERE job_id = ? ORDER BY id').all(jobId) as Row[]).map(mapTask);
+  }
+
+  async cancelJob(projectId: number, id: number, now: Millis): Promise<Job> {
+    return this.db.transaction(() => {
+      const r = this.db.prepare('SELECT * FROM jobs WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
+      if (!r) throw notFound(`job ${id}`);
+      jobMachine.assert(r.state as JobState, 'cancelled', `job ${id}`);
+      this.db
+        .prepare(`UPDATE jobs SET state = 'cancelled', reason = 'cancelled by user', updated_at = ?, finished_at = ? WHERE id = ?`)
+        .run(now, now, id);
+      return mapJob({ ...r, state: 'cancelled', reason: 'cancelled by user', updated_at: now, finished_at: now });
+    }).immediate();
+  }
+
+  async cancelBatch(projectId: number, batchId: number, now: Millis): Promise<number> {
+    const r = this.db
+      .prepare(
+        `UPDATE jobs SET state = 'cancelled', reason = 'batch cancelled by user', updated_at = ?, finished_at = ?
+         WHERE batch_id = ? AND project_id = ? AND state IN (${CANCELLABLE_SQL})`,
+      )
+      .run(now, now, batchId, projectId);
+    return r.changes;
+  }
+
+  async getBatch(projectId: number, id: number): Promise<Batch | null> {
+    const r = this.db.prepare('SELECT * FROM batches WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
+    return r ? mapBatch(r) : null;
+  }
+
+  async listBatches(projectId: number, page: Page): Promise<Batch[]> {
+    const rows = (page.beforeId === undefined
+      ? this.db.prepare('SELECT * FROM batches WHERE project_id = ? ORDER BY id DESC LIMIT ?').all(projectId, page.limit)
+      : this.db.prepare('SELECT * FROM batches WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?').all(projectId, page.beforeId, page.limit)) as Row[];
+    return rows.map(mapBatch);
+  }
+
+  async batchCounts(batchId: number): Promise<StateCounts> {
+    const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as StateCounts;
+    const rows = this.db.prepare('SELECT state, count(*) AS n FROM jobs WHERE batch_id = ? GROUP BY state').all(batchId) as Row[];
+    for (const r of rows) counts[r.state as JobState] = r.n as number;
+    return counts;
+  }
+
+  // ── blobs ─────────────────────────────────────────────────────────────────
+
+  async recordBlob(projectId: number, blob: BlobRecord): Promise<void> {
+    this.db
+      .prepare('INSERT INTO blob_refs (project_id, sha256, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING')
+      .run(projectId, blob.sha256, blob.size, blob.createdAt);
+  }
+
+  async getBlobRef(projectId: number, sha256: string): Promise<BlobRecord | null> {
+    const r = this.db.prepare('SELECT * FROM blob_refs WHERE project_id = ? AND sha256 = ?').get(projectId, sha256) as Row | undefined;
+    return r ? { sha256: r.sha256 as string, size: r.size as number, createdAt: r.created_at as number } : null;
+  }
+
+  async missingBlobs(projectId: number, sha256s: string[]): Promise<string[]> {
+    const stmt = this.db.prepare('SELECT 1 FROM blob_refs WHERE project_id = ? AND sha256 = ?').pluck();
+    return [...new Set(sha256s)].filter((s) => stmt.get(projectId, s) === undefined);
+  }
+
+  // ── sites and hosts ─────────────────────────────────────────────────────
+
+  async createSite(name: string, now: Millis): Promise<Site> {
+    try {
+      const r = this.db.prepare('INSERT INTO sites (name, created_at) VALUES (?, ?)').run(name, now);
+      return { id: Number(r.lastInsertRowid), name, createdAt: now };
+    } catch (e) {
+      throw uniqueViolation(e, () => alreadyExists(`site "${name}"`, 'name'));
+    }
+  }
+
+  async getSiteByName(name: string): Promise<Site | null> {
+    const r = this.db.prepare('SELECT * FROM sites WHERE name = ?').get(name) as Row | undefined;
+    return r ? { id: r.id as number, name: r.name as string, createdAt: r.created_at as number } : null;
+  }
+
+  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state'>, now: Millis): Promise<Host> {
+    const r = this.db
+      .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, created_at) VALUES (?, ?, 'active', ?, ?, ?)`)
+      .run(h.siteId, h.name, JSON.stringify(h.resources), h.platform, now);
+    return { ...h, id: Number(r.lastInsertRowid), state: 'active', createdAt: now, lastSeenAt: null };
+  }
+
+  async getHost(id: number): Promise<Host | null> {
+    const r = this.db.prepare('SELECT * FROM hosts WHERE id = ?').get(id) as Row | undefined;
+    if (!r) return null;
+    return {
+      id: r.id as number, siteId: r.site_id as number, name: r.name as string, state: r.state as Host['state'],
+      resources: JSON.parse(r.resources as string), platform: r.platform as string,
+      createdAt: r.created_at as number, lastSeenAt: (r.last_seen_at as number | null) ?? null,
+    };
+  }
+}
+
+function uniqueViolation(e: unknown, make: () => BoxgridError): unknown {
+  return e instanceof Error && (e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' ? make() : e;
+}
+
+function mapUser(r: Row | undefined): User | null {
+  return r ? { id: r.id as number, name: r.name as string, operator: r.operator === 1, createdAt: r.created_at as number } : null;
+}
+
+function mapProject(r: Row): Project {
+  return { id: r.id as number, name: r.name as string, shareWeight: r.share_weight as number, createdAt: r.created_at as number };
+}
+
+function mapApp(r: Row): App {
+  const spec = JSON.parse(r.spec as string) as AppSpec;
+  return { ...spec, id: r.id as number, projectId: r.project_id as number, version: r.version as number, createdAt: r.created_at as number };
+}
+
+function mapBatch(r: Row): Batch {
+  return {
+    id: r.id as number, projectId: r.project_id as number, appName: r.app_name as string, appVersion: r.app_version as number,
+    size: r.size as number, labels: JSON.parse(r.labels as string), createdAt: r.created_at as number,
+  };
+}
+
+/** Only non-empty parts are stored: stringifying empty objects is a measurable share of a 100k insert. */
+function encodeSpec(j: JobSpec): string {
+  const s: Partial<StoredJobSpec> = { args: j.args };
+  if (!isEmpty(j.env)) s.env = j.env;
+  if (!isEmpty(j.inputs)) s.inputs = j.inputs;
+  if (!isEmpty(j.resources)) s.resources = j.resources;
+  if (!isEmpty(j.labels)) s.labels = j.labels;
+  if (!isEmpty(j.params)) s.params = j.params;
+  return JSON.stringify(s);
+}
+
+function isEmpty(o: object): boolean {
+  for (const _ in o) return false;
+  return true;
+}
+
+function mapJob(r: Row): Job {
+  const stored = JSON.parse(r.spec as string) as Partial<StoredJobSpec>;
+  const s: StoredJobSpec = {
+    args: stored.args ?? [], env: stored.env ?? {}, inputs: stored.inputs ?? {}, resources: stored.resources ?? {},
+    labels: stored.labels ?? {}, params: stored.params ?? {},
+  };
+  return {
+    id: r.id as number,
+    projectId: r.project_id as number,
+    appId: r.app_id as number,
+    appName: r.app_name as string,
+    appVersion: r.app_version as number,
+    batchId: (r.batch_id as number | null) ?? null,
+    state: r.state as JobState,
+    args: s.args,
+    env: s.env,
+    inputs: s.inputs,
+    resources: s.resources,
+    labels: s.labels,
+    params: s.params,
+    priority: r.priority as number,
+    deadline: (r.deadline as number | null) ?? null,
+    attempts: r.attempts as number,
+    reason: (r.reason as string | null) ?? null,
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+    finishedAt: (r.finished_at as number | null) ?? null,
+  };
+}
+
+function mapTask(r: Row): Task {
+  return {
+    id: r.id as number, jobId: r.job_id as number, hostId: r.host_id as number, attempt: r.attempt as number,
+    replica: r.replica as number, state: r.state as Task['state'], leaseExpiresAt: r.lease_expires_at as number,
+    createdAt: r.created_at as number, endedAt: (r.ended_at as number | null) ?? null,
+    exitCode: (r.exit_code as number | null) ?? null, reason: (r.reason as string | null) ?? null,
+  };
+}

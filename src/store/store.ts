@@ -1,0 +1,112 @@
+import type {
+  App, AppSpec, Batch, BlobRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
+  TokenRecord, User,
+} from '../domain/model.js';
+import type { Role } from '../domain/roles.js';
+import type { JobState } from '../domain/states.js';
+import type { Resources } from '../domain/resources.js';
+
+/**
+ * The persistence port. Adapters (SQLite now, PostgreSQL later) implement it and must pass
+ * test/store/conformance.ts. It exposes no driver, connection or transaction type: each method
+ * is one atomic unit of work, and every method is asynchronous even where the driver is not.
+ *
+ * Errors: adapters throw BoxgridError (`already_exists`, `not_found`, `illegal_transition`,
+ * `conflict`) for outcomes a caller can act on, and let anything else propagate.
+ */
+export interface Store {
+  /** Applies pending numbered migrations; refuses to run if an applied one was edited. */
+  migrate(): Promise<{ applied: number[] }>;
+  /** Resolves when the store answers a trivial query (readiness). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  // ── identity ──────────────────────────────────────────────────────────────
+  countUsers(): Promise<number>;
+  createUser(name: string, operator: boolean, now: Millis): Promise<User>;
+  getUser(id: number): Promise<User | null>;
+  getUserByName(name: string): Promise<User | null>;
+  createProject(name: string, shareWeight: number, now: Millis): Promise<Project>;
+  getProjectByName(name: string): Promise<Project | null>;
+  /** All projects for operators; otherwise those the user is a member of, with the role. */
+  listProjectsFor(user: User): Promise<Array<Project & { role: Role }>>;
+  setMembership(projectId: number, userId: number, role: Role): Promise<void>;
+  getRole(projectId: number, userId: number): Promise<Role | null>;
+  insertToken(token: TokenRecord): Promise<void>;
+  getToken(id: string): Promise<TokenRecord | null>;
+
+  // ── apps ──────────────────────────────────────────────────────────────────
+  /**
+   * Creates version 1 of a new app (`mode: 'new'`, fails `already_exists` if the name is taken)
+   * or the next version of an existing one (`mode: 'version'`, fails `not_found` otherwise).
+   */
+  createAppVersion(projectId: number, spec: AppSpec, mode: 'new' | 'version', now: Millis): Promise<App>;
+  /** The given version, or the latest when `version` is omitted. */
+  getApp(projectId: number, name: string, version?: number): Promise<App | null>;
+  /** The latest version of each app in the project, by name. */
+  listApps(projectId: number): Promise<App[]>;
+  listAppVersions(projectId: number, name: string): Promise<App[]>;
+
+  // ── jobs and batches ─────────────────────────────────────────────────────
+  /**
+   * Writes all jobs (and the batch, when given) in one transaction: all or nothing.
+   * With an idempotency key, a repeat with the same request hash returns the first outcome
+   * and writes nothing; a different request under the same key fails with `conflict`.
+   */
+  insertJobs(req: InsertJobsRequest): Promise<InsertJobsResult>;
+  getJob(projectId: number, id: number): Promise<Job | null>;
+  listJobs(projectId: number, filter: JobFilter, page: Page): Promise<Job[]>;
+  listTasks(jobId: number): Promise<Task[]>;
+  /** Moves the job to `cancelled` if its state allows; throws `illegal_transition` otherwise. */
+  cancelJob(projectId: number, id: number, now: Millis): Promise<Job>;
+  /** Cancels every job of the batch that may still be cancelled; returns how many were. */
+  cancelBatch(projectId: number, batchId: number, now: Millis): Promise<number>;
+  getBatch(projectId: number, id: number): Promise<Batch | null>;
+  listBatches(projectId: number, page: Page): Promise<Batch[]>;
+  batchCounts(batchId: number): Promise<StateCounts>;
+
+  // ── blobs (which project may read which content) ────────────────────────
+  recordBlob(projectId: number, blob: BlobRecord): Promise<void>;
+  getBlobRef(projectId: number, sha256: string): Promise<BlobRecord | null>;
+  /** The digests among `sha256s` that the project does not hold. */
+  missingBlobs(projectId: number, sha256s: string[]): Promise<string[]>;
+
+  // ── sites and hosts ─────────────────────────────────────────────────────
+  createSite(name: string, now: Millis): Promise<Site>;
+  getSiteByName(name: string): Promise<Site | null>;
+  createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state'>, now: Millis): Promise<Host>;
+  getHost(id: number): Promise<Host | null>;
+}
+
+export interface InsertJobsRequest {
+  projectId: number;
+  app: App;
+  /** Present for batch submissions; single jobs have no batch. */
+  batch: { labels: Record<string, string> } | null;
+  jobs: JobSpec[];
+  idempotency: { key: string; requestHash: string } | null;
+  now: Millis;
+}
+
+export interface InsertJobsResult {
+  batch: Batch | null;
+  /** Ids of the inserted jobs, in request order. */
+  jobIds: number[];
+  /** True when this was a repeat of an earlier request with the same idempotency key. */
+  replayed: boolean;
+}
+
+export interface JobFilter {
+  state?: JobState;
+  appName?: string;
+  batchId?: number;
+  label?: { key: string; value: string };
+}
+
+export interface Page {
+  /** Return only items with a smaller id (newest first, keyset pagination). */
+  beforeId?: number;
+  limit: number;
+}
+
+export type { Resources };
