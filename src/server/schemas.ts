@@ -40,7 +40,7 @@ const AppFields = {
   platforms: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 16 })),
 };
 export const AppCreate = Type.Object({ name: Name, ...AppFields }, Strict);
-export const AppVersionCreate = Type.Object(AppFields, Strict);
+export const AppVersionCreate = Type.Object({ ...AppFields, image: Type.Optional(AppFields.image) }, { ...Strict, description: 'Omitted fields are copied from the latest version.' });
 
 export const App = Type.Object({
   id: Type.Integer(), name: Type.String(), version: Type.Integer(), description: Type.String(),

@@ -21,6 +21,9 @@ export interface AppInput {
   platforms?: string[];
 }
 
+/** A new version: every field optional, omitted ones come from the latest version. */
+export type AppVersionInput = Partial<Omit<AppInput, 'name'>>;
+
 // An OCI reference: [registry[:port]/]path[:tag][@sha256:digest]. Loose on purpose: the engine is the judge.
 const IMAGE_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$/;
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
@@ -62,9 +65,31 @@ export class AppService {
     return this.ctx.store.createAppVersion(access.project.id, appSpecFrom(input), 'new', this.ctx.now());
   }
 
-  /** A new version of an existing app; the name in the path wins over any in the body. */
-  async newVersion(access: ProjectAccess, name: string, input: Omit<AppInput, 'name'>): Promise<App> {
-    return this.ctx.store.createAppVersion(access.project.id, appSpecFrom({ ...input, name }), 'version', this.ctx.now());
+  /**
+   * A new version of an existing app. Fields the request omits are copied from the latest
+   * version (resources field by field), so publishing a new image is one field.
+   */
+  async newVersion(access: ProjectAccess, name: string, input: AppVersionInput): Promise<App> {
+    const latest = await this.ctx.store.getApp(access.project.id, name);
+    if (!latest) throw notFound(`app "${name}"`);
+    const imageChanged = input.image !== undefined && input.image !== latest.image;
+    const merged: AppInput = {
+      name,
+      description: input.description ?? latest.description,
+      image: input.image ?? latest.image,
+      command: input.command ?? latest.command,
+      resources: { ...latest.resources, ...input.resources },
+      maxRuntimeSeconds: input.maxRuntimeSeconds ?? latest.maxRuntimeSeconds,
+      maxAttempts: input.maxAttempts ?? latest.maxAttempts,
+      replicas: input.replicas ?? latest.replicas,
+      quorum: input.quorum ?? (input.replicas !== undefined ? input.replicas : latest.quorum),
+      checkpointing: input.checkpointing ?? latest.checkpointing,
+      platforms: input.platforms ?? latest.platforms,
+    };
+    // A digest belongs to an image: keep the old one only while the image stays the same.
+    const digest = input.imageDigest ?? (imageChanged ? undefined : latest.imageDigest ?? undefined);
+    if (digest !== undefined) merged.imageDigest = digest;
+    return this.ctx.store.createAppVersion(access.project.id, appSpecFrom(merged), 'version', this.ctx.now());
   }
 
   async list(access: ProjectAccess): Promise<App[]> {

@@ -1,0 +1,46 @@
+import type { Command } from 'commander';
+import { startServer } from '../../server/runtime.js';
+import { defaultDataDir, DEFAULT_PORT } from '../config.js';
+import { CliExit } from '../output.js';
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new CliExit(2, `error: --listen "${text}" is not HOST:PORT (e.g. 127.0.0.1:${DEFAULT_PORT})`);
+  return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
+export function registerServer(program: Command): void {
+  program
+    .command('server')
+    .description('run the boxgrid server (API, event stream, blob store) on a data dir')
+    .option('--data <dir>', 'data directory (database, blobs, admin token)', defaultDataDir())
+    .option('--listen <host:port>', 'address to listen on', `127.0.0.1:${DEFAULT_PORT}`)
+    .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
+    .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => Number(v))
+    .action(async (o: { data: string; listen: string; logLevel: string; maxBlobBytes?: number }) => {
+      const { host, port } = parseListen(o.listen);
+      const server = await startServer({
+        dataDir: o.data, host, port,
+        logger: { level: o.logLevel },
+        ...(o.maxBlobBytes === undefined ? {} : { limits: { maxBlobBytes: o.maxBlobBytes } }),
+      });
+      process.stderr.write(`boxgrid server listening on ${server.url} (data dir ${o.data})\n`);
+      if (server.adminToken) {
+        process.stderr.write(
+          `first start: created operator "admin" and project "default".\n` +
+            `admin token (shown once, also saved with mode 0600 in ${o.data}/admin.token):\n${server.adminToken}\n`,
+        );
+      }
+      // Designed shutdown: stop accepting, finish in-flight requests, close the store.
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write(`${signal}: shutting down\n`);
+        server.close().then(() => process.exit(0), () => process.exit(1));
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+    });
+}

@@ -1,0 +1,59 @@
+import { BoxgridError, isBoxgridError } from '../domain/errors.js';
+
+/** Prints objects as JSON (--json, for scripts) or as the human form the command gives. */
+export function emit(json: boolean | undefined, value: unknown, human: () => string): void {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : human() + '\n');
+}
+
+/** A fixed-width table; columns sized to content. */
+export function table(headers: string[], rows: Array<Array<string | number | null>>): string {
+  const cells = [headers, ...rows.map((r) => r.map((c) => (c === null ? '-' : String(c))))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  return cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+/** Usage errors exit 2, everything else 1; `watch` uses 3 for "finished, but not all succeeded". */
+export class CliExit extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+/** One line that says what went wrong and what to do next; never a stack trace. */
+export function describeError(e: unknown, ctx: { url?: string; tokenSource?: string }): string {
+  if (e instanceof CliExit) return e.message;
+  if (isBoxgridError(e)) return `error: ${e.message}${hint(e, ctx)}`;
+  return `error: ${(e as Error)?.message ?? String(e)}`;
+}
+
+function hint(e: BoxgridError, ctx: { url?: string; tokenSource?: string }): string {
+  switch (e.code) {
+    case 'unavailable':
+      return `\n  start a server with \`boxgrid server\`, or point to one with --url or BOXGRID_URL`;
+    case 'unauthenticated':
+      return ctx.tokenSource === 'nowhere'
+        ? `\n  no token found: pass --token, set BOXGRID_TOKEN, or run \`boxgrid server\` locally so its admin token can be found`
+        : `\n  (token taken from ${ctx.tokenSource}) ask an admin for a new one: \`boxgrid token create --user NAME\``;
+    case 'not_found':
+      return e.message.startsWith('project')
+        ? `\n  (choose the project with --project or BOXGRID_PROJECT; \`boxgrid whoami\` lists yours)`
+        : '';
+    default:
+      return '';
+  }
+}
+
+export function parseKeyValues(values: string[] | undefined, what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values ?? []) {
+    const eq = v.indexOf('=');
+    if (eq <= 0) throw new CliExit(2, `error: ${what} "${v}" is not KEY=VALUE`);
+    out[v.slice(0, eq)] = v.slice(eq + 1);
+  }
+  return out;
+}
+
+export function parseId(text: string, what: string): number {
+  if (!/^\d{1,15}$/.test(text) || Number(text) < 1) throw new CliExit(2, `error: ${what} "${text}" is not a positive number`);
+  return Number(text);
+}

@@ -1,0 +1,209 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { createParser } from 'eventsource-parser';
+import { BoxgridError, type ErrorCode } from '../domain/errors.js';
+import type * as T from './types.js';
+
+export interface ClientOptions {
+  url: string;
+  token?: string;
+  /** How many times an idempotent call is retried on a network failure or a retryable answer. */
+  retries?: number;
+}
+
+/**
+ * The typed HTTP client shared by the CLI, the agent, SDK users and tests. Every error it
+ * throws is a BoxgridError: the server's own (code, message, field) or `unavailable` with the
+ * URL that could not be reached.
+ */
+export class BoxgridClient {
+  readonly url: string;
+  private readonly token: string | undefined;
+  private readonly retries: number;
+
+  constructor(opts: ClientOptions) {
+    this.url = opts.url.replace(/\/+$/, '');
+    this.token = opts.token;
+    this.retries = opts.retries ?? 3;
+  }
+
+  // ── identity ──
+  me(): Promise<T.Me> {
+    return this.json('GET', '/v1/me');
+  }
+  createUser(name: string, operator = false): Promise<T.UserView> {
+    return this.json('POST', '/v1/users', { name, operator });
+  }
+  listProjects(): Promise<{ projects: T.ProjectView[] }> {
+    return this.json('GET', '/v1/projects');
+  }
+  createProject(name: string, shareWeight?: number): Promise<T.ProjectView> {
+    return this.json('POST', '/v1/projects', shareWeight === undefined ? { name } : { name, shareWeight });
+  }
+  setMember(project: string, user: string, role: T.Role): Promise<unknown> {
+    return this.json('PUT', `/v1/projects/${enc(project)}/members/${enc(user)}`, { role });
+  }
+  createToken(opts: { user?: string; label?: string; ttlSeconds?: number } = {}): Promise<T.TokenView> {
+    return this.json('POST', '/v1/tokens', opts);
+  }
+
+  // ── apps ──
+  createApp(project: string, app: T.AppInput): Promise<T.AppView> {
+    return this.json('POST', `/v1/projects/${enc(project)}/apps`, app);
+  }
+  newAppVersion(project: string, name: string, app: T.AppVersionInput): Promise<T.AppView> {
+    return this.json('POST', `/v1/projects/${enc(project)}/apps/${enc(name)}/versions`, app);
+  }
+  listApps(project: string): Promise<{ apps: T.AppView[] }> {
+    return this.json('GET', `/v1/projects/${enc(project)}/apps`);
+  }
+  getApp(project: string, name: string, version?: number): Promise<{ app: T.AppView; versions: number[] }> {
+    return this.json('GET', `/v1/projects/${enc(project)}/apps/${enc(name)}${version === undefined ? '' : `?version=${version}`}`);
+  }
+
+  // ── jobs and batches (submissions carry an Idempotency-Key, so retries are safe) ──
+  submitJob(project: string, job: T.JobSubmit): Promise<T.SubmitView> {
+    return this.json('POST', `/v1/projects/${enc(project)}/jobs`, job, { idempotent: true });
+  }
+  submitBatch(project: string, batch: T.BatchSubmit): Promise<T.SubmitView> {
+    return this.json('POST', `/v1/projects/${enc(project)}/batches`, batch, { idempotent: true });
+  }
+  listJobs(project: string, q: T.JobQuery = {}): Promise<{ jobs: T.JobView[]; nextCursor: string | null }> {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined) qs.set(k, String(v));
+    const s = qs.toString();
+    return this.json('GET', `/v1/projects/${enc(project)}/jobs${s === '' ? '' : `?${s}`}`);
+  }
+  getJob(project: string, id: number): Promise<{ job: T.JobView; tasks: T.TaskView[] }> {
+    return this.json('GET', `/v1/projects/${enc(project)}/jobs/${id}`);
+  }
+  cancelJob(project: string, id: number): Promise<{ job: T.JobView }> {
+    return this.json('POST', `/v1/projects/${enc(project)}/jobs/${id}/cancel`);
+  }
+  listBatches(project: string, q: { limit?: number; cursor?: string } = {}): Promise<{ batches: T.BatchView[]; nextCursor: string | null }> {
+    const qs = new URLSearchParams();
+    if (q.limit !== undefined) qs.set('limit', String(q.limit));
+    if (q.cursor !== undefined) qs.set('cursor', q.cursor);
+    const s = qs.toString();
+    return this.json('GET', `/v1/projects/${enc(project)}/batches${s === '' ? '' : `?${s}`}`);
+  }
+  getBatch(project: string, id: number): Promise<T.BatchDetail> {
+    return this.json('GET', `/v1/projects/${enc(project)}/batches/${id}`);
+  }
+  cancelBatch(project: string, id: number): Promise<{ cancelled: number; counts: T.Counts }> {
+    return this.json('POST', `/v1/projects/${enc(project)}/batches/${id}/cancel`);
+  }
+
+  // ── blobs ──
+  /** Hashes the file, skips the upload if the project already holds it, else streams it. */
+  async uploadFile(project: string, path: string, onProgress?: (sent: number, total: number) => void): Promise<T.BlobView> {
+    const { size } = await stat(path);
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+    const sha256 = hash.digest('hex');
+    const blobPath = `/v1/projects/${enc(project)}/blobs/${sha256}`;
+    const head = await this.fetch('HEAD', blobPath);
+    if (head.status === 200) {
+      onProgress?.(size, size);
+      return { sha256, size, createdAt: '' };
+    }
+    let sent = 0;
+    const body = Readable.toWeb(
+      createReadStream(path).on('data', (c) => {
+        sent += (c as Buffer).length;
+        onProgress?.(sent, size);
+      }),
+    ) as unknown as ReadableStream<Uint8Array>;
+    const res = await this.fetch('PUT', blobPath, {
+      body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+    });
+    return this.parse<T.BlobView>(res);
+  }
+
+  async download(project: string, sha256: string): Promise<Response> {
+    const res = await this.fetch('GET', `/v1/projects/${enc(project)}/blobs/${sha256}`);
+    if (!res.ok) await this.parse(res);
+    return res;
+  }
+
+  /**
+   * Follows the project's event stream (optionally one batch or job) until `signal` aborts.
+   * Resolves when the stream ends; reconnecting is the caller's choice.
+   */
+  async events(project: string, filter: { batch?: number; job?: number }, onEvent: (e: T.StreamEvent) => void, signal: AbortSignal): Promise<void> {
+    const qs = new URLSearchParams();
+    if (filter.batch !== undefined) qs.set('batch', String(filter.batch));
+    if (filter.job !== undefined) qs.set('job', String(filter.job));
+    const res = await this.fetch('GET', `/v1/projects/${enc(project)}/events?${qs}`, { signal, headers: { accept: 'text/event-stream' } });
+    if (!res.ok || !res.body) {
+      await this.parse(res);
+      return;
+    }
+    const parser = createParser({
+      onEvent: (ev) => onEvent({ type: ev.event ?? 'message', id: ev.id, data: JSON.parse(ev.data) }),
+    });
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(chunk, { stream: true }));
+    } catch (e) {
+      if (!signal.aborted) throw e;
+    }
+  }
+
+  // ── plumbing ──
+  private async json<R>(method: string, path: string, body?: unknown, opts: { idempotent?: boolean } = {}): Promise<R> {
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    // GETs are naturally idempotent; submissions become so with a key that stays the same across retries.
+    if (opts.idempotent) headers['idempotency-key'] = randomUUID();
+    const retryable = method === 'GET' || method === 'HEAD' || opts.idempotent === true;
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await this.fetch(method, path, { headers, ...(payload === undefined ? {} : { body: payload }) });
+        return await this.parse<R>(res);
+      } catch (e) {
+        const again = retryable && attempt < this.retries && e instanceof BoxgridError && e.retryable;
+        if (!again) throw e;
+        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+      }
+    }
+  }
+
+  private async fetch(method: string, path: string, init: { body?: BodyInit; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+    const headers: Record<string, string> = { ...(init.headers ?? {}) };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    try {
+      return await fetch(this.url + path, {
+        method, headers,
+        ...(init.body === undefined ? {} : { body: init.body, duplex: 'half' } as RequestInit),
+        ...(init.signal ? { signal: init.signal } : {}),
+      });
+    } catch (e) {
+      if (init.signal?.aborted) throw e;
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      throw new BoxgridError('unavailable', `cannot reach the boxgrid server at ${this.url} (${cause?.code ?? cause?.message ?? (e as Error).message})`, { retryable: true });
+    }
+  }
+
+  private async parse<R>(res: Response): Promise<R> {
+    const text = await res.text();
+    let body: unknown;
+    try {
+      body = text === '' ? {} : JSON.parse(text);
+    } catch {
+      throw new BoxgridError(res.ok ? 'internal' : 'unavailable', `the server at ${this.url} answered ${res.status} with something that is not JSON`);
+    }
+    if (res.ok) return body as R;
+    const err = (body as { error?: { code?: string; message?: string; field?: string } }).error;
+    const code = (err?.code ?? (res.status >= 500 ? 'unavailable' : 'invalid_request')) as ErrorCode;
+    throw new BoxgridError(code, err?.message ?? `HTTP ${res.status}`, {
+      ...(err?.field === undefined ? {} : { field: err.field }),
+      retryable: res.status === 503 || res.status === 502 || res.status === 504,
+    });
+  }
+}
+
+const enc = encodeURIComponent;
