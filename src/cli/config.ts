@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { BoxgridClient } from '../client/client.js';
 import { BoxgridError } from '../domain/errors.js';
-import { dataFiles } from '../server/runtime.js';
+import { dataFiles } from '../server/data-files.js';
 
 export interface GlobalOptions {
   url?: string;

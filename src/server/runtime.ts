@@ -1,11 +1,11 @@
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { FsBlobStore } from '../blobs/fs-blob-store.js';
 import { DEFAULT_LIMITS, type Limits, type ServiceContext } from '../service/context.js';
 import { EventBus } from '../service/events.js';
 import { AccessService } from '../service/access.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
+import { dataFiles } from './data-files.js';
 import { buildHttpServer, DEFAULT_HTTP, type Api, type HttpOptions } from './server.js';
 
 export interface ServerOptions {
@@ -27,14 +27,6 @@ export interface RunningServer {
   adminToken: string | null;
   close(): Promise<void>;
 }
-
-/** Files the server keeps in its data dir. The CLI reads the last two to find a local server. */
-export const dataFiles = (dataDir: string) => ({
-  database: join(dataDir, 'boxgrid.db'),
-  blobs: join(dataDir, 'blobs'),
-  adminToken: join(dataDir, 'admin.token'),
-  serverInfo: join(dataDir, 'server.json'),
-});
 
 /**
  * Opens (or creates) a data dir, migrates the store, creates the first admin on first start,

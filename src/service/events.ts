@@ -50,6 +50,11 @@ export class EventBus {
     this.emitter.emit('event', stamped);
   }
 
+  /** Live subscriptions (open event streams), for metrics and tests. */
+  subscribers(): number {
+    return this.emitter.listenerCount('event');
+  }
+
   /** Events after `afterSeq` still in the buffer, then live ones; returns the unsubscribe function. */
   subscribe(filter: EventFilter, afterSeq: number | null, onEvent: (e: StampedEvent) => void): () => void {
     if (afterSeq !== null) for (const e of this.recent) if (e.seq > afterSeq && matches(filter, e)) onEvent(e);

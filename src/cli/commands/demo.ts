@@ -3,7 +3,6 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BoxgridClient } from '../../client/client.js';
-import { startServer } from '../../server/runtime.js';
 import { summarize } from './watch.js';
 
 /**
@@ -20,6 +19,8 @@ export function registerDemo(program: Command): void {
     .action(async (o: { data?: string; keep?: boolean }) => {
       const dataDir = o.data ?? (await mkdtemp(join(tmpdir(), 'boxgrid-demo-')));
       const say = (s: string) => process.stdout.write(s + '\n');
+      // Loaded on demand: the server's dependencies would slow every other command's start.
+      const { startServer } = await import('../../server/runtime.js');
       const server = await startServer({ dataDir, host: '127.0.0.1', port: 0 });
       const token = server.adminToken;
       if (!token) {

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { startServer } from '../../server/runtime.js';
 import { defaultDataDir, DEFAULT_PORT } from '../config.js';
 import { CliExit } from '../output.js';
 
@@ -20,6 +19,8 @@ export function registerServer(program: Command): void {
     .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => Number(v))
     .action(async (o: { data: string; listen: string; logLevel: string; maxBlobBytes?: number }) => {
       const { host, port } = parseListen(o.listen);
+      // Loaded on demand: the server's dependencies would slow every other command's start.
+      const { startServer } = await import('../../server/runtime.js');
       const server = await startServer({
         dataDir: o.data, host, port,
         logger: { level: o.logLevel },
