@@ -3,9 +3,8 @@ import { projectAccess, type Services } from '../services.js';
 import { Batch, BatchCreate, Counts, IdParams, PageQuery, ProjectParams, SubmitResponse } from '../schemas.js';
 import { renderBatch } from '../render.js';
 import type { Api, HttpOptions } from '../server.js';
-import { idempotencyKey, renderSubmit } from './submit-response.js';
+import { IdemHeader, idempotencyKey, renderSubmit } from './submit-response.js';
 
-const IdemHeader = Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) });
 const BatchDetail = Type.Object({ batch: Batch, counts: Counts, done: Type.Boolean() });
 
 export function registerBatchRoutes(app: Api, s: Services, opts: HttpOptions): void {

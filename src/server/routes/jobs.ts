@@ -4,9 +4,8 @@ import { projectAccess, type Services } from '../services.js';
 import { IdParams, Job, JobCreate, JobListQuery, ProjectParams, SubmitResponse, Task } from '../schemas.js';
 import { renderJob, renderTask } from '../render.js';
 import type { Api } from '../server.js';
-import { idempotencyKey, renderSubmit } from './submit-response.js';
+import { IdemHeader, idempotencyKey, renderSubmit } from './submit-response.js';
 
-const IdemHeader = Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) });
 
 export function registerJobRoutes(app: Api, s: Services): void {
   const tags = ['jobs'];

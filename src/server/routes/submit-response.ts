@@ -1,3 +1,4 @@
+import { Type } from '@sinclair/typebox';
 import type { SubmitResult } from '../../service/jobs.js';
 import { renderBatch } from '../render.js';
 
@@ -17,3 +18,6 @@ export function idempotencyKey(header: string | string[] | undefined): string | 
   if (typeof header !== 'string' || header === '') return null;
   return header;
 }
+
+/** Submissions may carry an Idempotency-Key so that a retry after a timeout is answered, not repeated. */
+export const IdemHeader = Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) });
