@@ -26,10 +26,11 @@ function dimensionValues(name: string, d: SweepDimension, limit: number): Array<
   return Array.from({ length: count }, (_, i) => Number((d.from + i * step).toFixed(decimals)));
 }
 
+/** Digits after the point, also for numbers JavaScript prints in exponent form (1e-8). */
 function decimalsOf(n: number): number {
-  const s = String(n);
-  const dot = s.indexOf('.');
-  return dot < 0 ? 0 : s.length - dot - 1;
+  const [mantissa = '', exponent = '0'] = String(n).split('e');
+  const fraction = mantissa.split('.')[1]?.length ?? 0;
+  return Math.min(100, Math.max(0, fraction - Number(exponent)));
 }
 
 /** Number of points without expanding them, so an oversized sweep is refused before any work. */
@@ -80,6 +81,7 @@ export function parseSweepArg(text: string): [string, SweepDimension] {
     if (range[3] !== undefined) d.step = Number(range[3]);
     return [name, d];
   }
+  if (body.includes('..')) throw invalid(`sweep.${name}`, `"${body}" is not FROM..TO[:STEP] with numbers and a positive step`);
   const values = body.split(',').map((v) => (/^-?\d+(?:\.\d+)?$/.test(v) ? Number(v) : v));
   if (values.some((v) => v === '')) throw invalid(`sweep.${name}`, 'has an empty value');
   return [name, { values }];

@@ -1,0 +1,717 @@
+/**
+ * The Store port's conformance suite. Every adapter (SQLite now, PostgreSQL later) runs it:
+ *
+ *   runStoreConformance('SqliteStore', async () => ({ store, cleanup }));
+ *
+ * `open` must return a FRESH store whose `migrate()` has not been called yet; the suite calls
+ * `migrate()` itself. After each test the suite calls `store.close()` and then `cleanup()`,
+ * so `cleanup` only has to release what the adapter does not own (temp files, a schema, …).
+ *
+ * Everything here goes through the port: no driver types, no SQL. Where the port leaves an
+ * order unspecified the suite compares sorted results.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { BoxgridError, type ErrorCode } from '../../src/domain/errors.js';
+import type { AppSpec, JobSpec, TokenRecord } from '../../src/domain/model.js';
+import { JOB_STATES } from '../../src/domain/states.js';
+import type { InsertJobsRequest, Store } from '../../src/store/store.js';
+
+export type OpenStore = () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
+
+const T0 = 1_700_000_000_000;
+
+function sha(n: number): string {
+  return n.toString(16).padStart(64, '0');
+}
+
+export function appSpec(name: string, overrides: Partial<AppSpec> = {}): AppSpec {
+  return {
+    name,
+    description: `the ${name} app`,
+    image: `registry.example/sci/${name}:1.0`,
+    imageDigest: null,
+    command: ['/bin/run', '--in', '{x}'],
+    resources: { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 },
+    maxRuntimeSeconds: 3600,
+    maxAttempts: 3,
+    replicas: 1,
+    quorum: 1,
+    checkpointing: false,
+    platforms: ['linux/amd64'],
+    ...overrides,
+  };
+}
+
+export function jobSpec(overrides: Partial<JobSpec> = {}): JobSpec {
+  return {
+    args: [],
+    env: {},
+    inputs: {},
+    resources: {},
+    priority: 0,
+    deadline: null,
+    labels: {},
+    params: {},
+    ...overrides,
+  };
+}
+
+/** Asserts the promise rejects with a BoxgridError of the given code; returns the error. */
+export async function rejectsWithCode(p: Promise<unknown>, code: ErrorCode): Promise<BoxgridError> {
+  let caught: unknown = undefined;
+  let resolved = false;
+  try {
+    await p;
+    resolved = true;
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(!resolved, `expected a rejection with code ${code}, but the call resolved`);
+  assert.ok(caught instanceof BoxgridError, `expected a BoxgridError with code ${code}, got ${String(caught)}`);
+  assert.equal(caught.code, code, `wrong error code (message: ${caught.message})`);
+  return caught;
+}
+
+export function runStoreConformance(name: string, open: OpenStore): void {
+  /** Runs `fn` against a fresh (by default migrated) store, then closes and cleans up. */
+  async function withStore(fn: (s: Store) => Promise<void>, opts: { migrate?: boolean } = {}): Promise<void> {
+    const { store, cleanup } = await open();
+    try {
+      if (opts.migrate !== false) await store.migrate();
+      await fn(store);
+    } finally {
+      try {
+        await store.close();
+      } finally {
+        await cleanup();
+      }
+    }
+  }
+
+  const test = (title: string, fn: (s: Store) => Promise<void>, opts: { migrate?: boolean } = {}) =>
+    it(title, () => withStore(fn, opts));
+
+  /** A project with an app, ready for jobs. */
+  async function projectWithApp(s: Store, projectName = 'p', appName = 'sim') {
+    const project = await s.createProject(projectName, 1, T0);
+    const app = await s.createAppVersion(project.id, appSpec(appName), 'new', T0);
+    return { project, app };
+  }
+
+  function req(over: Partial<InsertJobsRequest> & Pick<InsertJobsRequest, 'projectId' | 'app'>): InsertJobsRequest {
+    return { batch: null, jobs: [jobSpec()], idempotency: null, now: T0 + 10, ...over };
+  }
+
+  async function allJobIds(s: Store, projectId: number): Promise<number[]> {
+    return (await s.listJobs(projectId, {}, { limit: 1_000_000 })).map((j) => j.id);
+  }
+
+  describe(name, () => {
+    // ── lifecycle ─────────────────────────────────────────────────────────────
+    describe('lifecycle', () => {
+      test(
+        'migrate applies pending migrations once; a second call applies nothing',
+        async (s) => {
+          const first = await s.migrate();
+          assert.ok(first.applied.length > 0, 'a fresh store has migrations to apply');
+          assert.deepEqual(first.applied, [...first.applied].sort((a, b) => a - b), 'applied in ascending order');
+          assert.equal(new Set(first.applied).size, first.applied.length, 'no version applied twice');
+          const second = await s.migrate();
+          assert.deepEqual(second.applied, []);
+          // And the schema works after the no-op migrate.
+          assert.equal(await s.countUsers(), 0);
+        },
+        { migrate: false },
+      );
+
+      test('ping resolves on a migrated store', async (s) => {
+        await s.ping();
+      });
+    });
+
+    // ── identity ──────────────────────────────────────────────────────────────
+    describe('users and projects', () => {
+      test('createUser / getUser / getUserByName / countUsers round-trip', async (s) => {
+        assert.equal(await s.countUsers(), 0);
+        const alice = await s.createUser('alice', true, T0);
+        const bob = await s.createUser('bob', false, T0 + 1);
+        assert.deepEqual(alice, { id: alice.id, name: 'alice', operator: true, createdAt: T0 });
+        assert.deepEqual(bob, { id: bob.id, name: 'bob', operator: false, createdAt: T0 + 1 });
+        assert.notEqual(alice.id, bob.id);
+        assert.equal(await s.countUsers(), 2);
+        assert.deepEqual(await s.getUser(alice.id), alice);
+        assert.deepEqual(await s.getUser(bob.id), bob);
+        assert.deepEqual(await s.getUserByName('bob'), bob);
+        assert.equal(await s.getUser(Math.max(alice.id, bob.id) + 1000), null);
+        assert.equal(await s.getUserByName('carol'), null);
+        assert.equal(await s.getUserByName('Alice'), null, 'names are case-sensitive');
+      });
+
+      test('a duplicate user name throws already_exists and writes nothing', async (s) => {
+        await s.createUser('alice', false, T0);
+        await rejectsWithCode(s.createUser('alice', true, T0 + 1), 'already_exists');
+        assert.equal(await s.countUsers(), 1);
+        assert.equal((await s.getUserByName('alice'))?.operator, false);
+      });
+
+      test('createProject / getProjectByName round-trip; duplicate name throws already_exists', async (s) => {
+        const p = await s.createProject('physics', 1.5, T0);
+        assert.deepEqual(p, { id: p.id, name: 'physics', shareWeight: 1.5, createdAt: T0 });
+        assert.deepEqual(await s.getProjectByName('physics'), p);
+        assert.equal(await s.getProjectByName('chemistry'), null);
+        await rejectsWithCode(s.createProject('physics', 2, T0 + 1), 'already_exists');
+        assert.deepEqual(await s.getProjectByName('physics'), p, 'the original is untouched');
+        const q = await s.createProject('chemistry', 1, T0);
+        assert.notEqual(q.id, p.id);
+      });
+    });
+
+    describe('memberships', () => {
+      test('setMembership inserts, then upserts the role; getRole is per project', async (s) => {
+        const u = await s.createUser('u', false, T0);
+        const p1 = await s.createProject('p1', 1, T0);
+        const p2 = await s.createProject('p2', 1, T0);
+        assert.equal(await s.getRole(p1.id, u.id), null);
+        await s.setMembership(p1.id, u.id, 'viewer');
+        assert.equal(await s.getRole(p1.id, u.id), 'viewer');
+        await s.setMembership(p1.id, u.id, 'admin');
+        assert.equal(await s.getRole(p1.id, u.id), 'admin');
+        await s.setMembership(p1.id, u.id, 'submitter');
+        assert.equal(await s.getRole(p1.id, u.id), 'submitter');
+        assert.equal(await s.getRole(p2.id, u.id), null, 'membership of p1 says nothing about p2');
+        // The upsert did not create duplicates: the user lists p1 exactly once.
+        const listed = await s.listProjectsFor(u);
+        assert.deepEqual(listed.map((p) => [p.name, p.role]), [['p1', 'submitter']]);
+      });
+
+      test('listProjectsFor: operators see every project as admin; members only theirs with their role', async (s) => {
+        const op = await s.createUser('op', true, T0);
+        const m = await s.createUser('m', false, T0);
+        const loner = await s.createUser('loner', false, T0);
+        const a = await s.createProject('alpha', 1, T0);
+        const b = await s.createProject('beta', 2, T0);
+        const c = await s.createProject('gamma', 3, T0);
+        await s.setMembership(a.id, m.id, 'viewer');
+        await s.setMembership(c.id, m.id, 'submitter');
+        await s.setMembership(b.id, op.id, 'viewer'); // an operator is admin everywhere regardless
+
+        const byName = <T extends { name: string }>(xs: T[]) => [...xs].sort((x, y) => x.name.localeCompare(y.name));
+
+        const forOp = byName(await s.listProjectsFor(op));
+        assert.deepEqual(forOp, [
+          { ...a, role: 'admin' },
+          { ...b, role: 'admin' },
+          { ...c, role: 'admin' },
+        ]);
+        const forM = byName(await s.listProjectsFor(m));
+        assert.deepEqual(forM, [
+          { ...a, role: 'viewer' },
+          { ...c, role: 'submitter' },
+        ]);
+        assert.deepEqual(await s.listProjectsFor(loner), []);
+      });
+    });
+
+    describe('tokens', () => {
+      test('insertToken / getToken round-trip, including the secret hash bytes', async (s) => {
+        const hash = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 5) & 0xff));
+        const user: TokenRecord = {
+          id: '0123456789abcdef', kind: 'user', subjectId: 7, secretHash: hash, label: 'laptop',
+          createdAt: T0, expiresAt: null, revokedAt: null,
+        };
+        const host: TokenRecord = {
+          id: 'fedcba9876543210', kind: 'host', subjectId: 3, secretHash: Buffer.alloc(32, 0xab), label: 'node-1',
+          createdAt: T0 + 1, expiresAt: T0 + 86_400_000, revokedAt: T0 + 5,
+        };
+        await s.insertToken(user);
+        await s.insertToken(host);
+        const u = await s.getToken(user.id);
+        assert.ok(u);
+        assert.ok(Buffer.isBuffer(u.secretHash), 'secretHash comes back as a Buffer');
+        assert.ok(u.secretHash.equals(hash), 'secretHash bytes are preserved');
+        assert.deepEqual({ ...u, secretHash: null }, { ...user, secretHash: null });
+        const h = await s.getToken(host.id);
+        assert.ok(h);
+        assert.ok(Buffer.isBuffer(h.secretHash) && h.secretHash.equals(host.secretHash));
+        assert.deepEqual({ ...h, secretHash: null }, { ...host, secretHash: null });
+        assert.equal(await s.getToken('0000000000000000'), null);
+      });
+    });
+
+    // ── apps ──────────────────────────────────────────────────────────────────
+    describe('apps', () => {
+      test("createAppVersion 'new' creates version 1; repeating it throws already_exists", async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        const spec = appSpec('sim', { imageDigest: 'sha256:' + sha(1), checkpointing: true, platforms: ['linux/amd64', 'linux/arm64'] });
+        const app = await s.createAppVersion(p.id, spec, 'new', T0);
+        assert.deepEqual(app, { ...spec, id: app.id, projectId: p.id, version: 1, createdAt: T0 });
+        await rejectsWithCode(s.createAppVersion(p.id, appSpec('sim'), 'new', T0 + 1), 'already_exists');
+        assert.deepEqual(await s.listAppVersions(p.id, 'sim'), [app], 'the failed create wrote nothing');
+      });
+
+      test("createAppVersion 'version' throws not_found for an absent app and otherwise increments", async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        await rejectsWithCode(s.createAppVersion(p.id, appSpec('sim'), 'version', T0), 'not_found');
+        assert.deepEqual(await s.listAppVersions(p.id, 'sim'), []);
+        const v1 = await s.createAppVersion(p.id, appSpec('sim'), 'new', T0);
+        const v2 = await s.createAppVersion(p.id, appSpec('sim', { image: 'img:2' }), 'version', T0 + 1);
+        const v3 = await s.createAppVersion(p.id, appSpec('sim', { image: 'img:3' }), 'version', T0 + 2);
+        assert.deepEqual([v1.version, v2.version, v3.version], [1, 2, 3]);
+        assert.equal(new Set([v1.id, v2.id, v3.id]).size, 3, 'each version is its own row');
+        assert.deepEqual(await s.listAppVersions(p.id, 'sim'), [v1, v2, v3]);
+      });
+
+      test('apps are per project: the same name is independent in another project', async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        const q = await s.createProject('q', 1, T0);
+        await s.createAppVersion(p.id, appSpec('sim'), 'new', T0);
+        await s.createAppVersion(p.id, appSpec('sim'), 'version', T0);
+        await rejectsWithCode(s.createAppVersion(q.id, appSpec('sim'), 'version', T0), 'not_found');
+        const qa = await s.createAppVersion(q.id, appSpec('sim'), 'new', T0);
+        assert.equal(qa.version, 1);
+        assert.equal(qa.projectId, q.id);
+        assert.equal((await s.getApp(p.id, 'sim'))?.version, 2);
+        assert.equal((await s.getApp(q.id, 'sim'))?.version, 1);
+      });
+
+      test('getApp returns the latest without a version and the given one with it', async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        const q = await s.createProject('q', 1, T0);
+        const v1 = await s.createAppVersion(p.id, appSpec('sim', { image: 'img:1' }), 'new', T0);
+        const v2 = await s.createAppVersion(p.id, appSpec('sim', { image: 'img:2' }), 'version', T0 + 1);
+        assert.deepEqual(await s.getApp(p.id, 'sim'), v2);
+        assert.deepEqual(await s.getApp(p.id, 'sim', 1), v1);
+        assert.deepEqual(await s.getApp(p.id, 'sim', 2), v2);
+        assert.equal(await s.getApp(p.id, 'sim', 3), null);
+        assert.equal(await s.getApp(p.id, 'other'), null);
+        assert.equal(await s.getApp(q.id, 'sim'), null, 'scoped by project');
+        assert.equal(await s.getApp(q.id, 'sim', 1), null, 'scoped by project');
+      });
+
+      test('listApps returns the latest version of each app in the project', async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        const q = await s.createProject('q', 1, T0);
+        assert.deepEqual(await s.listApps(p.id), []);
+        await s.createAppVersion(p.id, appSpec('zeta'), 'new', T0);
+        await s.createAppVersion(p.id, appSpec('alpha'), 'new', T0);
+        await s.createAppVersion(p.id, appSpec('alpha'), 'version', T0 + 1);
+        const alpha3 = await s.createAppVersion(p.id, appSpec('alpha'), 'version', T0 + 2);
+        const zeta2 = await s.createAppVersion(p.id, appSpec('zeta'), 'version', T0 + 3);
+        const mid = await s.createAppVersion(p.id, appSpec('mid'), 'new', T0 + 4);
+        await s.createAppVersion(q.id, appSpec('other'), 'new', T0);
+        await s.createAppVersion(q.id, appSpec('alpha'), 'new', T0);
+        const listed = [...(await s.listApps(p.id))].sort((a, b) => a.name.localeCompare(b.name));
+        assert.deepEqual(listed, [alpha3, mid, zeta2]);
+      });
+
+      test('listAppVersions lists every version in ascending order, empty for an unknown app', async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        assert.deepEqual(await s.listAppVersions(p.id, 'sim'), []);
+        const vs = [await s.createAppVersion(p.id, appSpec('sim'), 'new', T0)];
+        for (let i = 0; i < 4; i++) vs.push(await s.createAppVersion(p.id, appSpec('sim', { maxAttempts: i }), 'version', T0 + i));
+        assert.deepEqual(await s.listAppVersions(p.id, 'sim'), vs);
+      });
+    });
+
+    // ── jobs and batches ─────────────────────────────────────────────────────
+    describe('insertJobs', () => {
+      test('a single job (no batch) round-trips every field through getJob', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const spec = jobSpec({
+          args: ['--x', '1', 'with space', 'ünïcode'],
+          env: { OMP_NUM_THREADS: '4', EMPTY: '' },
+          inputs: { 'data.csv': sha(42) },
+          resources: { cores: 0.5, memoryMiB: 256 },
+          priority: -3,
+          deadline: T0 + 60_000,
+          labels: { run: 'r1', kind: 'test' },
+          params: { x: 1, y: 'b', z: 0.1 },
+        });
+        const r = await s.insertJobs(req({ projectId: project.id, app, jobs: [spec], now: T0 + 10 }));
+        assert.equal(r.batch, null);
+        assert.equal(r.replayed, false);
+        assert.equal(r.jobIds.length, 1);
+        const id = r.jobIds[0]!;
+        assert.ok(Number.isInteger(id) && id > 0);
+        const job = await s.getJob(project.id, id);
+        assert.deepEqual(job, {
+          ...spec,
+          id,
+          projectId: project.id,
+          appId: app.id,
+          appName: app.name,
+          appVersion: app.version,
+          batchId: null,
+          state: 'queued',
+          attempts: 0,
+          reason: null,
+          createdAt: T0 + 10,
+          updatedAt: T0 + 10,
+          finishedAt: null,
+        });
+      });
+
+      test('empty per-job maps and arrays come back empty (not missing)', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const r = await s.insertJobs(req({ projectId: project.id, app, jobs: [jobSpec()] }));
+        const job = await s.getJob(project.id, r.jobIds[0]!);
+        assert.ok(job);
+        assert.deepEqual(
+          { args: job.args, env: job.env, inputs: job.inputs, resources: job.resources, labels: job.labels, params: job.params, deadline: job.deadline },
+          { args: [], env: {}, inputs: {}, resources: {}, labels: {}, params: {}, deadline: null },
+        );
+      });
+
+      test('a batch returns the batch and the job ids in request order', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const jobs = Array.from({ length: 5 }, (_, i) => jobSpec({ args: [`job-${i}`], params: { i }, priority: i % 2 }));
+        const r = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: { sweep: 's1' } }, jobs, now: T0 + 20 }));
+        assert.equal(r.replayed, false);
+        assert.ok(r.batch);
+        assert.deepEqual(r.batch, {
+          id: r.batch.id, projectId: project.id, appName: app.name, appVersion: app.version, size: 5,
+          labels: { sweep: 's1' }, createdAt: T0 + 20,
+        });
+        assert.deepEqual(await s.getBatch(project.id, r.batch.id), r.batch);
+        assert.equal(r.jobIds.length, 5);
+        assert.equal(new Set(r.jobIds).size, 5, 'ids are distinct');
+        assert.deepEqual(r.jobIds, [...r.jobIds].sort((a, b) => a - b), 'ids ascend in request order');
+        for (let i = 0; i < 5; i++) {
+          const job = await s.getJob(project.id, r.jobIds[i]!);
+          assert.ok(job);
+          assert.deepEqual(job.args, [`job-${i}`]);
+          assert.deepEqual(job.params, { i });
+          assert.equal(job.priority, i % 2);
+          assert.equal(job.batchId, r.batch.id);
+          assert.equal(job.state, 'queued');
+        }
+      });
+
+      test('a second submission gets new ids after the first', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const a = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: [jobSpec(), jobSpec()] }));
+        const b = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: [jobSpec(), jobSpec()] }));
+        assert.notEqual(a.batch!.id, b.batch!.id);
+        assert.ok(Math.min(...b.jobIds) > Math.max(...a.jobIds));
+      });
+
+      test('idempotent replay of a single job returns the same id, replayed=true, and writes nothing', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const idem = { key: 'k-1', requestHash: 'h-1' };
+        const first = await s.insertJobs(req({ projectId: project.id, app, jobs: [jobSpec({ args: ['a'] })], idempotency: idem }));
+        assert.equal(first.replayed, false);
+        const before = await allJobIds(s, project.id);
+        const again = await s.insertJobs(req({ projectId: project.id, app, jobs: [jobSpec({ args: ['a'] })], idempotency: idem, now: T0 + 99 }));
+        assert.deepEqual(again, { batch: null, jobIds: first.jobIds, replayed: true });
+        assert.deepEqual(await allJobIds(s, project.id), before);
+      });
+
+      test('idempotent replay of a batch returns the same batch and ids, replayed=true, and writes nothing', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const idem = { key: 'sweep-7', requestHash: 'abc' };
+        const jobs = Array.from({ length: 7 }, (_, i) => jobSpec({ args: [String(i)] }));
+        const first = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: { a: 'b' } }, jobs, idempotency: idem }));
+        const again = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: { a: 'b' } }, jobs, idempotency: idem, now: T0 + 99 }));
+        assert.equal(again.replayed, true);
+        assert.deepEqual(again.batch, first.batch);
+        assert.deepEqual(again.jobIds, first.jobIds);
+        assert.equal((await s.listBatches(project.id, { limit: 100 })).length, 1);
+        assert.equal((await allJobIds(s, project.id)).length, 7);
+      });
+
+      test('a different request under the same idempotency key throws conflict and writes nothing', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        await s.insertJobs(req({ projectId: project.id, app, idempotency: { key: 'k', requestHash: 'one' } }));
+        const before = await allJobIds(s, project.id);
+        await rejectsWithCode(
+          s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: [jobSpec(), jobSpec()], idempotency: { key: 'k', requestHash: 'two' } })),
+          'conflict',
+        );
+        assert.deepEqual(await allJobIds(s, project.id), before);
+        assert.deepEqual(await s.listBatches(project.id, { limit: 10 }), []);
+      });
+
+      test('idempotency keys are per project', async (s) => {
+        const { project: p, app: pa } = await projectWithApp(s, 'p');
+        const { project: q, app: qa } = await projectWithApp(s, 'q');
+        const idem = { key: 'same-key', requestHash: 'h' };
+        const a = await s.insertJobs(req({ projectId: p.id, app: pa, idempotency: idem }));
+        const b = await s.insertJobs(req({ projectId: q.id, app: qa, idempotency: { key: 'same-key', requestHash: 'other' } }));
+        assert.equal(b.replayed, false);
+        assert.notDeepEqual(b.jobIds, a.jobIds);
+        assert.equal((await s.getJob(q.id, b.jobIds[0]!))?.projectId, q.id);
+      });
+
+      test('a request that fails part-way writes nothing (no jobs, no batch, key not consumed)', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const good = Array.from({ length: 250 }, (_, i) => jobSpec({ args: [String(i)], labels: { k: 'v' } }));
+        // The last job carries a label without a value: no adapter can store it, and by then
+        // the batch and the earlier jobs have been written inside the same unit of work.
+        const bad = [...good, jobSpec({ labels: { k: null as unknown as string } })];
+        const idem = { key: 'atomic', requestHash: 'h1' };
+        await assert.rejects(s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: bad, idempotency: idem })));
+        assert.deepEqual(await allJobIds(s, project.id), []);
+        assert.deepEqual(await s.listBatches(project.id, { limit: 10 }), []);
+        assert.deepEqual(await s.listJobs(project.id, { label: { key: 'k', value: 'v' } }, { limit: 10 }), []);
+        const retry = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: good, idempotency: { key: 'atomic', requestHash: 'h2' } }));
+        assert.equal(retry.replayed, false, 'the failed request did not record its idempotency key');
+        assert.equal(retry.jobIds.length, 250);
+      });
+    });
+
+    describe('reading jobs', () => {
+      test("getJob is scoped by project: another project's id reads as null", async (s) => {
+        const { project: p, app } = await projectWithApp(s, 'p');
+        const q = await s.createProject('q', 1, T0);
+        const r = await s.insertJobs(req({ projectId: p.id, app }));
+        const id = r.jobIds[0]!;
+        assert.ok(await s.getJob(p.id, id));
+        assert.equal(await s.getJob(q.id, id), null);
+        assert.equal(await s.getJob(p.id, id + 1000), null);
+      });
+
+      test('listTasks is empty for a new job', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const r = await s.insertJobs(req({ projectId: project.id, app }));
+        assert.deepEqual(await s.listTasks(r.jobIds[0]!), []);
+        assert.deepEqual(await s.listTasks(r.jobIds[0]! + 1000), []);
+      });
+
+      test('listJobs filters by state, app name, batch and label, and only within the project', async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        const q = await s.createProject('q', 1, T0);
+        const sim = await s.createAppVersion(p.id, appSpec('sim'), 'new', T0);
+        const sim2 = await s.createAppVersion(p.id, appSpec('sim'), 'version', T0);
+        const fit = await s.createAppVersion(p.id, appSpec('fit'), 'new', T0);
+        const qsim = await s.createAppVersion(q.id, appSpec('sim'), 'new', T0);
+
+        const b1 = await s.insertJobs(req({
+          projectId: p.id, app: sim, batch: { labels: {} },
+          jobs: [jobSpec({ labels: { color: 'red', size: 'L' } }), jobSpec({ labels: { color: 'blue' } }), jobSpec()],
+        }));
+        const b2 = await s.insertJobs(req({
+          projectId: p.id, app: fit, batch: { labels: {} },
+          jobs: [jobSpec({ labels: { color: 'red' } }), jobSpec({ labels: { size: 'red' } })],
+        }));
+        const single = await s.insertJobs(req({ projectId: p.id, app: sim2, jobs: [jobSpec({ labels: { color: 'red' } })] }));
+        const other = await s.insertJobs(req({ projectId: q.id, app: qsim, jobs: [jobSpec({ labels: { color: 'red' } })] }));
+        const cancelled = await s.cancelJob(p.id, b1.jobIds[1]!, T0 + 50);
+
+        const ids = async (filter: Parameters<Store['listJobs']>[1]) =>
+          (await s.listJobs(p.id, filter, { limit: 100 })).map((j) => j.id);
+        const desc = (xs: number[]) => [...xs].sort((a, b) => b - a);
+
+        const all = [...b1.jobIds, ...b2.jobIds, ...single.jobIds];
+        assert.deepEqual(await ids({}), desc(all), 'no filter: every job of the project, newest first');
+        assert.ok(!(await ids({})).includes(other.jobIds[0]!));
+
+        assert.deepEqual(await ids({ state: 'cancelled' }), [cancelled.id]);
+        assert.deepEqual(await ids({ state: 'queued' }), desc(all.filter((id) => id !== cancelled.id)));
+        assert.deepEqual(await ids({ state: 'running' }), []);
+
+        assert.deepEqual(await ids({ appName: 'fit' }), desc(b2.jobIds), 'app filter');
+        assert.deepEqual(await ids({ appName: 'sim' }), desc([...b1.jobIds, ...single.jobIds]), 'app filter spans versions');
+        assert.deepEqual(await ids({ appName: 'nope' }), []);
+
+        assert.deepEqual(await ids({ batchId: b1.batch!.id }), desc(b1.jobIds));
+        assert.deepEqual(await ids({ batchId: b2.batch!.id }), desc(b2.jobIds));
+        assert.deepEqual(await s.listJobs(q.id, { batchId: b1.batch!.id }, { limit: 100 }), [], "another project's batch");
+
+        assert.deepEqual(
+          await ids({ label: { key: 'color', value: 'red' } }),
+          desc([b1.jobIds[0]!, b2.jobIds[0]!, single.jobIds[0]!]),
+          'label filter matches key and value, not other projects',
+        );
+        assert.deepEqual(await ids({ label: { key: 'size', value: 'red' } }), [b2.jobIds[1]!], 'key matters, not just value');
+        assert.deepEqual(await ids({ label: { key: 'color', value: 'green' } }), []);
+
+        // Combined filters intersect.
+        assert.deepEqual(await ids({ appName: 'sim', label: { key: 'color', value: 'red' } }), desc([b1.jobIds[0]!, single.jobIds[0]!]));
+        assert.deepEqual(await ids({ batchId: b1.batch!.id, state: 'cancelled' }), [cancelled.id]);
+        assert.deepEqual(await ids({ batchId: b1.batch!.id, label: { key: 'color', value: 'blue' }, state: 'queued' }), []);
+        assert.deepEqual(
+          (await s.listJobs(q.id, { label: { key: 'color', value: 'red' } }, { limit: 100 })).map((j) => j.id),
+          other.jobIds,
+        );
+      });
+
+      test('listJobs pages newest first with beforeId, without overlaps or gaps', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const r = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: Array.from({ length: 23 }, () => jobSpec()) }));
+        const expected = [...r.jobIds].sort((a, b) => b - a);
+        const seen: number[] = [];
+        let beforeId: number | undefined = undefined;
+        for (let pages = 0; pages < 10; pages++) {
+          const page: Parameters<Store['listJobs']>[2] = beforeId === undefined ? { limit: 5 } : { limit: 5, beforeId };
+          const got = (await s.listJobs(project.id, {}, page)).map((j) => j.id);
+          assert.ok(got.length <= 5);
+          if (got.length === 0) break;
+          assert.deepEqual(got, [...got].sort((a, b) => b - a), 'each page is newest first');
+          if (beforeId !== undefined) assert.ok(got.every((id) => id < beforeId!), 'a page holds only ids below beforeId');
+          seen.push(...got);
+          beforeId = got[got.length - 1];
+        }
+        assert.deepEqual(seen, expected, 'pages concatenate to every job exactly once');
+        // Page boundaries combine with filters too.
+        const mid = expected[10]!;
+        assert.deepEqual(
+          (await s.listJobs(project.id, { batchId: r.batch!.id }, { beforeId: mid, limit: 3 })).map((j) => j.id),
+          expected.slice(11, 14),
+        );
+        assert.deepEqual(await s.listJobs(project.id, {}, { beforeId: Math.min(...expected), limit: 5 }), []);
+      });
+    });
+
+    describe('cancellation', () => {
+      test('cancelJob moves queued → cancelled; a second cancel is an illegal transition', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const r = await s.insertJobs(req({ projectId: project.id, app, now: T0 + 10 }));
+        const id = r.jobIds[0]!;
+        const before = await s.getJob(project.id, id);
+        const c = await s.cancelJob(project.id, id, T0 + 500);
+        assert.equal(c.state, 'cancelled');
+        assert.equal(c.id, id);
+        assert.equal(c.updatedAt, T0 + 500);
+        assert.equal(c.finishedAt, T0 + 500);
+        assert.equal(c.createdAt, T0 + 10);
+        assert.equal(typeof c.reason, 'string');
+        assert.deepEqual(await s.getJob(project.id, id), c, 'the returned job is what is stored');
+        assert.deepEqual({ ...c, state: before!.state, updatedAt: before!.updatedAt, finishedAt: null, reason: null }, before);
+        await rejectsWithCode(s.cancelJob(project.id, id, T0 + 600), 'illegal_transition');
+        assert.deepEqual(await s.getJob(project.id, id), c, 'the refused cancel changed nothing');
+      });
+
+      test('cancelJob of an unknown id, or of another project\'s job, throws not_found', async (s) => {
+        const { project: p, app } = await projectWithApp(s, 'p');
+        const q = await s.createProject('q', 1, T0);
+        const r = await s.insertJobs(req({ projectId: p.id, app }));
+        const id = r.jobIds[0]!;
+        await rejectsWithCode(s.cancelJob(p.id, id + 1000, T0), 'not_found');
+        await rejectsWithCode(s.cancelJob(q.id, id, T0), 'not_found');
+        assert.equal((await s.getJob(p.id, id))?.state, 'queued');
+      });
+
+      test('cancelBatch cancels only the jobs that may still be cancelled and returns how many', async (s) => {
+        const { project: p, app } = await projectWithApp(s, 'p');
+        const q = await s.createProject('q', 1, T0);
+        const b = await s.insertJobs(req({ projectId: p.id, app, batch: { labels: {} }, jobs: Array.from({ length: 6 }, () => jobSpec()) }));
+        const keep = await s.insertJobs(req({ projectId: p.id, app, batch: { labels: {} }, jobs: [jobSpec(), jobSpec()] }));
+        const loose = await s.insertJobs(req({ projectId: p.id, app }));
+        const early = await s.cancelJob(p.id, b.jobIds[2]!, T0 + 100);
+        const batchId = b.batch!.id;
+
+        assert.equal(await s.cancelBatch(q.id, batchId, T0 + 150), 0, "another project cannot cancel the batch");
+        assert.equal((await s.batchCounts(batchId)).queued, 6 - 1);
+
+        assert.equal(await s.cancelBatch(p.id, batchId, T0 + 200), 5);
+        for (const id of b.jobIds) {
+          const j = await s.getJob(p.id, id);
+          assert.equal(j?.state, 'cancelled');
+          if (id !== early.id) assert.equal(j?.finishedAt, T0 + 200);
+        }
+        assert.deepEqual(await s.getJob(p.id, early.id), early, 'an already-cancelled job is left as it was');
+        assert.equal(await s.cancelBatch(p.id, batchId, T0 + 300), 0, 'nothing left to cancel');
+        for (const id of [...keep.jobIds, ...loose.jobIds]) assert.equal((await s.getJob(p.id, id))?.state, 'queued', 'other jobs untouched');
+        assert.equal(await s.cancelBatch(p.id, batchId + 1000, T0), 0, 'unknown batch cancels nothing');
+      });
+    });
+
+    describe('batches', () => {
+      test('batchCounts has every job state, counting the batch\'s jobs only', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const zero = Object.fromEntries(JOB_STATES.map((st) => [st, 0]));
+        assert.deepEqual(await s.batchCounts(12345), zero, 'an unknown batch counts zeros');
+        const b = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: Array.from({ length: 4 }, () => jobSpec()) }));
+        await s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: [jobSpec()] }));
+        await s.insertJobs(req({ projectId: project.id, app }));
+        assert.deepEqual(await s.batchCounts(b.batch!.id), { ...zero, queued: 4 });
+        await s.cancelJob(project.id, b.jobIds[0]!, T0 + 1);
+        assert.deepEqual(await s.batchCounts(b.batch!.id), { ...zero, queued: 3, cancelled: 1 });
+      });
+
+      test('getBatch is scoped by project; listBatches pages newest first within the project', async (s) => {
+        const { project: p, app } = await projectWithApp(s, 'p');
+        const { project: q, app: qa } = await projectWithApp(s, 'q');
+        const mine = [];
+        for (let i = 0; i < 7; i++) {
+          const r = await s.insertJobs(req({ projectId: p.id, app, batch: { labels: { i: String(i) } }, jobs: [jobSpec()] }));
+          mine.push(r.batch!);
+          if (i % 3 === 0) await s.insertJobs(req({ projectId: q.id, app: qa, batch: { labels: {} }, jobs: [jobSpec()] }));
+        }
+        await s.insertJobs(req({ projectId: p.id, app })); // a single job makes no batch
+        assert.deepEqual(await s.getBatch(p.id, mine[0]!.id), mine[0]);
+        assert.equal(await s.getBatch(q.id, mine[0]!.id), null);
+        assert.equal(await s.getBatch(p.id, mine[6]!.id + 1000), null);
+
+        const newestFirst = [...mine].sort((a, b) => b.id - a.id);
+        assert.deepEqual(await s.listBatches(p.id, { limit: 100 }), newestFirst);
+        const page1 = await s.listBatches(p.id, { limit: 3 });
+        const page2 = await s.listBatches(p.id, { limit: 3, beforeId: page1[2]!.id });
+        const page3 = await s.listBatches(p.id, { limit: 3, beforeId: page2[2]!.id });
+        assert.deepEqual([...page1, ...page2, ...page3], newestFirst);
+        assert.equal(page3.length, 1);
+        assert.equal((await s.listBatches(q.id, { limit: 100 })).length, 3);
+      });
+    });
+
+    // ── blobs ─────────────────────────────────────────────────────────────────
+    describe('blob refs', () => {
+      test('recordBlob is idempotent and getBlobRef is scoped by project', async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        const q = await s.createProject('q', 1, T0);
+        const blob = { sha256: sha(1), size: 1234, createdAt: T0 };
+        await s.recordBlob(p.id, blob);
+        await s.recordBlob(p.id, blob);
+        await s.recordBlob(p.id, { ...blob, createdAt: T0 + 999 });
+        assert.deepEqual(await s.getBlobRef(p.id, blob.sha256), blob, 'a repeat does not overwrite the first record');
+        assert.equal(await s.getBlobRef(q.id, blob.sha256), null, 'another project does not hold it');
+        assert.equal(await s.getBlobRef(p.id, sha(2)), null);
+        await s.recordBlob(q.id, { ...blob, createdAt: T0 + 5 });
+        assert.deepEqual(await s.getBlobRef(q.id, blob.sha256), { ...blob, createdAt: T0 + 5 });
+        assert.deepEqual(await s.getBlobRef(p.id, blob.sha256), blob);
+      });
+
+      test('missingBlobs returns the digests the project does not hold', async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        const q = await s.createProject('q', 1, T0);
+        await s.recordBlob(p.id, { sha256: sha(1), size: 1, createdAt: T0 });
+        await s.recordBlob(p.id, { sha256: sha(2), size: 2, createdAt: T0 });
+        await s.recordBlob(q.id, { sha256: sha(3), size: 3, createdAt: T0 });
+        const sorted = (xs: string[]) => [...xs].sort();
+        assert.deepEqual(await s.missingBlobs(p.id, []), []);
+        assert.deepEqual(await s.missingBlobs(p.id, [sha(1), sha(2)]), []);
+        assert.deepEqual(sorted(await s.missingBlobs(p.id, [sha(1), sha(3), sha(4), sha(2)])), sorted([sha(3), sha(4)]));
+        assert.deepEqual(sorted(await s.missingBlobs(q.id, [sha(1), sha(3), sha(4)])), sorted([sha(1), sha(4)]));
+      });
+    });
+
+    // ── sites and hosts ─────────────────────────────────────────────────────
+    describe('sites and hosts', () => {
+      test('createSite / getSiteByName round-trip; a duplicate name throws already_exists', async (s) => {
+        const site = await s.createSite('lab-a', T0);
+        assert.deepEqual(site, { id: site.id, name: 'lab-a', createdAt: T0 });
+        assert.deepEqual(await s.getSiteByName('lab-a'), site);
+        assert.equal(await s.getSiteByName('lab-b'), null);
+        await rejectsWithCode(s.createSite('lab-a', T0 + 1), 'already_exists');
+        const b = await s.createSite('lab-b', T0 + 2);
+        assert.notEqual(b.id, site.id);
+      });
+
+      test('createHost starts active and never seen; getHost round-trips it', async (s) => {
+        const site = await s.createSite('lab', T0);
+        const resources = { cores: 12.5, memoryMiB: 65536, diskMiB: 1_000_000, gpus: 2 };
+        const h = await s.createHost({ siteId: site.id, name: 'node-1', resources, platform: 'linux/arm64' }, T0 + 3);
+        assert.deepEqual(h, {
+          id: h.id, siteId: site.id, name: 'node-1', state: 'active', resources, platform: 'linux/arm64',
+          createdAt: T0 + 3, lastSeenAt: null,
+        });
+        assert.deepEqual(await s.getHost(h.id), h);
+        const h2 = await s.createHost({ siteId: site.id, name: 'node-2', resources, platform: 'linux/amd64' }, T0 + 4);
+        assert.notEqual(h2.id, h.id);
+        assert.deepEqual(await s.getHost(h2.id), h2);
+        assert.equal(await s.getHost(Math.max(h.id, h2.id) + 1000), null);
+      });
+    });
+  });
+}
