@@ -26,7 +26,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 files.sort();
-const r = spawnSync(process.execPath, ['--enable-source-maps', '--test', '--test-reporter=spec', '--test-concurrency=2', ...files], {
+const r = spawnSync(process.execPath, ['--enable-source-maps', '--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=180000', ...files], {
   cwd: root,
   stdio: 'inherit',
 });

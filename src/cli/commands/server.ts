@@ -26,13 +26,14 @@ export function registerServer(program: Command): void {
         logger: { level: o.logLevel },
         ...(o.maxBlobBytes === undefined ? {} : { limits: { maxBlobBytes: o.maxBlobBytes } }),
       });
-      process.stderr.write(`boxgrid server listening on ${server.url} (data dir ${o.data})\n`);
-      if (server.adminToken) {
-        process.stderr.write(
-          `first start: created operator "admin" and project "default".\n` +
-            `admin token (shown once, also saved with mode 0600 in ${o.data}/admin.token):\n${server.adminToken}\n`,
-        );
-      }
+      // One write, so that readers of a pipe see the banner whole (writes under 4 KiB are atomic).
+      process.stderr.write(
+        `boxgrid server listening on ${server.url} (data dir ${o.data})\n` +
+          (server.adminToken
+            ? `first start: created operator "admin" and project "default".\n` +
+              `admin token (shown once, also saved with mode 0600 in ${o.data}/admin.token):\n${server.adminToken}\n`
+            : ''),
+      );
       // Designed shutdown: stop accepting, finish in-flight requests, close the store.
       let stopping = false;
       const stop = (signal: string): void => {
