@@ -4,8 +4,8 @@ export type Role = (typeof ROLES)[number];
 
 export type Action =
   | 'read' // see apps, jobs, batches, blobs, events
-  | 'submit' // submit and cancel jobs, upload blobs
-  | 'manage'; // create apps and versions, manage members
+  | 'submit' // register apps and versions, submit and cancel jobs, upload blobs
+  | 'manage'; // manage members
 
 const ALLOWED: Record<Role, readonly Action[]> = {
   admin: ['read', 'submit', 'manage'],

@@ -11,13 +11,13 @@ export type SweepPoint = Record<string, string | number>;
 const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
 function dimensionValues(name: string, d: SweepDimension, limit: number): Array<string | number> {
-  const field = `sweep.${name}`;
+  const field = `sweep/${name}`;
   if ('values' in d) {
     if (d.values.length === 0) throw invalid(field, 'has no values');
     return d.values;
   }
   const step = d.step ?? 1;
-  if (!(step > 0) || !Number.isFinite(step)) throw invalid(`${field}.step`, 'must be a positive number');
+  if (!(step > 0) || !Number.isFinite(step)) throw invalid(`${field}/step`, 'must be a positive number');
   if (d.to < d.from) throw invalid(field, `range ends (${d.to}) before it starts (${d.from})`);
   const count = Math.floor((d.to - d.from) / step + 1e-9) + 1;
   if (count > limit) throw invalid(field, `expands to ${count} values, more than the limit of ${limit}`);
@@ -47,7 +47,7 @@ export function sweepSize(spec: SweepSpec, limit: number): number {
 export function expandSweep(spec: SweepSpec, limit: number): SweepPoint[] {
   const names = Object.keys(spec);
   if (names.length === 0) throw invalid('sweep', 'needs at least one parameter');
-  for (const n of names) if (!PARAM_NAME.test(n)) throw invalid(`sweep.${n}`, 'parameter names are letters, digits and _');
+  for (const n of names) if (!PARAM_NAME.test(n)) throw invalid(`sweep/${n}`, 'parameter names are letters, digits and _');
   sweepSize(spec, limit);
   let points: SweepPoint[] = [{}];
   for (const name of names) {
@@ -81,8 +81,8 @@ export function parseSweepArg(text: string): [string, SweepDimension] {
     if (range[3] !== undefined) d.step = Number(range[3]);
     return [name, d];
   }
-  if (body.includes('..')) throw invalid(`sweep.${name}`, `"${body}" is not FROM..TO[:STEP] with numbers and a positive step`);
+  if (body.includes('..')) throw invalid(`sweep/${name}`, `"${body}" is not FROM..TO[:STEP] with numbers and a positive step`);
   const values = body.split(',').map((v) => (/^-?\d+(?:\.\d+)?$/.test(v) ? Number(v) : v));
-  if (values.some((v) => v === '')) throw invalid(`sweep.${name}`, 'has an empty value');
+  if (values.some((v) => v === '')) throw invalid(`sweep/${name}`, 'has an empty value');
   return [name, { values }];
 }

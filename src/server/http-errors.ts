@@ -13,7 +13,11 @@ export interface ErrorResponse {
 export function toHttpError(err: unknown): { status: number; body: ErrorResponse; unexpected: boolean } {
   const e = normalise(err);
   const body: ErrorResponse = { error: { code: e.code, message: e.message } };
-  if (e.field !== undefined) body.error.field = e.field;
+  if (e.field !== undefined) {
+    body.error.field = e.field;
+    // Every message about a field starts with that field, whoever raised it.
+    if (!e.message.startsWith(`${e.field}:`)) body.error.message = `${e.field}: ${e.message}`;
+  }
   return { status: e.status, body, unexpected: e.code === 'internal' };
 }
 
@@ -31,11 +35,11 @@ export function normalise(err: unknown): BoxgridError {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new BoxgridError('payload_too_large', 'request body is larger than this route accepts', { field: 'body' });
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new BoxgridError('unsupported_media_type', 'unsupported Content-Type (send application/json, or application/octet-stream for blobs)', { field: 'Content-Type' });
+      return new BoxgridError('unsupported_media_type', 'unsupported Content-Type (send application/json, or application/octet-stream for blobs)', { field: 'headers/content-type' });
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new BoxgridError('invalid_request', 'body: is empty but Content-Type is application/json', { field: 'body' });
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-      return new BoxgridError('invalid_request', 'Content-Length does not match the body', { field: 'Content-Length' });
+      return new BoxgridError('invalid_request', 'Content-Length does not match the body', { field: 'headers/content-length' });
   }
   if (err instanceof SyntaxError || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
     return new BoxgridError('invalid_request', `body: is not valid JSON (${(err as Error).message})`, { field: 'body' });
@@ -53,6 +57,24 @@ export function normalise(err: unknown): BoxgridError {
 function allowedValues(v: { message?: string; params?: Record<string, unknown> }): string | undefined {
   const allowed = v.params?.allowedValues ?? (v.params?.allowedValue !== undefined ? [v.params.allowedValue] : undefined);
   return Array.isArray(allowed) ? `must be one of ${allowed.join(', ')}` : undefined;
+}
+
+const LOCATED = /^(body|querystring|params|headers)(\/|$)/;
+
+/**
+ * Services name fields relative to their input ("sweep/x", "jobs/17/env/FOO"); the route knows
+ * which part of the request that input was, and this puts it in front ("body/sweep/x"), so that
+ * every `field` the API reports has the same form as the schema validator's.
+ */
+export async function inPart<T>(part: 'body' | 'querystring' | 'params', work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (e) {
+    if (!isBoxgridError(e) || e.field === undefined || LOCATED.test(e.field)) throw e;
+    const field = `${part}/${e.field}`;
+    const message = e.message.startsWith(`${e.field}:`) ? field + e.message.slice(e.field.length) : e.message;
+    throw new BoxgridError(e.code, message, { field, retryable: e.retryable });
+  }
 }
 
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {

@@ -9,6 +9,8 @@ import { RESOURCE_LIMITS } from '../domain/resources.js';
  * properties: a misspelt field is an error, not silently ignored.
  */
 const Strict = { additionalProperties: false } as const;
+/** A plain `enum` (not anyOf of literals), so a wrong value's error lists every allowed one. */
+const StringEnum = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
 export const Name = Type.String({ minLength: 1, maxLength: 63, description: 'lower-case letters, digits, ".", "_", "-"' });
@@ -65,7 +67,8 @@ export const JobCreate = Type.Object({ ...AppRefFields, ...JobFields }, Strict);
 
 const SweepDimension = Type.Union([
   Type.Object({ from: Type.Number(), to: Type.Number(), step: Type.Optional(Type.Number({ exclusiveMinimum: 0 })) }, Strict),
-  Type.Object({ values: Type.Array(Type.Union([Type.String({ maxLength: 256 }), Type.Number()]), { minItems: 1, maxItems: 100_000 }) }, Strict),
+  // No minItems: an empty list is refused by the service, whose message names the problem.
+  Type.Object({ values: Type.Array(Type.Union([Type.String({ maxLength: 256 }), Type.Number()]), { maxItems: 100_000 }) }, Strict),
 ]);
 
 export const BatchCreate = Type.Object(
@@ -80,7 +83,7 @@ export const BatchCreate = Type.Object(
   Strict,
 );
 
-export const JobStateSchema = Type.Union(JOB_STATES.map((s) => Type.Literal(s)));
+export const JobStateSchema = StringEnum(JOB_STATES);
 export const Counts = Type.Object(Object.fromEntries(JOB_STATES.map((s) => [s, Type.Integer()])) as Record<(typeof JOB_STATES)[number], ReturnType<typeof Type.Integer>>);
 
 export const Job = Type.Object({
@@ -134,7 +137,7 @@ export const BlobParams = Type.Object({ project: Type.String({ maxLength: 63 }),
 
 export const UserCreate = Type.Object({ name: Name, operator: Type.Optional(Type.Boolean()) }, Strict);
 export const ProjectCreate = Type.Object({ name: Name, shareWeight: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1000 })) }, Strict);
-export const RoleSchema = Type.Union(ROLES.map((r) => Type.Literal(r)));
+export const RoleSchema = StringEnum(ROLES);
 export const MemberPut = Type.Object({ role: RoleSchema }, Strict);
 export const TokenCreate = Type.Object(
   { user: Type.Optional(Name), label: Type.Optional(Type.String({ maxLength: 200 })), ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 10 * 365 * 86400 })) },

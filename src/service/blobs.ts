@@ -32,7 +32,7 @@ export class BlobService {
     }
     const max = this.ctx.limits.maxBlobBytes;
     if (declaredLength !== undefined && declaredLength > max) {
-      throw new BoxgridError('payload_too_large', `Content-Length ${declaredLength} is larger than the blob limit of ${max} bytes`, { field: 'Content-Length' });
+      throw new BoxgridError('payload_too_large', `Content-Length ${declaredLength} is larger than the blob limit of ${max} bytes`, { field: 'headers/content-length' });
     }
     const { size } = await this.ctx.blobs.put(sha256, body, max);
     const blob: BlobRecord = { sha256, size, createdAt: this.ctx.now() };

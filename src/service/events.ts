@@ -19,12 +19,17 @@ export interface EventFilter {
   projectId: number;
   batchId?: number;
   jobId?: number;
+  /** With `jobId`: the job's batch, whose bulk events (a batch cancel) concern the job too. */
+  jobBatchId?: number | null;
 }
 
 export function matches(f: EventFilter, e: StampedEvent): boolean {
   if (e.projectId !== f.projectId) return false;
   const ev = e.event;
-  if (f.jobId !== undefined) return ev.type === 'job' && ev.jobId === f.jobId;
+  if (f.jobId !== undefined) {
+    if (ev.type === 'job') return ev.jobId === f.jobId;
+    return f.jobBatchId !== undefined && f.jobBatchId !== null && ev.batchId === f.jobBatchId && ev.change !== 'submitted';
+  }
   if (f.batchId !== undefined) return ev.batchId === f.batchId;
   return true;
 }

@@ -44,6 +44,8 @@ export interface SubmitResult {
   replayed: boolean;
 }
 
+// Date.parse also takes "December 17, 2995" and RFC 1123 dates; the API promises ISO 8601.
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const INPUT_NAME_RE = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
 const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
@@ -78,13 +80,19 @@ export class JobService {
     const limit = this.ctx.limits.maxBatchJobs;
     const template = input.template ?? {};
     const batchLabels = input.labels ?? {};
-    checkLabels(batchLabels, 'labels');
+    checkLabels(batchLabels, '', 'labels');
     const base = this.toSpec(template, batchLabels, 'template', now);
     let specs: JobSpec[];
     if (input.jobs !== undefined) {
-      if (input.jobs.length === 0) throw invalid('jobs', 'is empty');
-      if (input.jobs.length > limit) throw invalid('jobs', `has ${input.jobs.length} jobs, more than the limit of ${limit}`);
-      specs = input.jobs.map((item, i) => mergeSpec(base, this.toSpec(item, {}, `jobs/${i}`, now), item));
+      const items = input.jobs;
+      if (items.length === 0) throw invalid('jobs', 'is empty');
+      if (items.length > limit) throw invalid('jobs', `has ${items.length} jobs, more than the limit of ${limit}`);
+      // A plain loop over checkTemplate + mergeSpec: the per-item cost is most of a 100k list's service time.
+      specs = new Array<JobSpec>(items.length);
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i]!;
+        specs[i] = mergeSpec(base, item, this.checkTemplate(item, i, now));
+      }
     } else if (input.count !== undefined) {
       if (input.count > limit) throw invalid('count', `${input.count} is more than the limit of ${limit}`);
       specs = Array.from({ length: input.count }, () => ({ ...base }));
@@ -154,24 +162,9 @@ export class JobService {
     return app;
   }
 
-  /** Checks one template's fields; `at` prefixes field names in errors (e.g. "jobs/17"). */
+  /** Checks one template's fields and builds its spec; `at` prefixes field names in errors ("template"). */
   private toSpec(t: JobTemplate, extraLabels: Record<string, string>, at: string, now: number): JobSpec {
-    const field = (f: string): string => (at === '' ? f : `${at}/${f}`);
-    for (const k in t.env) {
-      if (!ENV_NAME_RE.test(k)) throw invalid(field(`env/${k}`), 'is not a valid environment variable name');
-      if (k.startsWith('BOXGRID_')) throw invalid(field(`env/${k}`), 'names starting with BOXGRID_ are reserved');
-    }
-    for (const k in t.inputs) {
-      if (!INPUT_NAME_RE.test(k)) throw invalid(field(`inputs/${k}`), 'input names are plain file names (letters, digits, ".", "_", "-")');
-      if (!SHA256_RE.test(t.inputs[k]!)) throw invalid(field(`inputs/${k}`), 'must be the sha256 of an uploaded blob (64 hex digits)');
-    }
-    if (t.labels) checkLabels(t.labels, field('labels'));
-    let deadline: number | null = null;
-    if (t.deadline !== undefined) {
-      deadline = Date.parse(t.deadline);
-      if (Number.isNaN(deadline)) throw invalid(field('deadline'), `"${t.deadline}" is not an ISO 8601 time`);
-      if (deadline <= now) throw invalid(field('deadline'), 'is in the past');
-    }
+    const deadline = this.checkTemplate(t, at, now);
     return {
       args: t.args ?? [],
       env: t.env ?? {},
@@ -184,6 +177,28 @@ export class JobService {
     };
   }
 
+  /**
+   * Checks one template's fields and returns its deadline (epoch ms) or null. `at` says where the
+   * template is, for field names in errors: '' (top level), 'template', or the index of an item
+   * of "jobs" (field "jobs/17/..."). Allocates nothing unless a check fails.
+   */
+  private checkTemplate(t: JobTemplate, at: string | number, now: number): number | null {
+    for (const k in t.env) {
+      if (!ENV_NAME_RE.test(k)) throw invalid(fieldAt(at, `env/${k}`), 'is not a valid environment variable name');
+      if (k.startsWith('BOXGRID_')) throw invalid(fieldAt(at, `env/${k}`), 'names starting with BOXGRID_ are reserved');
+    }
+    for (const k in t.inputs) {
+      if (!INPUT_NAME_RE.test(k)) throw invalid(fieldAt(at, `inputs/${k}`), 'input names are plain file names (letters, digits, ".", "_", "-")');
+      if (!SHA256_RE.test(t.inputs[k]!)) throw invalid(fieldAt(at, `inputs/${k}`), 'must be the sha256 of an uploaded blob (64 hex digits)');
+    }
+    if (t.labels) checkLabels(t.labels, at, 'labels');
+    if (t.deadline === undefined) return null;
+    const deadline = ISO_8601.test(t.deadline) ? Date.parse(t.deadline) : NaN;
+    if (Number.isNaN(deadline)) throw invalid(fieldAt(at, 'deadline'), `"${t.deadline}" is not an ISO 8601 time`);
+    if (deadline <= now) throw invalid(fieldAt(at, 'deadline'), 'is in the past');
+    return deadline;
+  }
+
   private async checkInputs(access: ProjectAccess, specs: JobSpec[]): Promise<void> {
     const wanted = new Set<string>();
     for (const s of specs) for (const k in s.inputs) wanted.add(s.inputs[k]!);
@@ -193,17 +208,28 @@ export class JobService {
   }
 }
 
-function mergeSpec(base: JobSpec, item: JobSpec, raw: JobTemplate): JobSpec {
+/**
+ * One item of a "jobs" list laid over the batch's base spec (template and batch labels); the
+ * item wins field by field, maps merge key by key. A map that only one side has is shared, not
+ * copied (specs are never mutated), which keeps a 100k-job list from allocating 400k objects.
+ */
+function mergeSpec(base: JobSpec, raw: JobTemplate, deadline: number | null): JobSpec {
   return {
-    args: raw.args !== undefined ? item.args : base.args,
-    env: { ...base.env, ...item.env },
-    inputs: { ...base.inputs, ...item.inputs },
-    resources: { ...base.resources, ...item.resources },
-    priority: raw.priority !== undefined ? item.priority : base.priority,
-    deadline: raw.deadline !== undefined ? item.deadline : base.deadline,
-    labels: { ...base.labels, ...item.labels },
+    args: raw.args !== undefined ? raw.args : base.args,
+    env: mergeMap(base.env, raw.env),
+    inputs: mergeMap(base.inputs, raw.inputs),
+    resources: mergeMap(base.resources, raw.resources),
+    priority: raw.priority !== undefined ? raw.priority : base.priority,
+    deadline: raw.deadline !== undefined ? deadline : base.deadline,
+    labels: mergeMap(base.labels, raw.labels),
     params: {},
   };
+}
+
+function mergeMap<T extends object>(base: T, item: T | undefined): T {
+  if (item === undefined || isEmpty(item)) return base;
+  if (isEmpty(base)) return item;
+  return { ...base, ...item };
 }
 
 function applyPoint(base: JobSpec, point: SweepPoint): JobSpec {
@@ -212,8 +238,14 @@ function applyPoint(base: JobSpec, point: SweepPoint): JobSpec {
   return { ...base, args: base.args.map((a) => substitute(a, point)), env, params: point };
 }
 
-function checkLabels(labels: Record<string, string>, field: string): void {
-  for (const k in labels) if (!LABEL_KEY_RE.test(k)) throw invalid(`${field}/${k}`, 'label keys are letters, digits, ".", "_", "/" and "-"');
+function checkLabels(labels: Record<string, string>, at: string | number, field: string): void {
+  for (const k in labels) if (!LABEL_KEY_RE.test(k)) throw invalid(fieldAt(at, `${field}/${k}`), 'label keys are letters, digits, ".", "_", "/" and "-"');
+}
+
+/** A field name in an error: `at` is '' (top level), a prefix such as 'template', or a "jobs" index. */
+function fieldAt(at: string | number, field: string): string {
+  if (typeof at === 'number') return `jobs/${at}/${field}`;
+  return at === '' ? field : `${at}/${field}`;
 }
 
 function isEmpty(o: object): boolean {

@@ -97,17 +97,17 @@ describe('expandSweep: validation and limits', () => {
   });
 
   it('refuses a dimension with no values', () => {
-    assert.throws(() => expandSweep({ x: { values: [] } }, 10), invalidRequest('sweep.x'));
+    assert.throws(() => expandSweep({ x: { values: [] } }, 10), invalidRequest('sweep/x'));
   });
 
   it('refuses non-positive or non-finite steps', () => {
     for (const step of [0, -1, -0.1, Number.NaN, Number.POSITIVE_INFINITY]) {
-      assert.throws(() => expandSweep({ x: { from: 0, to: 1, step } }, 10), invalidRequest('sweep.x.step'), String(step));
+      assert.throws(() => expandSweep({ x: { from: 0, to: 1, step } }, 10), invalidRequest('sweep/x/step'), String(step));
     }
   });
 
   it('refuses a range that ends before it starts', () => {
-    assert.throws(() => expandSweep({ x: { from: 2, to: 1 } }, 10), invalidRequest('sweep.x'));
+    assert.throws(() => expandSweep({ x: { from: 2, to: 1 } }, 10), invalidRequest('sweep/x'));
   });
 
   it('refuses bad parameter names and accepts good ones', () => {
@@ -130,7 +130,7 @@ describe('expandSweep: validation and limits', () => {
 
   it('refuses a huge range before expanding it', () => {
     const t = Date.now();
-    assert.throws(() => expandSweep({ x: { from: 0, to: 1e12 } }, 100_000), invalidRequest('sweep.x'));
+    assert.throws(() => expandSweep({ x: { from: 0, to: 1e12 } }, 100_000), invalidRequest('sweep/x'));
     assert.throws(() => expandSweep({ a: { from: 0, to: 1e5 }, b: { from: 0, to: 1e5 }, c: { from: 0, to: 1e5 } }, 100_000), invalidRequest());
     assert.ok(Date.now() - t < 1000);
   });
@@ -269,7 +269,7 @@ describe('parseSweepArg', () => {
   });
 
   it('refuses empty list items', () => {
-    for (const bad of ['y=', 'y=a,,b', 'y=a,', 'y=,a']) assert.throws(() => parseSweepArg(bad), invalidRequest('sweep.y'), bad);
+    for (const bad of ['y=', 'y=a,,b', 'y=a,', 'y=,a']) assert.throws(() => parseSweepArg(bad), invalidRequest('sweep/y'), bad);
   });
 
   it('round-trips into expandSweep', () => {
@@ -280,6 +280,6 @@ describe('parseSweepArg', () => {
 
   it('a step of zero parses but is refused on expansion', () => {
     const [name, d] = parseSweepArg('x=0..1:0');
-    assert.throws(() => expandSweep({ [name]: d }, 10), invalidRequest('sweep.x.step'));
+    assert.throws(() => expandSweep({ [name]: d }, 10), invalidRequest('sweep/x/step'));
   });
 });

@@ -1,3 +1,4 @@
+import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import { projectAccess, type Services } from '../services.js';
 import { App, AppCreate, AppParams, AppVersionCreate, ProjectParams } from '../schemas.js';
@@ -8,7 +9,7 @@ export function registerAppRoutes(app: Api, s: Services): void {
   const tags = ['apps'];
   app.post('/projects/:project/apps', { schema: { tags, params: ProjectParams, body: AppCreate, response: { 201: App } } }, async (req, reply) => {
     const access = await projectAccess(s, req, req.params.project, 'submit');
-    return reply.code(201).send(renderApp(await s.apps.create(access, req.body)));
+    return reply.code(201).send(renderApp(await inPart('body', s.apps.create(access, req.body))));
   });
 
   app.get('/projects/:project/apps', { schema: { tags, params: ProjectParams, response: { 200: Type.Object({ apps: Type.Array(App) }) } } }, async (req) => {
@@ -34,6 +35,6 @@ export function registerAppRoutes(app: Api, s: Services): void {
 
   app.post('/projects/:project/apps/:name/versions', { schema: { tags, params: AppParams, body: AppVersionCreate, response: { 201: App } } }, async (req, reply) => {
     const access = await projectAccess(s, req, req.params.project, 'submit');
-    return reply.code(201).send(renderApp(await s.apps.newVersion(access, req.params.name, req.body)));
+    return reply.code(201).send(renderApp(await inPart('body', s.apps.newVersion(access, req.params.name, req.body))));
   });
 }

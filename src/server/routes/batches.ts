@@ -1,3 +1,4 @@
+import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import { projectAccess, type Services } from '../services.js';
 import { Batch, BatchCreate, Counts, IdParams, PageQuery, ProjectParams, SubmitResponse } from '../schemas.js';
@@ -21,7 +22,7 @@ export function registerBatchRoutes(app: Api, s: Services, opts: HttpOptions): v
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'submit');
       const key = idempotencyKey(req.headers['idempotency-key']);
-      const result = await s.jobs.submitBatch(access, req.body, key === null ? null : { key, body: req.body });
+      const result = await inPart('body', s.jobs.submitBatch(access, req.body, key === null ? null : { key, body: req.body }));
       return reply.code(result.replayed ? 200 : 201).send(renderSubmit(result));
     },
   );
@@ -31,7 +32,7 @@ export function registerBatchRoutes(app: Api, s: Services, opts: HttpOptions): v
     { schema: { tags, params: ProjectParams, querystring: PageQuery, response: { 200: Type.Object({ batches: Type.Array(Batch), nextCursor: Type.Union([Type.String(), Type.Null()]) }) } } },
     async (req) => {
       const access = await projectAccess(s, req, req.params.project, 'read');
-      const { batches, nextCursor } = await s.jobs.listBatches(access, req.query.limit ?? 100, req.query.cursor);
+      const { batches, nextCursor } = await inPart('querystring', s.jobs.listBatches(access, req.query.limit ?? 100, req.query.cursor));
       return { batches: batches.map(renderBatch), nextCursor };
     },
   );

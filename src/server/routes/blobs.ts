@@ -1,3 +1,4 @@
+import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import type { Readable } from 'node:stream';
 import { BoxgridError } from '../../domain/errors.js';
@@ -20,17 +21,26 @@ export function registerBlobRoutes(app: Api, s: Services): void {
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'submit');
       if (!req.headers['content-type']?.startsWith('application/octet-stream')) {
-        throw new BoxgridError('unsupported_media_type', 'send the blob as Content-Type: application/octet-stream', { field: 'Content-Type' });
+        throw new BoxgridError('unsupported_media_type', 'send the blob as Content-Type: application/octet-stream', { field: 'headers/content-type' });
       }
       const length = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
-      const { blob, created } = await s.blobs.put(access, req.params.sha256, req.body as Readable, length);
+      let stored: Awaited<ReturnType<typeof s.blobs.put>>;
+      try {
+        stored = await inPart('params', s.blobs.put(access, req.params.sha256, req.body as Readable, length));
+      } catch (e) {
+        // The rest of the body was not read: close the connection after answering, or it
+        // would sit paused and unusable (and hold up shutdown).
+        reply.header('connection', 'close');
+        throw e;
+      }
+      const { blob, created } = stored;
       return reply.code(created ? 201 : 200).send({ sha256: blob.sha256, size: blob.size, createdAt: new Date(blob.createdAt).toISOString() });
     },
   );
 
-  app.head('/projects/:project/blobs/:sha256', { schema: { tags, params: BlobParams } }, async (req, reply) => {
+  app.head('/projects/:project/blobs/:sha256', { schema: { tags, params: BlobParams, description: 'Size of a blob the project holds; 404 otherwise.' }, config: { swagger: { exposeHeadRoute: true } } }, async (req, reply) => {
     const access = await projectAccess(s, req, req.params.project, 'read');
-    const blob = await s.blobs.find(access, req.params.sha256);
+    const blob = await inPart('params', s.blobs.find(access, req.params.sha256));
     if (!blob) return reply.code(404).send();
     return reply.header('content-length', blob.size).header('accept-ranges', 'bytes').code(200).send();
   });
@@ -40,9 +50,15 @@ export function registerBlobRoutes(app: Api, s: Services): void {
     { exposeHeadRoute: false, schema: { tags, params: BlobParams, description: 'Download a blob; a single HTTP Range is honoured.' } },
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'read');
-      const found = await s.blobs.find(access, req.params.sha256);
+      const found = await inPart('params', s.blobs.find(access, req.params.sha256));
       if (!found) throw new BoxgridError('not_found', `blob ${req.params.sha256} not found`);
-      const range = parseRange(req.headers.range, found.size);
+      let range: { start: number; end: number } | null;
+      try {
+        range = parseRange(req.headers.range, found.size);
+      } catch (e) {
+        reply.header('content-range', `bytes */${found.size}`); // RFC 9110: say what the size is
+        throw e;
+      }
       const { stream } = await s.blobs.open(access, req.params.sha256, range ?? undefined);
       reply.header('accept-ranges', 'bytes').header('etag', `"${found.sha256}"`).type('application/octet-stream');
       if (range) {
@@ -55,17 +71,20 @@ export function registerBlobRoutes(app: Api, s: Services): void {
   );
 }
 
-/** One `bytes=a-b`, `bytes=a-` or `bytes=-n` range; null for none (or several: we then send it all). */
+/**
+ * One `bytes=a-b`, `bytes=a-` or `bytes=-n` range; null for none, for several (we then send it
+ * all) and for units other than bytes (which RFC 9110 says to ignore).
+ */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null {
-  if (header === undefined) return null;
+  if (header === undefined || !/^\s*bytes=/i.test(header)) return null;
   const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!m) {
     if (/^bytes=.+,/.test(header)) return null;
-    throw new BoxgridError('range_not_satisfiable', `Range "${header}" is not bytes=START-END`, { field: 'Range' });
+    throw new BoxgridError('range_not_satisfiable', `Range "${header}" is not bytes=START-END`, { field: 'headers/range' });
   }
   let start: number;
   let end: number;
-  if (m[1] === '' && m[2] === '') throw new BoxgridError('range_not_satisfiable', 'Range has neither start nor end', { field: 'Range' });
+  if (m[1] === '' && m[2] === '') throw new BoxgridError('range_not_satisfiable', 'Range has neither start nor end', { field: 'headers/range' });
   if (m[1] === '') {
     start = Math.max(0, size - Number(m[2]));
     end = size - 1;
@@ -74,7 +93,7 @@ export function parseRange(header: string | undefined, size: number): { start: n
     end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
   }
   if (start >= size || start > end) {
-    throw new BoxgridError('range_not_satisfiable', `Range ${header} is outside the blob's ${size} bytes`, { field: 'Range' });
+    throw new BoxgridError('range_not_satisfiable', `Range ${header} is outside the blob's ${size} bytes`, { field: 'headers/range' });
   }
   return { start, end };
 }

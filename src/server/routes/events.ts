@@ -7,9 +7,16 @@ import { notFound } from '../../domain/errors.js';
 
 /**
  * Server-sent events: `event: job` or `event: batch`, `id:` a sequence number to resume from
- * with Last-Event-ID, `data:` JSON. Filtered to one batch or one job when asked.
+ * with Last-Event-ID, `data:` JSON. Filtered to one batch or one job when asked; a job's
+ * stream also carries its batch's bulk changes (a batch cancel), which are not sent per job.
  */
 export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): void {
+  // Open streams never end by themselves, and the HTTP server waits for every connection to
+  // end before it closes: so shutdown ends them first.
+  const open = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of open) end();
+  });
   app.get(
     '/projects/:project/events',
     {
@@ -25,7 +32,8 @@ export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): v
       const { batch, job } = req.query;
       // Existence is checked so that a typo is a 404, not a stream that never speaks.
       if (batch !== undefined && !(await s.ctx.store.getBatch(access.project.id, batch))) throw notFound(`batch ${batch}`);
-      if (job !== undefined && !(await s.ctx.store.getJob(access.project.id, job))) throw notFound(`job ${job}`);
+      const watched = job === undefined ? null : await s.ctx.store.getJob(access.project.id, job);
+      if (job !== undefined && !watched) throw notFound(`job ${job}`);
       const last = req.headers['last-event-id'];
       reply.hijack();
       const res = reply.raw;
@@ -35,7 +43,7 @@ export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): v
         res.write(`id: ${e.seq}\nevent: ${e.event.type}\ndata: ${JSON.stringify({ ...e.event, at: new Date(e.at).toISOString() })}\n\n`);
       };
       const unsubscribe = s.ctx.events.subscribe(
-        { projectId: access.project.id, ...(batch === undefined ? {} : { batchId: batch }), ...(job === undefined ? {} : { jobId: job }) },
+        { projectId: access.project.id, ...(batch === undefined ? {} : { batchId: batch }), ...(watched ? { jobId: watched.id, jobBatchId: watched.batchId } : {}) },
         last === undefined ? null : Number(last),
         send,
       );
@@ -44,12 +52,14 @@ export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): v
       const stop = (): void => {
         clearInterval(keepAlive);
         unsubscribe();
+        open.delete(end);
       };
-      req.raw.on('close', stop);
-      app.server.once('close', () => {
+      const end = (): void => {
         stop();
         res.end();
-      });
+      };
+      open.add(end);
+      req.raw.on('close', stop);
     },
   );
 }

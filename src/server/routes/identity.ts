@@ -1,3 +1,4 @@
+import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import { currentUser, type Services } from '../services.js';
 import { MemberPut, ProjectCreate, RoleSchema, TokenCreate, UserCreate } from '../schemas.js';
@@ -19,7 +20,7 @@ export function registerIdentityRoutes(app: Api, s: Services): void {
   });
 
   app.post('/users', { schema: { tags, body: UserCreate, response: { 201: User } } }, async (req, reply) => {
-    const u = await s.access.createUser(currentUser(req), req.body.name, req.body.operator ?? false);
+    const u = await inPart('body', s.access.createUser(currentUser(req), req.body.name, req.body.operator ?? false));
     return reply.code(201).send({ ...u, createdAt: iso(u.createdAt) });
   });
 
@@ -29,7 +30,7 @@ export function registerIdentityRoutes(app: Api, s: Services): void {
   });
 
   app.post('/projects', { schema: { tags, body: ProjectCreate, response: { 201: Project } } }, async (req, reply) => {
-    const p = await s.access.createProject(currentUser(req), req.body.name, req.body.shareWeight ?? 1);
+    const p = await inPart('body', s.access.createProject(currentUser(req), req.body.name, req.body.shareWeight ?? 1));
     return reply.code(201).send({ name: p.name, shareWeight: p.shareWeight, createdAt: iso(p.createdAt) });
   });
 

@@ -1,3 +1,4 @@
+import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import { invalid } from '../../domain/errors.js';
 import { projectAccess, type Services } from '../services.js';
@@ -15,7 +16,7 @@ export function registerJobRoutes(app: Api, s: Services): void {
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'submit');
       const key = idempotencyKey(req.headers['idempotency-key']);
-      const result = await s.jobs.submitJob(access, req.body, key === null ? null : { key, body: req.body });
+      const result = await inPart('body', s.jobs.submitJob(access, req.body, key === null ? null : { key, body: req.body }));
       return reply.code(result.replayed ? 200 : 201).send(renderSubmit(result));
     },
   );
@@ -32,12 +33,12 @@ export function registerJobRoutes(app: Api, s: Services): void {
         if (eq <= 0) throw invalid('querystring/label', 'must be key=value');
         label = { key: q.label.slice(0, eq), value: q.label.slice(eq + 1) };
       }
-      const { jobs, nextCursor } = await s.jobs.list(
+      const { jobs, nextCursor } = await inPart('querystring', s.jobs.list(
         access,
         { ...(q.state && { state: q.state }), ...(q.app && { appName: q.app }), ...(q.batch && { batchId: q.batch }), ...(label && { label }) },
         q.limit ?? 100,
         q.cursor,
-      );
+      ));
       return { jobs: jobs.map(renderJob), nextCursor };
     },
   );

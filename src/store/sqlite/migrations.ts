@@ -5,6 +5,12 @@ import type { Migration } from '../migration.js';
  * live in one JSON `spec` column (one parse per row); columns exist for what we filter or
  * sort on. Foreign keys are declared on the small tables only: on `jobs` they would cost the
  * 100k-job insert more than they protect (the service checks app and batch first).
+ *
+ * Every index on `jobs` is paid for by each of a batch's 100k inserts, so there are only the
+ * ones job lists need, each ending in `id` (lists are newest first); the store intersects them
+ * for combined filters. A batch's jobs are inserted in one transaction and so are the
+ * consecutive ids first_job_id .. first_job_id + size - 1 (NULL only inside that transaction):
+ * batch lists, counts and cancels use that range instead of an index on batch_id.
  */
 export const SQLITE_MIGRATIONS: readonly Migration[] = [
   {
@@ -55,6 +61,7 @@ CREATE TABLE batches (
   app_version INTEGER NOT NULL,
   size INTEGER NOT NULL,
   labels TEXT NOT NULL,
+  first_job_id INTEGER,
   created_at INTEGER NOT NULL
 );
 CREATE INDEX batches_by_project ON batches (project_id, id);
@@ -77,7 +84,6 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_by_project_state ON jobs (project_id, state, id);
 CREATE INDEX jobs_by_project_app ON jobs (project_id, app_name, id);
-CREATE INDEX jobs_by_batch_state ON jobs (batch_id, state, id) WHERE batch_id IS NOT NULL;
 CREATE TABLE job_labels (
   project_id INTEGER NOT NULL,
   key TEXT NOT NULL,
