@@ -53,6 +53,13 @@ export function parseKeyValues(values: string[] | undefined, what: string): Reco
   return out;
 }
 
+/** A number from a flag; the server checks ranges, but "abc" should not travel as null. */
+export function parseNumber(text: string, flag: string): number {
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n)) throw new CliExit(2, `error: ${flag} "${text}" is not a number`);
+  return n;
+}
+
 export function parseId(text: string, what: string): number {
   if (!/^\d{1,15}$/.test(text) || Number(text) < 1) throw new CliExit(2, `error: ${what} "${text}" is not a positive number`);
   return Number(text);

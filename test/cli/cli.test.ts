@@ -140,6 +140,8 @@ describe('boxgrid CLI against a local server', () => {
       [['app', 'create', 'Bad Name', '--image', 'busybox'], /name: use 1–63 lower-case/, 1],
       [['app', 'create', 'x', '--image', 'busybox', '--memory', 'lots'], /not a size/, 1],
       [['frobnicate'], /unknown command/, 2],
+      [['submit', 'sim', '--count', 'many'], /--count "many" is not a number/, 2],
+      [['app', 'create', 'y', '--image', 'busybox', '--cores', 'two'], /--cores "two" is not a number/, 2],
       [['jobs'], /token is not valid/, 1, { BOXGRID_TOKEN: 'bgu_0000000000000000_' + 'a'.repeat(43) }],
     ];
     for (const [args, message, code, extra] of cases) {

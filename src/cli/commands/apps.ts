@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { AppVersionInput, AppView } from '../../client/types.js';
 import { parseSizeMiB } from '../../domain/resources.js';
 import type { CliContext } from '../context.js';
-import { CliExit, emit, parseId, table } from '../output.js';
+import { CliExit, emit, parseId, parseNumber, table } from '../output.js';
 
 interface AppFlags {
   image?: string;
@@ -40,12 +40,12 @@ function appOptions(c: Command, imageRequired: boolean): Command {
 }
 
 function toInput(o: AppFlags): AppVersionInput {
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  const num = (v: string | undefined, flag: string) => (v === undefined ? undefined : parseNumber(v, flag));
   const resources: NonNullable<AppVersionInput['resources']> = {};
-  if (o.cores !== undefined) resources.cores = Number(o.cores);
+  if (o.cores !== undefined) resources.cores = parseNumber(o.cores, '--cores');
   if (o.memory !== undefined) resources.memoryMiB = parseSizeMiB(o.memory, '--memory');
   if (o.disk !== undefined) resources.diskMiB = parseSizeMiB(o.disk, '--disk');
-  if (o.gpus !== undefined) resources.gpus = Number(o.gpus);
+  if (o.gpus !== undefined) resources.gpus = parseNumber(o.gpus, '--gpus');
   const input: AppVersionInput = {};
   if (o.image !== undefined) input.image = o.image;
   if (o.digest !== undefined) input.imageDigest = o.digest;
@@ -55,10 +55,10 @@ function toInput(o: AppFlags): AppVersionInput {
   const set = <K extends keyof AppVersionInput>(k: K, v: AppVersionInput[K] | undefined) => {
     if (v !== undefined) input[k] = v;
   };
-  set('maxRuntimeSeconds', num(o.maxRuntime));
-  set('maxAttempts', num(o.maxAttempts));
-  set('replicas', num(o.replicas));
-  set('quorum', num(o.quorum));
+  set('maxRuntimeSeconds', num(o.maxRuntime, '--max-runtime'));
+  set('maxAttempts', num(o.maxAttempts, '--max-attempts'));
+  set('replicas', num(o.replicas, '--replicas'));
+  set('quorum', num(o.quorum, '--quorum'));
   if (o.checkpointing) input.checkpointing = true;
   set('platforms', o.platform);
   return input;

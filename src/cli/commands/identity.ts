@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ROLES, type Role } from '../../domain/roles.js';
 import type { CliContext } from '../context.js';
-import { CliExit, emit, table } from '../output.js';
+import { CliExit, emit, parseNumber, table } from '../output.js';
 
 export function registerIdentity(program: Command, ctx: CliContext): void {
   const token = program.command('token').description('API tokens');
@@ -12,7 +12,7 @@ export function registerIdentity(program: Command, ctx: CliContext): void {
     .option('--label <text>', 'what the token is for', 'cli')
     .option('--ttl <seconds>', 'expire after this many seconds')
     .action(async (o: { user?: string; label: string; ttl?: string }) => {
-      const t = await ctx.client().createToken({ label: o.label, ...(o.user ? { user: o.user } : {}), ...(o.ttl ? { ttlSeconds: Number(o.ttl) } : {}) });
+      const t = await ctx.client().createToken({ label: o.label, ...(o.user ? { user: o.user } : {}), ...(o.ttl ? { ttlSeconds: parseNumber(o.ttl, '--ttl') } : {}) });
       emit(ctx.globals().json, t, () => `token for ${t.user}${t.expiresAt ? ` (expires ${t.expiresAt})` : ''}, shown once:\n${t.token}`);
     });
 
@@ -34,7 +34,7 @@ export function registerIdentity(program: Command, ctx: CliContext): void {
     .command('create <name>')
     .option('--share <weight>', 'fair-share weight against other projects', '1')
     .action(async (name: string, o: { share: string }) => {
-      const p = await ctx.client().createProject(name, Number(o.share));
+      const p = await ctx.client().createProject(name, parseNumber(o.share, '--share'));
       emit(ctx.globals().json, p, () => `created project ${p.name}\n  add members: boxgrid project grant ${p.name} USER submitter`);
     });
   project

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { defaultDataDir, DEFAULT_PORT } from '../config.js';
-import { CliExit } from '../output.js';
+import { CliExit, parseNumber } from '../output.js';
 
 export function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
@@ -16,7 +16,7 @@ export function registerServer(program: Command): void {
     .option('--data <dir>', 'data directory (database, blobs, admin token)', defaultDataDir())
     .option('--listen <host:port>', 'address to listen on', `127.0.0.1:${DEFAULT_PORT}`)
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
-    .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => Number(v))
+    .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => parseNumber(v, '--max-blob-bytes'))
     .action(async (o: { data: string; listen: string; logLevel: string; maxBlobBytes?: number }) => {
       const { host, port } = parseListen(o.listen);
       // Loaded on demand: the server's dependencies would slow every other command's start.

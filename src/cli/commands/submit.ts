@@ -3,7 +3,7 @@ import type { BatchSubmit, JobTemplate } from '../../client/types.js';
 import { parseSizeMiB } from '../../domain/resources.js';
 import { parseSweepArg, type SweepSpec } from '../../domain/sweep.js';
 import type { CliContext } from '../context.js';
-import { CliExit, emit, parseKeyValues } from '../output.js';
+import { CliExit, emit, parseKeyValues, parseNumber } from '../output.js';
 import { progressBar } from '../progress.js';
 import { summarize, watchBatch, watchJob } from './watch.js';
 
@@ -49,13 +49,13 @@ export function registerSubmit(program: Command, ctx: CliContext): void {
       const env = parseKeyValues(o.env, '--env');
       if (Object.keys(env).length > 0) template.env = env;
       const labels = parseKeyValues(o.label, '--label');
-      if (o.priority !== undefined) template.priority = Number(o.priority);
+      if (o.priority !== undefined) template.priority = parseNumber(o.priority, '--priority');
       if (o.deadline !== undefined) template.deadline = o.deadline;
       const resources: NonNullable<JobTemplate['resources']> = {};
-      if (o.cores !== undefined) resources.cores = Number(o.cores);
+      if (o.cores !== undefined) resources.cores = parseNumber(o.cores, '--cores');
       if (o.memory !== undefined) resources.memoryMiB = parseSizeMiB(o.memory, '--memory');
       if (o.disk !== undefined) resources.diskMiB = parseSizeMiB(o.disk, '--disk');
-      if (o.gpus !== undefined) resources.gpus = Number(o.gpus);
+      if (o.gpus !== undefined) resources.gpus = parseNumber(o.gpus, '--gpus');
       if (Object.keys(resources).length > 0) template.resources = resources;
       const inputs = parseKeyValues(o.input, '--input');
       if (Object.keys(inputs).length > 0) {
@@ -67,7 +67,7 @@ export function registerSubmit(program: Command, ctx: CliContext): void {
           template.inputs[name] = blob.sha256;
         }
       }
-      const appVersion = o.appVersion === undefined ? {} : { appVersion: Number(o.appVersion) };
+      const appVersion = o.appVersion === undefined ? {} : { appVersion: parseNumber(o.appVersion, '--app-version') };
       if (o.count !== undefined && o.sweep !== undefined) throw new CliExit(2, 'error: use --count or --sweep, not both');
 
       if (o.count === undefined && o.sweep === undefined) {
@@ -81,7 +81,7 @@ export function registerSubmit(program: Command, ctx: CliContext): void {
       }
       const batch: BatchSubmit = { app: appName, ...appVersion, template };
       if (Object.keys(labels).length > 0) batch.labels = labels;
-      if (o.count !== undefined) batch.count = Number(o.count);
+      if (o.count !== undefined) batch.count = parseNumber(o.count, '--count');
       else {
         const sweep: SweepSpec = {};
         for (const s of o.sweep!) {
