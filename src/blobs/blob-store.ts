@@ -15,6 +15,8 @@ export interface BlobStore {
    * is ever visible under the digest. Storing content that already exists is a no-op.
    */
   put(sha256: string, body: Readable, maxBytes: number): Promise<{ size: number }>;
+  /** Removes uploads abandoned in the middle (a crash) that started before `before` (epoch ms). */
+  sweepTemporary?(before: number): Promise<number>;
   /** Reads bytes [start, end] inclusive, or the whole blob. */
   read(sha256: string, range?: { start: number; end: number }): Readable;
 }

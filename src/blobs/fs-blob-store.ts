@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -58,6 +58,27 @@ export class FsBlobStore implements BlobStore {
       }
       throw e;
     }
+  }
+
+  async sweepTemporary(before: number): Promise<number> {
+    const tmpDir = join(this.dir, 'tmp');
+    let removed = 0;
+    let names: string[];
+    try {
+      names = await readdir(tmpDir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw e;
+    }
+    for (const name of names) {
+      const path = join(tmpDir, name);
+      // Age, not a blanket wipe: another server sharing this directory may be mid-upload.
+      if ((await stat(path)).mtimeMs < before) {
+        await rm(path, { force: true });
+        removed++;
+      }
+    }
+    return removed;
   }
 
   read(sha256: string, range?: { start: number; end: number }): Readable {

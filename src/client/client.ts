@@ -49,6 +49,10 @@ export class BoxgridClient {
     return this.json('POST', '/v1/tokens', opts);
   }
 
+  revokeToken(id: string): Promise<unknown> {
+    return this.json('DELETE', `/v1/tokens/${enc(id)}`);
+  }
+
   // ── apps ──
   createApp(project: string, app: T.AppInput): Promise<T.AppView> {
     return this.json('POST', `/v1/projects/${enc(project)}/apps`, app);
@@ -201,7 +205,7 @@ export class BoxgridClient {
     const code = (err?.code ?? (res.status >= 500 ? 'unavailable' : 'invalid_request')) as ErrorCode;
     throw new BoxgridError(code, err?.message ?? `HTTP ${res.status}`, {
       ...(err?.field === undefined ? {} : { field: err.field }),
-      retryable: res.status === 503 || res.status === 502 || res.status === 504,
+      retryable: res.status === 502 || res.status === 503 || res.status === 504 || res.status === 507,
     });
   }
 }

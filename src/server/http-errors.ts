@@ -48,8 +48,12 @@ export function normalise(err: unknown): BoxgridError {
   if (typeof status === 'number' && status >= 400 && status < 500) {
     return new BoxgridError(status === 413 ? 'payload_too_large' : status === 404 ? 'not_found' : 'invalid_request', fe.message ?? 'bad request');
   }
-  if ((err as NodeJS.ErrnoException | undefined)?.code === 'ENOSPC') {
-    return new BoxgridError('insufficient_storage', 'the server has no disk space left');
+  const code = String((err as { code?: unknown } | undefined)?.code ?? '');
+  if (code === 'ENOSPC' || code.startsWith('SQLITE_FULL')) {
+    return new BoxgridError('insufficient_storage', 'the server has no disk space left; nothing was written');
+  }
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+    return new BoxgridError('unavailable', 'the store is busy; retry shortly');
   }
   return new BoxgridError('internal', 'internal error; the server log has the details');
 }

@@ -35,6 +35,9 @@ export interface RunningServer {
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const files = dataFiles(opts.dataDir);
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  // Every start, not only the first: the store holds every project's data, and mkdir's mode
+  // does nothing to a directory that already existed.
+  await chmod(opts.dataDir, 0o700);
   const store = opts.store ?? new SqliteStore(files.database);
   await store.migrate();
   const ctx: ServiceContext = {
@@ -44,11 +47,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     now: Date.now,
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
   };
-  const adminToken = await new AccessService(ctx).bootstrap();
-  if (adminToken !== null) {
-    await writeFile(files.adminToken, adminToken + '\n', { mode: 0o600 });
-    await chmod(files.adminToken, 0o600);
-  }
+  const adminToken = await new AccessService(ctx).bootstrap(async (token) => {
+    await writeFile(files.adminToken, token + '\n', { mode: 0o600 });
+    await chmod(files.adminToken, 0o600); // mode above applies only when the file is new
+  });
+  await ctx.blobs.sweepTemporary?.(ctx.now() - 3600_000);
   const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http });
   await app.listen({ host: opts.host, port: opts.port });
   const addr = app.server.address();

@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { BoxgridError } from '../domain/errors.js';
-import type { Host, User } from '../domain/model.js';
+import type { Host, TokenRecord, User } from '../domain/model.js';
 import { sendError } from './http-errors.js';
 import { validatorCompiler } from './validation.js';
 import { Services } from './services.js';
@@ -34,15 +34,28 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
   const app = Fastify({
     logger: opts.logger,
     bodyLimit: 1024 * 1024,
-    return503OnClosing: true,
+    // Our own 503 below, so that even shutdown answers in the documented error shape.
+    return503OnClosing: false,
+    // Errors fastify raises before routing (a malformed URL, say) get the same shape as ours.
+    frameworkErrors: (err, req, reply) => {
+      sendError(req, reply, err);
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
   const services = new Services(ctx);
 
   app.setValidatorCompiler(validatorCompiler());
   app.decorateRequest('user', null as User | null);
   app.decorateRequest('agentHost', null as Host | null);
-  // Blob bodies stay streams: they are hashed on their way to disk, never buffered whole.
-  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+  app.decorateRequest('credential', null as TokenRecord | null);
+  // JSON routes take JSON only: anything else is 415, not a string that fails validation.
+  app.removeContentTypeParser('text/plain');
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async () => {
+    if (closing) throw new BoxgridError('unavailable', 'the server is shutting down; retry shortly');
+  });
   app.setErrorHandler((err, req, reply) => sendError(req, reply, err));
   app.setNotFoundHandler((req, reply) => sendError(req, reply, new BoxgridError('not_found', `no route ${req.method} ${req.url.split('?')[0]}`)));
 
@@ -61,19 +74,25 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
       const actor = await services.access.authenticate(req.headers.authorization);
       if (actor.kind !== 'user') throw new BoxgridError('unauthenticated', 'host credentials cannot call the user API');
       req.user = actor.user;
+      req.credential = actor.token;
     });
     registerIdentityRoutes(v1 as Api, services);
     registerAppRoutes(v1 as Api, services);
     registerJobRoutes(v1 as Api, services);
     registerBatchRoutes(v1 as Api, services, opts);
     registerEventRoutes(v1 as Api, services, opts);
-    registerBlobRoutes(v1 as Api, services);
+    await v1.register(async (blobRoutes) => {
+      // Blob bodies stay streams, here only: hashed on their way to disk, never buffered whole.
+      blobRoutes.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+      registerBlobRoutes(blobRoutes as Api, services);
+    });
   }, { prefix: '/v1' });
   await app.register(async (agent) => {
     agent.addHook('onRequest', async (req) => {
       const actor = await services.access.authenticate(req.headers.authorization);
       if (actor.kind !== 'host') throw new BoxgridError('unauthenticated', 'user tokens cannot call the agent protocol');
       req.agentHost = actor.host;
+      req.credential = actor.token;
     });
     registerAgentRoutes(agent as Api, services);
   }, { prefix: '/agent/v1' });

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { BoxgridError } from '../domain/errors.js';
-import type { Host, User } from '../domain/model.js';
+import type { Host, TokenRecord, User } from '../domain/model.js';
 import type { Action } from '../domain/roles.js';
 import { AccessService, type ProjectAccess } from '../service/access.js';
 import { AppService } from '../service/apps.js';
@@ -26,6 +26,8 @@ export class Services {
 declare module 'fastify' {
   interface FastifyRequest {
     user: User | null;
+    /** The token the caller authenticated with. */
+    credential: TokenRecord | null;
     agentHost: Host | null;
   }
 }
@@ -33,6 +35,11 @@ declare module 'fastify' {
 export function currentUser(req: FastifyRequest): User {
   if (!req.user) throw new BoxgridError('unauthenticated', 'a user token is required');
   return req.user;
+}
+
+export function currentCredential(req: FastifyRequest): TokenRecord {
+  if (!req.credential) throw new BoxgridError('unauthenticated', 'a token is required');
+  return req.credential;
 }
 
 export function currentHost(req: FastifyRequest): Host {

@@ -1,10 +1,11 @@
 import { BoxgridError, invalid, notFound } from '../domain/errors.js';
-import type { Host, Project, User } from '../domain/model.js';
+import type { Host, Project, TokenRecord, User } from '../domain/model.js';
 import { roleAllows, type Action, type Role } from '../domain/roles.js';
 import type { ServiceContext } from './context.js';
 import { issueToken, parseToken, secretMatches } from './credentials.js';
 
-export type Actor = { kind: 'user'; user: User } | { kind: 'host'; host: Host };
+/** Who is calling, and with which token (a token never mints one that outlives it). */
+export type Actor = { kind: 'user'; user: User; token: TokenRecord } | { kind: 'host'; host: Host; token: TokenRecord };
 
 export interface ProjectAccess {
   project: Project;
@@ -36,11 +37,11 @@ export class AccessService {
     if (record.kind === 'user') {
       const user = await this.ctx.store.getUser(record.subjectId);
       if (!user) throw new BoxgridError('unauthenticated', 'the token is not valid (its user is gone)');
-      return { kind: 'user', user };
+      return { kind: 'user', user, token: record };
     }
     const host = await this.ctx.store.getHost(record.subjectId);
     if (!host || host.state !== 'active') throw new BoxgridError('unauthenticated', 'the host credential is revoked');
-    return { kind: 'host', host };
+    return { kind: 'host', host, token: record };
   }
 
   /** The project by name if the user may perform `action` in it. */
@@ -59,18 +60,21 @@ export class AccessService {
   }
 
   /**
-   * First start: an operator "admin", a project "default" and a token for it. Returns the
-   * token, or null when the server already has users.
+   * First start: an operator "admin", a project "default" and a token for it, written in one
+   * transaction. `saveToken` runs first, so a crash between the two leaves a token file that the
+   * next start simply replaces, never an admin without a token. Returns the token, or null
+   * when the server already has users.
    */
-  async bootstrap(): Promise<string | null> {
+  async bootstrap(saveToken: (token: string) => Promise<void>): Promise<string | null> {
     if ((await this.ctx.store.countUsers()) > 0) return null;
     const now = this.ctx.now();
-    const admin = await this.ctx.store.createUser('admin', true, now);
-    const project = await this.ctx.store.createProject('default', 1, now);
-    await this.ctx.store.setMembership(project.id, admin.id, 'admin');
-    const issued = issueToken('user', admin.id, 'bootstrap admin token', now);
-    await this.ctx.store.insertToken(issued.record);
-    return issued.token;
+    const issued = issueToken('user', 0, 'bootstrap admin token', now);
+    await saveToken(issued.token);
+    const created = await this.ctx.store.bootstrap(
+      { operatorName: 'admin', projectName: 'default', token: (userId) => ({ ...issued.record, subjectId: userId }) },
+      now,
+    );
+    return created ? issued.token : null;
   }
 
   async createUser(actor: User, name: string, operator: boolean): Promise<User> {
@@ -96,8 +100,15 @@ export class AccessService {
     return this.ctx.store.listProjectsFor(actor);
   }
 
-  /** A new token for yourself, or (operators only) for another user. */
-  async createToken(actor: User, opts: { userName?: string; label: string; ttlSeconds?: number }): Promise<{ token: string; id: string; user: User; expiresAt: number | null }> {
+  /**
+   * A new token for yourself, or (operators only) for another user. It expires no later than
+   * the token that asked for it, so a short-lived token cannot mint a permanent one.
+   */
+  async createToken(
+    actor: User,
+    caller: TokenRecord,
+    opts: { userName?: string; label: string; ttlSeconds?: number },
+  ): Promise<{ token: string; id: string; user: User; expiresAt: number | null }> {
     let user = actor;
     if (opts.userName !== undefined && opts.userName !== actor.name) {
       this.requireOperator(actor);
@@ -106,9 +117,17 @@ export class AccessService {
       user = found;
     }
     const now = this.ctx.now();
-    const expiresAt = opts.ttlSeconds === undefined ? null : now + opts.ttlSeconds * 1000;
+    const requested = opts.ttlSeconds === undefined ? null : now + opts.ttlSeconds * 1000;
+    const expiresAt = caller.expiresAt === null ? requested : Math.min(requested ?? caller.expiresAt, caller.expiresAt);
     const issued = issueToken('user', user.id, opts.label, now, expiresAt);
     await this.ctx.store.insertToken(issued.record);
     return { token: issued.token, id: issued.record.id, user, expiresAt };
+  }
+
+  /** Revokes one of your own tokens, or (operators) anyone's. Unknown ids are 404. */
+  async revokeToken(actor: User, id: string): Promise<void> {
+    const t = await this.ctx.store.getToken(id);
+    if (!t || t.kind !== 'user' || (t.subjectId !== actor.id && !actor.operator)) throw notFound(`token ${id}`);
+    await this.ctx.store.revokeToken(id, this.ctx.now());
   }
 }

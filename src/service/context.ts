@@ -7,9 +7,18 @@ export interface Limits {
   maxBatchJobs: number;
   /** Largest blob upload, bytes. */
   maxBlobBytes: number;
+  /** Most text (args, env, inputs, labels) one job may carry, bytes. */
+  maxJobBytes: number;
+  /** Most text all jobs of one batch may carry together, bytes, checked before a sweep expands. */
+  maxBatchBytes: number;
 }
 
-export const DEFAULT_LIMITS: Limits = { maxBatchJobs: 100_000, maxBlobBytes: 4 * 1024 * 1024 * 1024 };
+export const DEFAULT_LIMITS: Limits = {
+  maxBatchJobs: 100_000,
+  maxBlobBytes: 4 * 1024 * 1024 * 1024,
+  maxJobBytes: 64 * 1024,
+  maxBatchBytes: 256 * 1024 * 1024,
+};
 
 /** What every service needs: the ports, the event bus, the clock and the limits. */
 export interface ServiceContext {

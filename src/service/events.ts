@@ -8,7 +8,10 @@ export type BoxgridEvent =
   | { type: 'batch'; batchId: number; change: 'submitted' | 'cancelled' | 'progress'; counts?: StateCounts };
 
 export interface StampedEvent {
-  /** Monotonic within this server process; SSE clients resume with Last-Event-ID. */
+  /**
+   * Monotonic per project within this server process (so its gaps say nothing about other
+   * projects); SSE clients resume with Last-Event-ID.
+   */
   seq: number;
   projectId: number;
   at: number;
@@ -42,14 +45,16 @@ export function matches(f: EventFilter, e: StampedEvent): boolean {
 export class EventBus {
   private readonly emitter = new EventEmitter();
   private readonly recent: StampedEvent[] = [];
-  private seq = 0;
+  private readonly seqs = new Map<number, number>();
 
   constructor(private readonly keep = 10_000) {
     this.emitter.setMaxListeners(0);
   }
 
   publish(projectId: number, event: BoxgridEvent): void {
-    const stamped: StampedEvent = { seq: ++this.seq, projectId, at: Date.now(), event };
+    const seq = (this.seqs.get(projectId) ?? 0) + 1;
+    this.seqs.set(projectId, seq);
+    const stamped: StampedEvent = { seq, projectId, at: Date.now(), event };
     this.recent.push(stamped);
     if (this.recent.length > this.keep) this.recent.splice(0, this.recent.length - this.keep);
     this.emitter.emit('event', stamped);

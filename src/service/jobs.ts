@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { SHA256_RE } from '../blobs/blob-store.js';
-import { invalid, notFound } from '../domain/errors.js';
+import { BoxgridError, invalid, notFound } from '../domain/errors.js';
 import type { App, Batch, Job, JobSpec, StateCounts, Task } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
 import type { JobState } from '../domain/states.js';
@@ -46,6 +46,18 @@ export interface SubmitResult {
 
 // Date.parse also takes "December 17, 2995" and RFC 1123 dates; the API promises ISO 8601.
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
+/** Epoch ms of an ISO 8601 time, or NaN; unlike Date.parse, "2999-02-30" is not March 2nd. */
+function isoTime(text: string): number {
+  const m = ISO_8601.exec(text);
+  if (!m) return NaN;
+  const [y, mo, d] = text.slice(0, 10).split('-').map(Number) as [number, number, number];
+  const daysInMonth = new Date(Date.UTC(y, mo, 0)).getUTCDate();
+  if (mo < 1 || mo > 12 || d < 1 || d > daysInMonth) return NaN;
+  return Date.parse(text);
+}
+
+/** What substituting one sweep value may add to a job, for the size check before expansion. */
+const SWEEP_VALUE_ALLOWANCE = 64;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const INPUT_NAME_RE = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
 const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
@@ -60,11 +72,15 @@ export class JobService {
   constructor(private readonly ctx: ServiceContext) {}
 
   async submitJob(access: ProjectAccess, input: SubmitJobInput, idem: Idempotency | null): Promise<SubmitResult> {
+    const key = idemFor(access, idem);
+    const prior = await this.priorOutcome(access, key);
+    if (prior) return prior;
     const app = await this.resolveApp(access, input);
     const spec = this.toSpec(input, {}, '', this.ctx.now());
+    this.checkWeight(spec, 'body');
     await this.checkInputs(access, [spec]);
     const result = await this.ctx.store.insertJobs({
-      projectId: access.project.id, app, batch: null, jobs: [spec], idempotency: idemFor(idem), now: this.ctx.now(),
+      projectId: access.project.id, app, batch: null, jobs: [spec], idempotency: key, now: this.ctx.now(),
     });
     if (!result.replayed) {
       this.ctx.events.publish(access.project.id, { type: 'job', jobId: result.jobIds[0]!, batchId: null, state: 'queued', reason: null });
@@ -73,6 +89,9 @@ export class JobService {
   }
 
   async submitBatch(access: ProjectAccess, input: SubmitBatchInput, idem: Idempotency | null): Promise<SubmitResult> {
+    const key = idemFor(access, idem);
+    const prior = await this.priorOutcome(access, key);
+    if (prior) return prior;
     const forms = [input.jobs !== undefined, input.count !== undefined, input.sweep !== undefined].filter(Boolean).length;
     if (forms !== 1) throw invalid('jobs', 'give exactly one of "jobs", "count" or "sweep"');
     const app = await this.resolveApp(access, input);
@@ -82,11 +101,15 @@ export class JobService {
     const batchLabels = input.labels ?? {};
     checkLabels(batchLabels, '', 'labels');
     const base = this.toSpec(template, batchLabels, 'template', now);
+    const baseWeight = this.checkWeight(base, 'template');
     let specs: JobSpec[];
     if (input.jobs !== undefined) {
       const items = input.jobs;
       if (items.length === 0) throw invalid('jobs', 'is empty');
       if (items.length > limit) throw invalid('jobs', `has ${items.length} jobs, more than the limit of ${limit}`);
+      let total = 0;
+      for (let i = 0; i < items.length; i++) total += baseWeight + this.checkWeight(items[i]!, `jobs/${i}`);
+      this.checkBatchWeight(total);
       // A plain loop over checkTemplate + mergeSpec: the per-item cost is most of a 100k list's service time.
       specs = new Array<JobSpec>(items.length);
       for (let i = 0; i < items.length; i++) {
@@ -95,14 +118,16 @@ export class JobService {
       }
     } else if (input.count !== undefined) {
       if (input.count > limit) throw invalid('count', `${input.count} is more than the limit of ${limit}`);
+      this.checkBatchWeight(baseWeight * input.count);
       specs = Array.from({ length: input.count }, () => ({ ...base }));
     } else {
-      sweepSize(input.sweep!, limit);
+      // Checked before expanding: a 1 MB template swept 100,000 times is 100 GB.
+      this.checkBatchWeight((baseWeight + SWEEP_VALUE_ALLOWANCE) * sweepSize(input.sweep!, limit));
       specs = expandSweep(input.sweep!, limit).map((point) => applyPoint(base, point));
     }
     await this.checkInputs(access, specs);
     const result = await this.ctx.store.insertJobs({
-      projectId: access.project.id, app, batch: { labels: batchLabels }, jobs: specs, idempotency: idemFor(idem), now,
+      projectId: access.project.id, app, batch: { labels: batchLabels }, jobs: specs, idempotency: key, now,
     });
     if (!result.replayed && result.batch) {
       this.ctx.events.publish(access.project.id, { type: 'batch', batchId: result.batch.id, change: 'submitted' });
@@ -152,6 +177,40 @@ export class JobService {
     return { batches, nextCursor: batches.length === limit && last ? encodeCursor(last.id) : null };
   }
 
+  /**
+   * Bytes of text a job carries (args, env, inputs, labels), roughly what it costs to store.
+   * Each job is capped, and so is a whole batch, so that `count` or `sweep` cannot multiply a
+   * large template into gigabytes.
+   */
+  private checkWeight(t: Pick<JobTemplate, 'args' | 'env' | 'inputs' | 'labels'>, at: string): number {
+    let n = 0;
+    for (const a of t.args ?? []) n += a.length;
+    for (const m of [t.env, t.inputs, t.labels]) for (const k in m) n += k.length + m[k]!.length;
+    const max = this.ctx.limits.maxJobBytes;
+    if (n > max) throw invalid(at, `carries ${n} bytes of args, env, inputs and labels, more than the limit of ${max} per job`);
+    return n;
+  }
+
+  private checkBatchWeight(total: number): void {
+    const max = this.ctx.limits.maxBatchBytes;
+    if (total > max) throw invalid('jobs', `the batch would carry about ${total} bytes of args, env, inputs and labels, more than the limit of ${max}`);
+  }
+
+  /**
+   * A retry is answered before anything is checked again: its deadline may have passed or its
+   * app changed since the first attempt succeeded. (insertJobs checks the key once more, inside
+   * its transaction, for retries that race the first attempt.)
+   */
+  private async priorOutcome(access: ProjectAccess, key: { key: string; requestHash: string } | null): Promise<SubmitResult | null> {
+    if (!key) return null;
+    const prior = await this.ctx.store.findIdempotent(access.project.id, key.key);
+    if (!prior) return null;
+    if (prior.requestHash !== key.requestHash) {
+      throw new BoxgridError('conflict', 'Idempotency-Key was already used for a different request', { field: 'headers/idempotency-key' });
+    }
+    return prior.result;
+  }
+
   private async resolveApp(access: ProjectAccess, ref: AppRef): Promise<App> {
     const app = await this.ctx.store.getApp(access.project.id, ref.app, ref.appVersion);
     if (!app) {
@@ -193,7 +252,7 @@ export class JobService {
     }
     if (t.labels) checkLabels(t.labels, at, 'labels');
     if (t.deadline === undefined) return null;
-    const deadline = ISO_8601.test(t.deadline) ? Date.parse(t.deadline) : NaN;
+    const deadline = isoTime(t.deadline);
     if (Number.isNaN(deadline)) throw invalid(fieldAt(at, 'deadline'), `"${t.deadline}" is not an ISO 8601 time`);
     if (deadline <= now) throw invalid(fieldAt(at, 'deadline'), 'is in the past');
     return deadline;
@@ -253,9 +312,17 @@ function isEmpty(o: object): boolean {
   return true;
 }
 
-function idemFor(idem: Idempotency | null): { key: string; requestHash: string } | null {
+/**
+ * Keys are scoped to the user as well as the project (two people's "retry-1" are different
+ * requests), and the body is hashed with sorted keys, so a retry that re-serialised the same
+ * body in another order is still the same request.
+ */
+function idemFor(access: ProjectAccess, idem: Idempotency | null): { key: string; requestHash: string } | null {
   if (!idem) return null;
-  return { key: idem.key, requestHash: createHash('sha256').update(JSON.stringify(idem.body)).digest('hex') };
+  const canonical = JSON.stringify(idem.body, (_k, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]])) : v,
+  );
+  return { key: `${access.user.id}:${idem.key}`, requestHash: createHash('sha256').update(canonical).digest('hex') };
 }
 
 export function encodeCursor(id: number): string {

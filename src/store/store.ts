@@ -34,6 +34,13 @@ export interface Store {
   getRole(projectId: number, userId: number): Promise<Role | null>;
   insertToken(token: TokenRecord): Promise<void>;
   getToken(id: string): Promise<TokenRecord | null>;
+  /** Marks a token revoked; false if it was unknown or already revoked. */
+  revokeToken(id: string, now: Millis): Promise<boolean>;
+  /**
+   * First start, in one transaction: if there are no users yet, an operator, a project where it
+   * is admin, and its token. False (and nothing written) when users already exist.
+   */
+  bootstrap(b: Bootstrap, now: Millis): Promise<boolean>;
 
   // ── apps ──────────────────────────────────────────────────────────────────
   /**
@@ -54,6 +61,8 @@ export interface Store {
    * and writes nothing; a different request under the same key fails with `conflict`.
    */
   insertJobs(req: InsertJobsRequest): Promise<InsertJobsResult>;
+  /** The outcome recorded under an idempotency key, with the hash of the request that made it. */
+  findIdempotent(projectId: number, key: string): Promise<{ requestHash: string; result: InsertJobsResult } | null>;
   getJob(projectId: number, id: number): Promise<Job | null>;
   listJobs(projectId: number, filter: JobFilter, page: Page): Promise<Job[]>;
   listTasks(jobId: number): Promise<Task[]>;
@@ -76,6 +85,13 @@ export interface Store {
   getSiteByName(name: string): Promise<Site | null>;
   createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state'>, now: Millis): Promise<Host>;
   getHost(id: number): Promise<Host | null>;
+}
+
+export interface Bootstrap {
+  operatorName: string;
+  projectName: string;
+  /** Builds the operator's token record once its user id is known. */
+  token: (userId: number) => TokenRecord;
 }
 
 export interface InsertJobsRequest {

@@ -114,6 +114,11 @@ describe('boxgrid CLI against a local server', () => {
     const hidden = await runCli(['jobs'], { ...env, BOXGRID_TOKEN: token });
     assert.equal(hidden.code, 1);
     assert.match(hidden.stderr, /project "default" not found/);
+    const revoked = await runCli(['token', 'revoke', JSON.parse(t.stdout).id], env);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const gone = await runCli(['whoami'], { ...env, BOXGRID_TOKEN: token });
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /token is not valid/);
   });
 
   test('flags beat environment, which beats the config file, which beats the local server', async () => {

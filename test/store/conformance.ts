@@ -237,6 +237,40 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         assert.deepEqual({ ...h, secretHash: null }, { ...host, secretHash: null });
         assert.equal(await s.getToken('0000000000000000'), null);
       });
+
+      test('revokeToken marks a token revoked once; unknown ids are false', async (s) => {
+        const t: TokenRecord = { id: 'aaaaaaaaaaaaaaaa', kind: 'user', subjectId: 1, secretHash: Buffer.alloc(32, 1), label: 'x', createdAt: T0, expiresAt: null, revokedAt: null };
+        await s.insertToken(t);
+        assert.equal(await s.revokeToken(t.id, T0 + 5), true);
+        assert.equal((await s.getToken(t.id))?.revokedAt, T0 + 5);
+        assert.equal(await s.revokeToken(t.id, T0 + 9), false, 'a second revoke changes nothing');
+        assert.equal((await s.getToken(t.id))?.revokedAt, T0 + 5);
+        assert.equal(await s.revokeToken('bbbbbbbbbbbbbbbb', T0), false);
+      });
+    });
+
+    describe('bootstrap', () => {
+      const token = (userId: number): TokenRecord => ({
+        id: 'cccccccccccccccc', kind: 'user', subjectId: userId, secretHash: Buffer.alloc(32, 2), label: 'boot', createdAt: T0, expiresAt: null, revokedAt: null,
+      });
+      test('writes operator, project, admin membership and token together, once', async (s) => {
+        assert.equal(await s.bootstrap({ operatorName: 'admin', projectName: 'default', token }, T0), true);
+        const admin = await s.getUserByName('admin');
+        assert.ok(admin?.operator);
+        const project = await s.getProjectByName('default');
+        assert.ok(project);
+        assert.equal(await s.getRole(project.id, admin.id), 'admin');
+        assert.equal((await s.getToken('cccccccccccccccc'))?.subjectId, admin.id);
+        assert.equal(await s.bootstrap({ operatorName: 'admin2', projectName: 'other', token }, T0), false);
+        assert.equal(await s.getUserByName('admin2'), null);
+        assert.equal(await s.countUsers(), 1);
+      });
+      test('does nothing when users exist already', async (s) => {
+        await s.createUser('someone', false, T0);
+        assert.equal(await s.bootstrap({ operatorName: 'admin', projectName: 'default', token }, T0), false);
+        assert.equal(await s.getProjectByName('default'), null);
+        assert.equal(await s.getToken('cccccccccccccccc'), null);
+      });
     });
 
     // ── apps ──────────────────────────────────────────────────────────────────
@@ -418,6 +452,20 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         assert.deepEqual(again.jobIds, first.jobIds);
         assert.equal((await s.listBatches(project.id, { limit: 100 })).length, 1);
         assert.equal((await allJobIds(s, project.id)).length, 7);
+      });
+
+      test('findIdempotent returns the recorded outcome and request hash, per project', async (s) => {
+        const { project, app } = await projectWithApp(s);
+        const other = await s.createProject('q', 1, T0);
+        assert.equal(await s.findIdempotent(project.id, 'k'), null);
+        const first = await s.insertJobs(req({ projectId: project.id, app, batch: { labels: {} }, jobs: [jobSpec(), jobSpec()], idempotency: { key: 'k', requestHash: 'h1' } }));
+        const found = await s.findIdempotent(project.id, 'k');
+        assert.ok(found);
+        assert.equal(found.requestHash, 'h1');
+        assert.deepEqual(found.result.jobIds, first.jobIds);
+        assert.equal(found.result.batch?.id, first.batch?.id);
+        assert.equal(found.result.replayed, true);
+        assert.equal(await s.findIdempotent(other.id, 'k'), null);
       });
 
       test('a different request under the same idempotency key throws conflict and writes nothing', async (s) => {

@@ -16,6 +16,14 @@ export function registerIdentity(program: Command, ctx: CliContext): void {
       emit(ctx.globals().json, t, () => `token for ${t.user}${t.expiresAt ? ` (expires ${t.expiresAt})` : ''}, shown once:\n${t.token}`);
     });
 
+  token
+    .command('revoke <id>')
+    .description('revoke a token by its id (the part after bgu_); operators may revoke anyone\'s')
+    .action(async (id: string) => {
+      await ctx.client().revokeToken(id);
+      emit(ctx.globals().json, { revoked: id }, () => `token ${id} revoked`);
+    });
+
   const user = program.command('user').description('users (operators only)');
   user
     .command('create <name>')

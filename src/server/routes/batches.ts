@@ -14,6 +14,10 @@ export function registerBatchRoutes(app: Api, s: Services, opts: HttpOptions): v
     '/projects/:project/batches',
     {
       bodyLimit: opts.maxBatchBodyBytes,
+      // Up to 256 MiB of JSON is parsed only for callers who may submit to this project.
+      onRequest: async (req) => {
+        await projectAccess(s, req, (req.params as { project: string }).project, 'submit');
+      },
       schema: {
         tags, params: ProjectParams, headers: IdemHeader, body: BatchCreate, response: { 201: SubmitResponse, 200: SubmitResponse },
         description: 'Submit up to 100,000 jobs at once: a list ("jobs"), N copies ("count") or a parameter sweep ("sweep"), all or nothing.',

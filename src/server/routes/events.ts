@@ -3,7 +3,7 @@ import { projectAccess, type Services } from '../services.js';
 import { ProjectParams } from '../schemas.js';
 import type { Api, HttpOptions } from '../server.js';
 import type { StampedEvent } from '../../service/events.js';
-import { notFound } from '../../domain/errors.js';
+import { invalid, notFound } from '../../domain/errors.js';
 
 /**
  * Server-sent events: `event: job` or `event: batch`, `id:` a sequence number to resume from
@@ -30,6 +30,7 @@ export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): v
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'read');
       const { batch, job } = req.query;
+      if (batch !== undefined && job !== undefined) throw invalid('querystring/job', 'follow one batch or one job, not both');
       // Existence is checked so that a typo is a 404, not a stream that never speaks.
       if (batch !== undefined && !(await s.ctx.store.getBatch(access.project.id, batch))) throw notFound(`batch ${batch}`);
       const watched = job === undefined ? null : await s.ctx.store.getJob(access.project.id, job);

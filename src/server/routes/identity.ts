@@ -1,6 +1,6 @@
 import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
-import { currentUser, type Services } from '../services.js';
+import { currentCredential, currentUser, type Services } from '../services.js';
 import { MemberPut, ProjectCreate, RoleSchema, TokenCreate, UserCreate } from '../schemas.js';
 import type { Api } from '../server.js';
 
@@ -47,11 +47,20 @@ export function registerIdentityRoutes(app: Api, s: Services): void {
     '/tokens',
     { schema: { tags, body: TokenCreate, response: { 201: Type.Object({ token: Type.String(), id: Type.String(), user: Type.String(), expiresAt: Type.Union([Type.String(), Type.Null()]) }) } } },
     async (req, reply) => {
-      const t = await s.access.createToken(currentUser(req), {
+      const t = await s.access.createToken(currentUser(req), currentCredential(req), {
         label: req.body.label ?? 'cli', ...(req.body.user === undefined ? {} : { userName: req.body.user }),
         ...(req.body.ttlSeconds === undefined ? {} : { ttlSeconds: req.body.ttlSeconds }),
       });
       return reply.code(201).send({ token: t.token, id: t.id, user: t.user.name, expiresAt: t.expiresAt === null ? null : iso(t.expiresAt) });
+    },
+  );
+
+  app.delete(
+    '/tokens/:id',
+    { schema: { tags, params: Type.Object({ id: Type.String({ maxLength: 64 }) }), description: 'Revoke one of your tokens (operators: anyone\'s).' } },
+    async (req, reply) => {
+      await s.access.revokeToken(currentUser(req), req.params.id);
+      return reply.code(204).send();
     },
   );
 }

@@ -9,7 +9,7 @@ import type {
 import type { Role } from '../../domain/roles.js';
 import { JOB_STATES, jobMachine, type JobState } from '../../domain/states.js';
 import { checksum, type Migration } from '../migration.js';
-import type { InsertJobsRequest, InsertJobsResult, JobFilter, Page, Store } from '../store.js';
+import type { Bootstrap, InsertJobsRequest, InsertJobsResult, JobFilter, Page, Store } from '../store.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 type Row = Record<string, unknown>;
@@ -160,6 +160,24 @@ export class SqliteStore implements Store {
       .run(t.id, t.kind, t.subjectId, t.secretHash, t.label, t.createdAt, t.expiresAt, t.revokedAt);
   }
 
+  async revokeToken(id: string, now: Millis): Promise<boolean> {
+    return this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id).changes === 1;
+  }
+
+  async bootstrap(b: Bootstrap, now: Millis): Promise<boolean> {
+    return this.db.transaction(() => {
+      if ((this.db.prepare('SELECT count(*) FROM users').pluck().get() as number) > 0) return false;
+      const user = this.db.prepare('INSERT INTO users (name, operator, created_at) VALUES (?, 1, ?)').run(b.operatorName, now);
+      const project = this.db.prepare('INSERT INTO projects (name, share_weight, created_at) VALUES (?, 1, ?)').run(b.projectName, now);
+      this.db.prepare(`INSERT INTO memberships (project_id, user_id, role) VALUES (?, ?, 'admin')`).run(project.lastInsertRowid, user.lastInsertRowid);
+      const t = b.token(Number(user.lastInsertRowid));
+      this.db
+        .prepare('INSERT INTO tokens (id, kind, subject_id, secret_hash, label, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(t.id, t.kind, t.subjectId, t.secretHash, t.label, t.createdAt, t.expiresAt, t.revokedAt);
+      return true;
+    }).immediate();
+  }
+
   async getToken(id: string): Promise<TokenRecord | null> {
     const r = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as Row | undefined;
     if (!r) return null;
@@ -223,14 +241,10 @@ export class SqliteStore implements Store {
     const { projectId, app, now } = req;
     return db.transaction((): InsertJobsResult => {
       if (req.idempotency) {
-        const prior = db
-          .prepare('SELECT request_hash, batch_id, job_id FROM idempotency_keys WHERE project_id = ? AND key = ?')
-          .get(projectId, req.idempotency.key) as Row | undefined;
+        const prior = this.idempotentOutcome(projectId, req.idempotency.key);
         if (prior) {
-          if (prior.request_hash !== req.idempotency.requestHash) {
-            throw new BoxgridError('conflict', 'Idempotency-Key was already used for a different request', { field: 'headers/idempotency-key' });
-          }
-          return this.replay(projectId, prior);
+          if (prior.requestHash !== req.idempotency.requestHash) throw idempotencyConflict();
+          return prior.result;
         }
       }
       let batch: Batch | null = null;
@@ -337,6 +351,17 @@ export class SqliteStore implements Store {
     return st;
   }
 
+  async findIdempotent(projectId: number, key: string): Promise<{ requestHash: string; result: InsertJobsResult } | null> {
+    return this.idempotentOutcome(projectId, key);
+  }
+
+  private idempotentOutcome(projectId: number, key: string): { requestHash: string; result: InsertJobsResult } | null {
+    const prior = this.db
+      .prepare('SELECT request_hash, batch_id, job_id FROM idempotency_keys WHERE project_id = ? AND key = ?')
+      .get(projectId, key) as Row | undefined;
+    return prior ? { requestHash: prior.request_hash as string, result: this.replay(projectId, prior) } : null;
+  }
+
   private replay(projectId: number, prior: Row): InsertJobsResult {
     if (prior.batch_id !== null) {
       const batchId = prior.batch_id as number;
@@ -391,7 +416,9 @@ export class SqliteStore implements Store {
 
     let rows: Row[];
     if (streams.length === 0 && filter.batchId !== undefined) {
-      rows = this.stmt('SELECT * FROM jobs WHERE id BETWEEN ? AND ? ORDER BY id DESC LIMIT ?').all(lo, hi, page.limit) as Row[];
+      // The project and batch predicates cost nothing on a key range and keep the query right on its own.
+      rows = this.stmt('SELECT * FROM jobs WHERE id BETWEEN ? AND ? AND project_id = ? AND batch_id = ? ORDER BY id DESC LIMIT ?')
+        .all(lo, hi, projectId, filter.batchId, page.limit) as Row[];
     } else if (streams.length === 0) {
       // No index is ordered by id within a project alone, but the state index is, per state: take
       // the newest `limit` of each state and keep the newest `limit` of those.
@@ -566,6 +593,10 @@ export class SqliteStore implements Store {
       createdAt: r.created_at as number, lastSeenAt: (r.last_seen_at as number | null) ?? null,
     };
   }
+}
+
+function idempotencyConflict(): BoxgridError {
+  return new BoxgridError('conflict', 'Idempotency-Key was already used for a different request', { field: 'headers/idempotency-key' });
 }
 
 function uniqueViolation(e: unknown, make: () => BoxgridError): unknown {
