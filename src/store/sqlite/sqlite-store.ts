@@ -416,8 +416,9 @@ export class SqliteStore implements Store {
 
     let rows: Row[];
     if (streams.length === 0 && filter.batchId !== undefined) {
-      // The project and batch predicates cost nothing on a key range and keep the query right on its own.
-      rows = this.stmt('SELECT * FROM jobs WHERE id BETWEEN ? AND ? AND project_id = ? AND batch_id = ? ORDER BY id DESC LIMIT ?')
+      // The project and batch predicates keep the query right on its own; the unary + stops
+      // SQLite from trading the key range for the (far less selective) project index.
+      rows = this.stmt('SELECT * FROM jobs WHERE id BETWEEN ? AND ? AND +project_id = ? AND +batch_id = ? ORDER BY id DESC LIMIT ?')
         .all(lo, hi, projectId, filter.batchId, page.limit) as Row[];
     } else if (streams.length === 0) {
       // No index is ordered by id within a project alone, but the state index is, per state: take
