@@ -53,6 +53,10 @@ export class BoxgridClient {
     return this.json('DELETE', `/v1/tokens/${enc(id)}`);
   }
 
+  createEnrollToken(opts: { site?: string; uses?: number; ttlSeconds?: number; label?: string } = {}): Promise<T.EnrollTokenView> {
+    return this.json('POST', '/v1/enroll-tokens', opts);
+  }
+
   // ── apps ──
   createApp(project: string, app: T.AppInput): Promise<T.AppView> {
     return this.json('POST', `/v1/projects/${enc(project)}/apps`, app);

@@ -12,6 +12,7 @@ export type Counts = Record<JobState, number>;
 export interface UserView { id: number; name: string; operator: boolean; createdAt: string }
 export interface ProjectView { name: string; shareWeight: number; createdAt: string; role?: Role }
 export interface Me { user: UserView; projects: ProjectView[] }
+export interface EnrollTokenView { token: string; id: string; site: string; usesLeft: number | null; expiresAt: string | null }
 export interface TokenView { token: string; id: string; user: string; expiresAt: string | null }
 
 export interface AppView {

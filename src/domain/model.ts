@@ -123,6 +123,19 @@ export interface Task {
   reason: string | null;
 }
 
+/** Buys host credentials at one site: limited in uses and time, revocable. */
+export interface EnrollTokenRecord {
+  id: string;
+  siteId: number;
+  secretHash: Buffer;
+  label: string;
+  /** Null: unlimited. */
+  usesLeft: number | null;
+  expiresAt: Millis | null;
+  revokedAt: Millis | null;
+  createdAt: Millis;
+}
+
 export interface Site {
   id: number;
   name: string;

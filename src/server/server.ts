@@ -14,7 +14,7 @@ import { registerBatchRoutes } from './routes/batches.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerBlobRoutes } from './routes/blobs.js';
 import { registerHealthRoutes } from './routes/health.js';
-import { registerAgentRoutes } from './routes/agent.js';
+import { registerAgentRoutes, registerEnrollRoute } from './routes/agent.js';
 
 export type Api = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
 
@@ -96,6 +96,8 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
     });
     registerAgentRoutes(agent as Api, services);
   }, { prefix: '/agent/v1' });
+
+  await app.register(async (enroll) => registerEnrollRoute(enroll as Api, services), { prefix: '/agent/v1' });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

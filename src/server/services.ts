@@ -7,6 +7,7 @@ import { AppService } from '../service/apps.js';
 import { BlobService } from '../service/blobs.js';
 import type { ServiceContext } from '../service/context.js';
 import { JobService } from '../service/jobs.js';
+import { EnrollmentService } from '../service/enrollment.js';
 
 /** The application services the routes call; routes hold no logic of their own. */
 export class Services {
@@ -14,12 +15,14 @@ export class Services {
   readonly apps: AppService;
   readonly jobs: JobService;
   readonly blobs: BlobService;
+  readonly enrollment: EnrollmentService;
 
   constructor(readonly ctx: ServiceContext) {
     this.access = new AccessService(ctx);
     this.apps = new AppService(ctx);
     this.jobs = new JobService(ctx);
     this.blobs = new BlobService(ctx);
+    this.enrollment = new EnrollmentService(ctx);
   }
 }
 

@@ -6,8 +6,11 @@ import type { Millis, TokenKind, TokenRecord } from '../domain/model.js';
  * finds the record; only sha256(secret) is stored, and it is compared in constant time. The
  * secret has 256 bits of entropy, so a fast hash is enough (no password stretching needed).
  */
-const PREFIX: Record<TokenKind, string> = { user: 'bgu', host: 'bgh' };
-const TOKEN_RE = /^(bgu|bgh)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+/** Enrolment tokens (`bge_…`) live in their own table and only buy host credentials. */
+export type CredentialKind = TokenKind | 'enroll';
+const PREFIX: Record<CredentialKind, string> = { user: 'bgu', host: 'bgh', enroll: 'bge' };
+const KIND_OF: Record<string, CredentialKind> = { bgu: 'user', bgh: 'host', bge: 'enroll' };
+const TOKEN_RE = /^(bgu|bgh|bge)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 
 export interface IssuedToken {
   /** The full bearer value: shown once, never stored. */
@@ -15,17 +18,23 @@ export interface IssuedToken {
   record: TokenRecord;
 }
 
-export function issueToken(kind: TokenKind, subjectId: number, label: string, now: Millis, expiresAt: Millis | null = null): IssuedToken {
+/** A fresh random credential of any kind: the bearer value, its public id and the hash to store. */
+export function newCredential(kind: CredentialKind): { token: string; id: string; secretHash: Buffer } {
   const id = randomBytes(8).toString('hex');
   const secret = randomBytes(32).toString('base64url');
+  return { token: `${PREFIX[kind]}_${id}_${secret}`, id, secretHash: hashSecret(secret) };
+}
+
+export function issueToken(kind: TokenKind, subjectId: number, label: string, now: Millis, expiresAt: Millis | null = null): IssuedToken {
+  const c = newCredential(kind);
   return {
-    token: `${PREFIX[kind]}_${id}_${secret}`,
-    record: { id, kind, subjectId, secretHash: hashSecret(secret), label, createdAt: now, expiresAt, revokedAt: null },
+    token: c.token,
+    record: { id: c.id, kind, subjectId, secretHash: c.secretHash, label, createdAt: now, expiresAt, revokedAt: null },
   };
 }
 
 export interface ParsedToken {
-  kind: TokenKind;
+  kind: CredentialKind;
   id: string;
   secret: string;
 }
@@ -33,14 +42,14 @@ export interface ParsedToken {
 export function parseToken(bearer: string): ParsedToken | null {
   const m = TOKEN_RE.exec(bearer);
   if (!m) return null;
-  return { kind: m[1] === 'bgu' ? 'user' : 'host', id: m[2]!, secret: m[3]! };
+  return { kind: KIND_OF[m[1]!]!, id: m[2]!, secret: m[3]! };
 }
 
-export function secretMatches(record: TokenRecord, secret: string): boolean {
+export function secretMatches(record: { secretHash: Buffer }, secret: string): boolean {
   const h = hashSecret(secret);
   return h.length === record.secretHash.length && timingSafeEqual(h, record.secretHash);
 }
 
-function hashSecret(secret: string): Buffer {
+export function hashSecret(secret: string): Buffer {
   return createHash('sha256').update(secret).digest();
 }

@@ -1,5 +1,5 @@
 import type {
-  App, AppSpec, Batch, BlobRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
+  App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../domain/model.js';
 import type { Role } from '../domain/roles.js';
@@ -85,6 +85,17 @@ export interface Store {
   getSiteByName(name: string): Promise<Site | null>;
   createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state'>, now: Millis): Promise<Host>;
   getHost(id: number): Promise<Host | null>;
+
+  // ── enrolment ───────────────────────────────────────────────────────────
+  createEnrollToken(t: EnrollTokenRecord): Promise<void>;
+  getEnrollToken(id: string): Promise<EnrollTokenRecord | null>;
+  /**
+   * In one transaction: checks that the enrolment token is live (not revoked, not expired, uses
+   * left; `unauthenticated` otherwise), uses one, and creates the host and its credential. If
+   * the credential id is already enrolled with the same hash, this is a retry: the host comes
+   * back and no use is spent; with another hash it is `conflict`.
+   */
+  enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }>;
 }
 
 export interface Bootstrap {
@@ -92,6 +103,13 @@ export interface Bootstrap {
   projectName: string;
   /** Builds the operator's token record once its user id is known. */
   token: (userId: number) => TokenRecord;
+}
+
+export interface EnrollRequest {
+  enrollTokenId: string;
+  host: { name: string; resources: Resources; platform: string };
+  /** The host's credential; its subjectId is filled in with the new host's id. */
+  credential: TokenRecord;
 }
 
 export interface InsertJobsRequest {

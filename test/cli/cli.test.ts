@@ -121,6 +121,19 @@ describe('boxgrid CLI against a local server', () => {
     assert.match(gone.stderr, /token is not valid/);
   });
 
+  test('enroll-token create prints a token hosts can enrol with', async () => {
+    const r = await runCli(['--json', 'enroll-token', 'create', '--site', 'lab-2', '--uses', '3', '--expires', '1d'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const t = JSON.parse(r.stdout);
+    assert.match(t.token, /^bge_/);
+    assert.equal(t.site, 'lab-2');
+    assert.equal(t.usesLeft, 3);
+    assert.ok(Math.abs(Date.parse(t.expiresAt) - Date.now() - 86400_000) < 60_000);
+    const bad = await runCli(['enroll-token', 'create', '--expires', 'soon'], env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--expires: "soon" is not a duration/);
+  });
+
   test('flags beat environment, which beats the config file, which beats the local server', async () => {
     const cfgDir = await mkdtemp(join(tmpdir(), 'boxgrid-cfg-'));
     await mkdir(join(cfgDir, 'boxgrid'), { recursive: true });

@@ -2,6 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { BoxgridError } from '../../src/domain/errors.js';
+import { parseDurationSeconds } from '../../src/domain/duration.js';
 import { DEFAULT_RESOURCES, RESOURCE_LIMITS, fits, parseSizeMiB, subtract, withOverrides } from '../../src/domain/resources.js';
 
 function invalidField(field: string) {
@@ -113,5 +114,23 @@ describe('resource arithmetic', () => {
 
   it('the defaults fit inside the limits', () => {
     assert.equal(fits(DEFAULT_RESOURCES, RESOURCE_LIMITS), true);
+  });
+});
+
+
+describe('parseDurationSeconds', () => {
+  it('reads seconds, minutes, hours, days and weeks', () => {
+    assert.equal(parseDurationSeconds('90', 'x'), 90);
+    assert.equal(parseDurationSeconds('90s', 'x'), 90);
+    assert.equal(parseDurationSeconds('30m', 'x'), 1800);
+    assert.equal(parseDurationSeconds('12h', 'x'), 43200);
+    assert.equal(parseDurationSeconds('1d', 'x'), 86400);
+    assert.equal(parseDurationSeconds('1.5h', 'x'), 5400);
+    assert.equal(parseDurationSeconds('2w', 'x'), 1209600);
+  });
+  it('refuses what is not a positive duration, naming the field', () => {
+    for (const bad of ['', 'soon', '1y', '-1d', '0', '1 d x']) {
+      assert.throws(() => parseDurationSeconds(bad, '--expires'), (e: unknown) => e instanceof Error && /--expires/.test(e.message), bad);
+    }
   });
 });

@@ -13,7 +13,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { BoxgridError, type ErrorCode } from '../../src/domain/errors.js';
-import type { AppSpec, JobSpec, TokenRecord } from '../../src/domain/model.js';
+import type { AppSpec, JobSpec, TokenRecord, EnrollTokenRecord } from '../../src/domain/model.js';
 import { JOB_STATES } from '../../src/domain/states.js';
 import type { InsertJobsRequest, Store } from '../../src/store/store.js';
 
@@ -759,6 +759,54 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         assert.notEqual(h2.id, h.id);
         assert.deepEqual(await s.getHost(h2.id), h2);
         assert.equal(await s.getHost(Math.max(h.id, h2.id) + 1000), null);
+      });
+    });
+
+    describe('enrolment', () => {
+      const enrollToken = (siteId: number, over: Partial<EnrollTokenRecord> = {}): EnrollTokenRecord => ({
+        id: 'eeeeeeeeeeeeeeee', siteId, secretHash: Buffer.alloc(32, 9), label: 'lab', usesLeft: 2, expiresAt: null,
+        revokedAt: null, createdAt: T0, ...over,
+      });
+      const credential = (id: string, fill = 1): TokenRecord => ({
+        id, kind: 'host', subjectId: 0, secretHash: Buffer.alloc(32, fill), label: 'host', createdAt: T0, expiresAt: null, revokedAt: null,
+      });
+      const host = { name: 'node', resources: { cores: 4, memoryMiB: 8192, diskMiB: 10_000, gpus: 0 }, platform: 'linux/amd64' };
+
+      test('enrol tokens round-trip; enrolling spends a use and creates the host with its credential', async (s) => {
+        const site = await s.createSite('lab', T0);
+        await s.createEnrollToken(enrollToken(site.id));
+        assert.equal((await s.getEnrollToken('eeeeeeeeeeeeeeee'))?.usesLeft, 2);
+        const { host: h, replayed } = await s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host, credential: credential('1111111111111111') }, T0 + 1);
+        assert.equal(replayed, false);
+        assert.equal(h.siteId, site.id);
+        assert.equal(h.state, 'active');
+        assert.equal((await s.getToken('1111111111111111'))?.subjectId, h.id);
+        assert.equal((await s.getToken('1111111111111111'))?.kind, 'host');
+        assert.equal((await s.getEnrollToken('eeeeeeeeeeeeeeee'))?.usesLeft, 1);
+      });
+
+      test('a retry with the same credential returns the same host and spends nothing; another secret is a conflict', async (s) => {
+        const site = await s.createSite('lab', T0);
+        await s.createEnrollToken(enrollToken(site.id));
+        const first = await s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host, credential: credential('1111111111111111') }, T0 + 1);
+        const again = await s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host, credential: credential('1111111111111111') }, T0 + 2);
+        assert.equal(again.replayed, true);
+        assert.equal(again.host.id, first.host.id);
+        assert.equal((await s.getEnrollToken('eeeeeeeeeeeeeeee'))?.usesLeft, 1);
+        await rejectsWithCode(s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host, credential: credential('1111111111111111', 2) }, T0 + 3), 'conflict');
+      });
+
+      test('used up, expired or revoked tokens enrol nobody and write nothing', async (s) => {
+        const site = await s.createSite('lab', T0);
+        await s.createEnrollToken(enrollToken(site.id, { usesLeft: 1 }));
+        await s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host, credential: credential('1111111111111111') }, T0 + 1);
+        await rejectsWithCode(s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host, credential: credential('2222222222222222') }, T0 + 2), 'unauthenticated');
+        await s.createEnrollToken(enrollToken(site.id, { id: 'ffffffffffffffff', expiresAt: T0 + 5 }));
+        await rejectsWithCode(s.enrollHost({ enrollTokenId: 'ffffffffffffffff', host, credential: credential('3333333333333333') }, T0 + 5), 'unauthenticated');
+        await s.createEnrollToken(enrollToken(site.id, { id: 'dddddddddddddddd', revokedAt: T0 }));
+        await rejectsWithCode(s.enrollHost({ enrollTokenId: 'dddddddddddddddd', host, credential: credential('4444444444444444') }, T0 + 1), 'unauthenticated');
+        await rejectsWithCode(s.enrollHost({ enrollTokenId: 'cccccccccccccccc', host, credential: credential('5555555555555555') }, T0 + 1), 'unauthenticated');
+        for (const id of ['2222222222222222', '3333333333333333', '4444444444444444', '5555555555555555']) assert.equal(await s.getToken(id), null);
       });
     });
   });

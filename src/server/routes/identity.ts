@@ -63,4 +63,33 @@ export function registerIdentityRoutes(app: Api, s: Services): void {
       return reply.code(204).send();
     },
   );
+
+  app.post(
+    '/enroll-tokens',
+    {
+      schema: {
+        tags: ['hosts'],
+        description: 'Operators: a token that hosts trade for their credential at POST /agent/v1/enroll.',
+        body: Type.Object(
+          {
+            site: Type.Optional(Type.String({ maxLength: 63 })),
+            uses: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+            ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 10 * 365 * 86400 })),
+            label: Type.Optional(Type.String({ maxLength: 200 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          201: Type.Object({
+            token: Type.String(), id: Type.String(), site: Type.String(),
+            usesLeft: Type.Union([Type.Integer(), Type.Null()]), expiresAt: Type.Union([Type.String(), Type.Null()]),
+          }),
+        },
+      },
+    },
+    async (req, reply) => {
+      const t = await inPart('body', s.enrollment.createToken(currentUser(req), req.body));
+      return reply.code(201).send({ ...t, expiresAt: t.expiresAt === null ? null : iso(t.expiresAt) });
+    },
+  );
 }

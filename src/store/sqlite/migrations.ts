@@ -138,4 +138,20 @@ CREATE TABLE blob_refs (
 ) WITHOUT ROWID;
 `,
   },
+  {
+    version: 2,
+    name: 'enrolment tokens',
+    sql: `
+CREATE TABLE enroll_tokens (
+  id TEXT PRIMARY KEY,
+  site_id INTEGER NOT NULL REFERENCES sites(id),
+  secret_hash BLOB NOT NULL,
+  label TEXT NOT NULL,
+  uses_left INTEGER,
+  expires_at INTEGER,
+  revoked_at INTEGER,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
+  },
 ];

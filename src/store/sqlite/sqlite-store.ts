@@ -3,13 +3,13 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BoxgridError, alreadyExists, notFound } from '../../domain/errors.js';
 import type {
-  App, AppSpec, Batch, BlobRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
+  App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../../domain/model.js';
 import type { Role } from '../../domain/roles.js';
 import { JOB_STATES, jobMachine, type JobState } from '../../domain/states.js';
 import { checksum, type Migration } from '../migration.js';
-import type { Bootstrap, InsertJobsRequest, InsertJobsResult, JobFilter, Page, Store } from '../store.js';
+import type { Bootstrap, EnrollRequest, InsertJobsRequest, InsertJobsResult, JobFilter, Page, Store } from '../store.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 type Row = Record<string, unknown>;
@@ -585,14 +585,51 @@ export class SqliteStore implements Store {
     return { ...h, id: Number(r.lastInsertRowid), state: 'active', createdAt: now, lastSeenAt: null };
   }
 
-  async getHost(id: number): Promise<Host | null> {
+  async createEnrollToken(t: EnrollTokenRecord): Promise<void> {
+    this.db
+      .prepare('INSERT INTO enroll_tokens (id, site_id, secret_hash, label, uses_left, expires_at, revoked_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(t.id, t.siteId, t.secretHash, t.label, t.usesLeft, t.expiresAt, t.revokedAt, t.createdAt);
+  }
+
+  async getEnrollToken(id: string): Promise<EnrollTokenRecord | null> {
+    const r = this.db.prepare('SELECT * FROM enroll_tokens WHERE id = ?').get(id) as Row | undefined;
+    return r ? mapEnrollToken(r) : null;
+  }
+
+  async enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }> {
+    return this.db.transaction(() => {
+      const prior = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(req.credential.id) as Row | undefined;
+      if (prior) {
+        const same = prior.kind === 'host' && Buffer.compare(prior.secret_hash as Buffer, req.credential.secretHash) === 0;
+        if (!same) throw new BoxgridError('conflict', 'this credential id is already enrolled with another secret', { field: 'credentialId' });
+        const host = this.hostRow(prior.subject_id as number);
+        if (host) return { host, replayed: true };
+      }
+      const row = this.db.prepare('SELECT * FROM enroll_tokens WHERE id = ?').get(req.enrollTokenId) as Row | undefined;
+      const t = row ? mapEnrollToken(row) : null;
+      if (!t || t.revokedAt !== null) throw new BoxgridError('unauthenticated', 'the enrolment token is not valid (unknown or revoked)');
+      if (t.expiresAt !== null && t.expiresAt <= now) throw new BoxgridError('unauthenticated', 'the enrolment token has expired');
+      if (t.usesLeft !== null && t.usesLeft <= 0) throw new BoxgridError('unauthenticated', 'the enrolment token has no uses left');
+      if (t.usesLeft !== null) this.db.prepare('UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = ?').run(t.id);
+      const r = this.db
+        .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, created_at) VALUES (?, ?, 'active', ?, ?, ?)`)
+        .run(t.siteId, req.host.name, JSON.stringify(req.host.resources), req.host.platform, now);
+      const hostId = Number(r.lastInsertRowid);
+      const c = { ...req.credential, subjectId: hostId };
+      this.db
+        .prepare('INSERT INTO tokens (id, kind, subject_id, secret_hash, label, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(c.id, 'host', c.subjectId, c.secretHash, c.label, c.createdAt, c.expiresAt, c.revokedAt);
+      return { host: this.hostRow(hostId)!, replayed: false };
+    }).immediate();
+  }
+
+  private hostRow(id: number): Host | null {
     const r = this.db.prepare('SELECT * FROM hosts WHERE id = ?').get(id) as Row | undefined;
-    if (!r) return null;
-    return {
-      id: r.id as number, siteId: r.site_id as number, name: r.name as string, state: r.state as Host['state'],
-      resources: JSON.parse(r.resources as string), platform: r.platform as string,
-      createdAt: r.created_at as number, lastSeenAt: (r.last_seen_at as number | null) ?? null,
-    };
+    return r ? mapHost(r) : null;
+  }
+
+  async getHost(id: number): Promise<Host | null> {
+    return this.hostRow(id);
   }
 }
 
@@ -687,6 +724,22 @@ function mapJob(r: Row): Job {
     createdAt: r.created_at as number,
     updatedAt: r.updated_at as number,
     finishedAt: (r.finished_at as number | null) ?? null,
+  };
+}
+
+function mapHost(r: Row): Host {
+  return {
+    id: r.id as number, siteId: r.site_id as number, name: r.name as string, state: r.state as Host['state'],
+    resources: JSON.parse(r.resources as string), platform: r.platform as string,
+    createdAt: r.created_at as number, lastSeenAt: (r.last_seen_at as number | null) ?? null,
+  };
+}
+
+function mapEnrollToken(r: Row): EnrollTokenRecord {
+  return {
+    id: r.id as string, siteId: r.site_id as number, secretHash: r.secret_hash as Buffer, label: r.label as string,
+    usesLeft: (r.uses_left as number | null) ?? null, expiresAt: (r.expires_at as number | null) ?? null,
+    revokedAt: (r.revoked_at as number | null) ?? null, createdAt: r.created_at as number,
   };
 }
 
