@@ -57,6 +57,10 @@ export class BoxgridClient {
     return this.json('POST', '/v1/enroll-tokens', opts);
   }
 
+  listHosts(): Promise<{ hosts: T.HostView[] }> {
+    return this.json('GET', '/v1/hosts');
+  }
+
   // ── apps ──
   createApp(project: string, app: T.AppInput): Promise<T.AppView> {
     return this.json('POST', `/v1/projects/${enc(project)}/apps`, app);

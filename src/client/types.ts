@@ -13,6 +13,10 @@ export interface UserView { id: number; name: string; operator: boolean; created
 export interface ProjectView { name: string; shareWeight: number; createdAt: string; role?: Role }
 export interface Me { user: UserView; projects: ProjectView[] }
 export interface EnrollTokenView { token: string; id: string; site: string; usesLeft: number | null; expiresAt: string | null }
+export interface HostView {
+  id: number; name: string; site: string; state: string; platform: string; resources: Resources;
+  enrolledAt: string; lastSeenAt: string | null; activeTasks: number;
+}
 export interface TokenView { token: string; id: string; user: string; expiresAt: string | null }
 
 export interface AppView {

@@ -8,6 +8,7 @@ import { BlobService } from '../service/blobs.js';
 import type { ServiceContext } from '../service/context.js';
 import { JobService } from '../service/jobs.js';
 import { EnrollmentService } from '../service/enrollment.js';
+import { HostService } from '../service/hosts.js';
 
 /** The application services the routes call; routes hold no logic of their own. */
 export class Services {
@@ -16,6 +17,7 @@ export class Services {
   readonly jobs: JobService;
   readonly blobs: BlobService;
   readonly enrollment: EnrollmentService;
+  readonly hosts: HostService;
 
   constructor(readonly ctx: ServiceContext) {
     this.access = new AccessService(ctx);
@@ -23,6 +25,7 @@ export class Services {
     this.jobs = new JobService(ctx);
     this.blobs = new BlobService(ctx);
     this.enrollment = new EnrollmentService(ctx);
+    this.hosts = new HostService(ctx);
   }
 }
 

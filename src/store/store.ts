@@ -85,6 +85,8 @@ export interface Store {
   getSiteByName(name: string): Promise<Site | null>;
   createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state'>, now: Millis): Promise<Host>;
   getHost(id: number): Promise<Host | null>;
+  /** Every host with its site's name and how many tasks it holds (assigned or running). */
+  listHosts(): Promise<HostSummary[]>;
 
   // ── enrolment ───────────────────────────────────────────────────────────
   createEnrollToken(t: EnrollTokenRecord): Promise<void>;
@@ -103,6 +105,11 @@ export interface Bootstrap {
   projectName: string;
   /** Builds the operator's token record once its user id is known. */
   token: (userId: number) => TokenRecord;
+}
+
+export interface HostSummary extends Host {
+  siteName: string;
+  activeTasks: number;
 }
 
 export interface EnrollRequest {

@@ -65,9 +65,24 @@ describe('host enrolment', () => {
     assert.equal(bad.body.error.field, 'body/credentialId');
   });
 
-  test('only operators create enrolment tokens', async () => {
+  test('only operators create enrolment tokens and list hosts', async () => {
     const ada = await s.userWithRole('ada', 'default', 'admin');
     const r = await s.call('POST', '/v1/enroll-tokens', { token: ada, body: {} });
     assert.equal(r.status, 403);
+    assert.equal((await s.call('GET', '/v1/hosts', { token: ada })).status, 403);
+  });
+
+  test('operators see every enrolled host with its site and resources', async () => {
+    const t = await s.call('POST', '/v1/enroll-tokens', { body: { site: 'listing' } });
+    const { r } = await enroll(t.body.token, 'listed-node');
+    const list = await s.call('GET', '/v1/hosts');
+    assert.equal(list.status, 200);
+    const h = list.body.hosts.find((x: { id: number }) => x.id === r.body.hostId);
+    assert.equal(h.name, 'listed-node');
+    assert.equal(h.site, 'listing');
+    assert.equal(h.state, 'active');
+    assert.deepEqual(h.resources, RESOURCES);
+    assert.equal(h.lastSeenAt, null);
+    assert.equal(h.activeTasks, 0);
   });
 });

@@ -129,6 +129,9 @@ describe('boxgrid CLI against a local server', () => {
     assert.equal(t.site, 'lab-2');
     assert.equal(t.usesLeft, 3);
     assert.ok(Math.abs(Date.parse(t.expiresAt) - Date.now() - 86400_000) < 60_000);
+    const hosts = await runCli(['hosts'], env);
+    assert.equal(hosts.code, 0, hosts.stderr);
+    assert.match(hosts.stdout, /no hosts yet/);
     const bad = await runCli(['enroll-token', 'create', '--expires', 'soon'], env);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /--expires: "soon" is not a duration/);

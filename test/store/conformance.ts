@@ -796,6 +796,17 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         await rejectsWithCode(s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host, credential: credential('1111111111111111', 2) }, T0 + 3), 'conflict');
       });
 
+      test('listHosts shows every host with its site and no tasks held yet', async (s) => {
+        const lab = await s.createSite('lab', T0);
+        const cloud = await s.createSite('cloud', T0);
+        await s.createEnrollToken(enrollToken(lab.id));
+        await s.createEnrollToken(enrollToken(cloud.id, { id: 'ffffffffffffffff' }));
+        const a = await s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host, credential: credential('1111111111111111') }, T0 + 1);
+        const b = await s.enrollHost({ enrollTokenId: 'ffffffffffffffff', host: { ...host, name: 'vm' }, credential: credential('2222222222222222') }, T0 + 2);
+        const hosts = await s.listHosts();
+        assert.deepEqual(hosts.map((h) => [h.id, h.name, h.siteName, h.activeTasks]), [[a.host.id, 'node', 'lab', 0], [b.host.id, 'vm', 'cloud', 0]]);
+      });
+
       test('used up, expired or revoked tokens enrol nobody and write nothing', async (s) => {
         const site = await s.createSite('lab', T0);
         await s.createEnrollToken(enrollToken(site.id, { usesLeft: 1 }));

@@ -1,4 +1,5 @@
 import Docker from 'dockerode';
+import type { RuntimeProbe } from '../probe.js';
 import { LOG_TAIL_BYTES, type TaskOutcome, type TaskRunResult, type TaskRunSpec, type TaskRuntime } from '../runtime.js';
 
 /** Labels that tie a container to its task, so a restarted agent can find (or clean up) its own. */
@@ -20,7 +21,7 @@ export interface DockerRuntimeOptions {
  * memory (no swap beyond it), CPU and pid limits, and the task's directories as the only
  * writable places. The container is removed however the task ends.
  */
-export class DockerRuntime implements TaskRuntime {
+export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   readonly name = 'docker';
   private readonly docker: Docker;
 
@@ -29,12 +30,18 @@ export class DockerRuntime implements TaskRuntime {
   }
 
   /** Engine version, or null when no engine answers (the agent then says how to start one). */
-  async engineVersion(): Promise<string | null> {
+  async version(): Promise<string | null> {
     try {
       return (await this.docker.version()).Version;
     } catch {
       return null;
     }
+  }
+
+  /** Tags and digests of the images the engine holds. */
+  async images(): Promise<string[]> {
+    const list = await this.docker.listImages();
+    return list.flatMap((i) => [...(i.RepoTags ?? []), ...(i.RepoDigests ?? [])]).filter((t) => t !== '<none>:<none>' && t !== '<none>@<none>');
   }
 
   async run(spec: TaskRunSpec, signal?: AbortSignal): Promise<TaskRunResult> {

@@ -46,6 +46,21 @@ export function registerIdentity(program: Command, ctx: CliContext): void {
       );
     });
 
+  program
+    .command('hosts')
+    .description('enrolled hosts: resources, state, last contact, tasks held (operators)')
+    .action(async () => {
+      const { hosts } = await ctx.client().listHosts();
+      emit(ctx.globals().json, hosts, () =>
+        hosts.length === 0
+          ? 'no hosts yet: boxgrid enroll-token create, then start an agent with it'
+          : table(
+              ['HOST', 'NAME', 'SITE', 'STATE', 'CORES', 'MEMORY', 'GPUS', 'TASKS', 'LAST SEEN'],
+              hosts.map((h) => [h.id, h.name, h.site, h.state, h.resources.cores, `${h.resources.memoryMiB}Mi`, h.resources.gpus, h.activeTasks, h.lastSeenAt ?? 'never']),
+            ),
+      );
+    });
+
   const user = program.command('user').description('users (operators only)');
   user
     .command('create <name>')

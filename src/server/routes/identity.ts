@@ -92,4 +92,34 @@ export function registerIdentityRoutes(app: Api, s: Services): void {
       return reply.code(201).send({ ...t, expiresAt: t.expiresAt === null ? null : iso(t.expiresAt) });
     },
   );
+
+  app.get(
+    '/hosts',
+    {
+      schema: {
+        tags: ['hosts'],
+        description: 'Operators: every enrolled host with its resources, state, last contact and tasks held.',
+        response: {
+          200: Type.Object({
+            hosts: Type.Array(
+              Type.Object({
+                id: Type.Integer(), name: Type.String(), site: Type.String(), state: Type.String(), platform: Type.String(),
+                resources: Type.Object({ cores: Type.Number(), memoryMiB: Type.Integer(), diskMiB: Type.Integer(), gpus: Type.Integer() }),
+                enrolledAt: Type.String(), lastSeenAt: Type.Union([Type.String(), Type.Null()]), activeTasks: Type.Integer(),
+              }),
+            ),
+          }),
+        },
+      },
+    },
+    async (req) => {
+      const hosts = await s.hosts.list(currentUser(req));
+      return {
+        hosts: hosts.map((h) => ({
+          id: h.id, name: h.name, site: h.siteName, state: h.state, platform: h.platform, resources: h.resources,
+          enrolledAt: iso(h.createdAt), lastSeenAt: h.lastSeenAt === null ? null : iso(h.lastSeenAt), activeTasks: h.activeTasks,
+        })),
+      };
+    },
+  );
 }

@@ -7,9 +7,9 @@ import type {
   TokenRecord, User,
 } from '../../domain/model.js';
 import type { Role } from '../../domain/roles.js';
-import { JOB_STATES, jobMachine, type JobState } from '../../domain/states.js';
+import { JOB_STATES, TASK_STATES, jobMachine, taskMachine, type JobState } from '../../domain/states.js';
 import { checksum, type Migration } from '../migration.js';
-import type { Bootstrap, EnrollRequest, InsertJobsRequest, InsertJobsResult, JobFilter, Page, Store } from '../store.js';
+import type { Bootstrap, EnrollRequest, HostSummary, InsertJobsRequest, InsertJobsResult, JobFilter, Page, Store } from '../store.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 type Row = Record<string, unknown>;
@@ -33,6 +33,7 @@ function streamWhere(s: IdStream, alias = ''): string {
 type StoredJobSpec = Omit<JobSpec, 'priority' | 'deadline'>;
 
 const CANCELLABLE = jobMachine.sourcesOf('cancelled');
+const ACTIVE_TASK_SQL = TASK_STATES.filter((s) => !taskMachine.isTerminal(s)).map((s) => `'${s}'`).join(', ');
 const JOB_CHUNK = 100;
 const ROW_PARAMS = 3;
 const LABEL_CHUNK = 250;
@@ -630,6 +631,17 @@ export class SqliteStore implements Store {
 
   async getHost(id: number): Promise<Host | null> {
     return this.hostRow(id);
+  }
+
+  async listHosts(): Promise<HostSummary[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT h.*, s.name AS site_name,
+           (SELECT count(*) FROM tasks t WHERE t.host_id = h.id AND t.state IN (${ACTIVE_TASK_SQL})) AS active_tasks
+         FROM hosts h JOIN sites s ON s.id = h.site_id ORDER BY h.id`,
+      )
+      .all() as Row[];
+    return rows.map((r) => ({ ...mapHost(r), siteName: r.site_name as string, activeTasks: r.active_tasks as number }));
   }
 }
 
