@@ -52,6 +52,12 @@ describe('Docker runtime on a real engine', { skip: suite.skip }, () => {
     assert.deepEqual(r.outcome, { kind: 'failed', exitCode: 7 });
   });
 
+  test('a command the image does not have fails the task (127), it is not an agent error', async () => {
+    const r = await runtime.run({ ...(await spec('')), command: ['/no/such/program'] });
+    assert.deepEqual(r.outcome, { kind: 'failed', exitCode: 127 });
+    assert.match(r.logTail, /no such file|not found/i);
+  });
+
   test('using more memory than the limit is reported as out of memory, not as a crash', async () => {
     // Grow a shell variable far past 32 MiB; swap is capped at the same limit.
     const r = await runtime.run(await spec('x=a; while true; do x="$x$x"; done', { resources: { cores: 1, memoryMiB: 32, diskMiB: 100, gpus: 0 } }));

@@ -54,7 +54,16 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
       // Asked before start, so no exit can be missed; 'next-exit' because the default
       // ('not-running') answers at once for a container that has not started yet.
       const waited = container.wait({ condition: 'next-exit' });
-      await container.start();
+      try {
+        await container.start();
+      } catch (e) {
+        // The engine refuses to start a command the image does not have: the task's fault, not ours.
+        const message = (e as Error).message;
+        if (/executable file not found|no such file or directory/i.test(message)) {
+          return { outcome: { kind: 'failed', exitCode: 127 }, logTail: message, durationMs: Date.now() - started };
+        }
+        throw e;
+      }
       const outcome = await this.waitForEnd(container, waited, spec, signal);
       const logTail = await this.logTail(container);
       return { outcome, logTail, durationMs: Date.now() - started };
