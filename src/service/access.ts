@@ -13,7 +13,12 @@ export interface ProjectAccess {
   user: User;
 }
 
-export const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** Names of users, projects, apps and sites share one rule (they appear in URLs and CLIs). */
+export function checkName(value: string, field: string): void {
+  if (!NAME_RE.test(value)) throw invalid(field, 'use 1–63 lower-case letters, digits, ".", "_" or "-"');
+}
 
 /**
  * Who is calling and what they may do. Objects in a project the caller is not a member of are
@@ -79,13 +84,13 @@ export class AccessService {
 
   async createUser(actor: User, name: string, operator: boolean): Promise<User> {
     this.requireOperator(actor);
-    if (!NAME_RE.test(name)) throw invalid('name', 'use 1–63 lower-case letters, digits, ".", "_" or "-"');
+    checkName(name, 'name');
     return this.ctx.store.createUser(name, operator, this.ctx.now());
   }
 
   async createProject(actor: User, name: string, shareWeight: number): Promise<Project> {
     this.requireOperator(actor);
-    if (!NAME_RE.test(name)) throw invalid('name', 'use 1–63 lower-case letters, digits, ".", "_" or "-"');
+    checkName(name, 'name');
     return this.ctx.store.createProject(name, shareWeight, this.ctx.now());
   }
 

@@ -2,7 +2,7 @@ import { invalid, notFound } from '../domain/errors.js';
 import type { App, AppSpec } from '../domain/model.js';
 import { DEFAULT_RESOURCES, type Resources } from '../domain/resources.js';
 import type { ProjectAccess } from './access.js';
-import { NAME_RE } from './access.js';
+import { checkName } from './access.js';
 import type { ServiceContext } from './context.js';
 
 /** What a client sends to create an app or a new version; omitted fields take defaults. */
@@ -30,7 +30,7 @@ const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 const PLATFORM_RE = /^[a-z0-9]+\/[a-z0-9_]+(?:\/[a-z0-9]+)?$/;
 
 export function appSpecFrom(input: AppInput): AppSpec {
-  if (!NAME_RE.test(input.name)) throw invalid('name', 'use 1–63 lower-case letters, digits, ".", "_" or "-"');
+  checkName(input.name, 'name');
   if (!IMAGE_RE.test(input.image)) throw invalid('image', `"${input.image}" is not an image reference (e.g. "sci/mandel:1.2" or "sci/mandel@sha256:…")`);
   const pinned = /@(sha256:[0-9a-f]{64})$/.exec(input.image)?.[1] ?? null;
   const imageDigest = input.imageDigest ?? pinned;

@@ -1,7 +1,7 @@
 import { BoxgridError, invalid } from '../domain/errors.js';
 import type { Host, User } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
-import { NAME_RE } from './access.js';
+import { checkName } from './access.js';
 import type { ServiceContext } from './context.js';
 import { newCredential, parseToken, secretMatches } from './credentials.js';
 
@@ -34,7 +34,7 @@ export class EnrollmentService {
   ): Promise<{ token: string; id: string; site: string; usesLeft: number | null; expiresAt: number | null }> {
     if (!actor.operator) throw new BoxgridError('forbidden', 'only an operator may create enrolment tokens');
     const siteName = opts.site ?? DEFAULT_SITE;
-    if (!NAME_RE.test(siteName)) throw invalid('site', 'use 1–63 lower-case letters, digits, ".", "_" or "-"');
+    checkName(siteName, 'site');
     const now = this.ctx.now();
     const site = (await this.ctx.store.getSiteByName(siteName)) ?? (await this.ctx.store.createSite(siteName, now));
     const c = newCredential('enroll');
