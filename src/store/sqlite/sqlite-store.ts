@@ -91,7 +91,7 @@ export class SqliteStore implements Store {
   }
 
   async ping(): Promise<void> {
-    this.db.prepare('SELECT 1').get();
+    this.stmt('SELECT 1').get();
   }
 
   async close(): Promise<void> {
@@ -101,12 +101,12 @@ export class SqliteStore implements Store {
   // ── identity ──────────────────────────────────────────────────────────────
 
   async countUsers(): Promise<number> {
-    return (this.db.prepare('SELECT count(*) AS n FROM users').get() as Row).n as number;
+    return (this.stmt('SELECT count(*) AS n FROM users').get() as Row).n as number;
   }
 
   async createUser(name: string, operator: boolean, now: Millis): Promise<User> {
     try {
-      const r = this.db.prepare('INSERT INTO users (name, operator, created_at) VALUES (?, ?, ?)').run(name, operator ? 1 : 0, now);
+      const r = this.stmt('INSERT INTO users (name, operator, created_at) VALUES (?, ?, ?)').run(name, operator ? 1 : 0, now);
       return { id: Number(r.lastInsertRowid), name, operator, createdAt: now };
     } catch (e) {
       throw uniqueViolation(e, () => alreadyExists(`user "${name}"`, 'name'));
@@ -114,16 +114,16 @@ export class SqliteStore implements Store {
   }
 
   async getUser(id: number): Promise<User | null> {
-    return mapUser(this.db.prepare('SELECT * FROM users WHERE id = ?').get(id) as Row | undefined);
+    return mapUser(this.stmt('SELECT * FROM users WHERE id = ?').get(id) as Row | undefined);
   }
 
   async getUserByName(name: string): Promise<User | null> {
-    return mapUser(this.db.prepare('SELECT * FROM users WHERE name = ?').get(name) as Row | undefined);
+    return mapUser(this.stmt('SELECT * FROM users WHERE name = ?').get(name) as Row | undefined);
   }
 
   async createProject(name: string, shareWeight: number, now: Millis): Promise<Project> {
     try {
-      const r = this.db.prepare('INSERT INTO projects (name, share_weight, created_at) VALUES (?, ?, ?)').run(name, shareWeight, now);
+      const r = this.stmt('INSERT INTO projects (name, share_weight, created_at) VALUES (?, ?, ?)').run(name, shareWeight, now);
       return { id: Number(r.lastInsertRowid), name, shareWeight, createdAt: now };
     } catch (e) {
       throw uniqueViolation(e, () => alreadyExists(`project "${name}"`, 'name'));
@@ -131,13 +131,13 @@ export class SqliteStore implements Store {
   }
 
   async getProjectByName(name: string): Promise<Project | null> {
-    const r = this.db.prepare('SELECT * FROM projects WHERE name = ?').get(name) as Row | undefined;
+    const r = this.stmt('SELECT * FROM projects WHERE name = ?').get(name) as Row | undefined;
     return r ? mapProject(r) : null;
   }
 
   async listProjectsFor(user: User): Promise<Array<Project & { role: Role }>> {
     const rows = user.operator
-      ? (this.db.prepare(`SELECT p.*, 'admin' AS role FROM projects p ORDER BY p.name`).all() as Row[])
+      ? (this.stmt(`SELECT p.*, 'admin' AS role FROM projects p ORDER BY p.name`).all() as Row[])
       : (this.db
           .prepare('SELECT p.*, m.role FROM projects p JOIN memberships m ON m.project_id = p.id WHERE m.user_id = ? ORDER BY p.name')
           .all(user.id) as Row[]);
@@ -151,7 +151,7 @@ export class SqliteStore implements Store {
   }
 
   async getRole(projectId: number, userId: number): Promise<Role | null> {
-    const r = this.db.prepare('SELECT role FROM memberships WHERE project_id = ? AND user_id = ?').get(projectId, userId) as Row | undefined;
+    const r = this.stmt('SELECT role FROM memberships WHERE project_id = ? AND user_id = ?').get(projectId, userId) as Row | undefined;
     return r ? (r.role as Role) : null;
   }
 
@@ -162,15 +162,15 @@ export class SqliteStore implements Store {
   }
 
   async revokeToken(id: string, now: Millis): Promise<boolean> {
-    return this.db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id).changes === 1;
+    return this.stmt('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id).changes === 1;
   }
 
   async bootstrap(b: Bootstrap, now: Millis): Promise<boolean> {
     return this.db.transaction(() => {
-      if ((this.db.prepare('SELECT count(*) FROM users').pluck().get() as number) > 0) return false;
-      const user = this.db.prepare('INSERT INTO users (name, operator, created_at) VALUES (?, 1, ?)').run(b.operatorName, now);
-      const project = this.db.prepare('INSERT INTO projects (name, share_weight, created_at) VALUES (?, 1, ?)').run(b.projectName, now);
-      this.db.prepare(`INSERT INTO memberships (project_id, user_id, role) VALUES (?, ?, 'admin')`).run(project.lastInsertRowid, user.lastInsertRowid);
+      if ((this.stmt('SELECT count(*) FROM users').pluck().get() as number) > 0) return false;
+      const user = this.stmt('INSERT INTO users (name, operator, created_at) VALUES (?, 1, ?)').run(b.operatorName, now);
+      const project = this.stmt('INSERT INTO projects (name, share_weight, created_at) VALUES (?, 1, ?)').run(b.projectName, now);
+      this.stmt(`INSERT INTO memberships (project_id, user_id, role) VALUES (?, ?, 'admin')`).run(project.lastInsertRowid, user.lastInsertRowid);
       const t = b.token(Number(user.lastInsertRowid));
       this.db
         .prepare('INSERT INTO tokens (id, kind, subject_id, secret_hash, label, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
@@ -180,7 +180,7 @@ export class SqliteStore implements Store {
   }
 
   async getToken(id: string): Promise<TokenRecord | null> {
-    const r = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM tokens WHERE id = ?').get(id) as Row | undefined;
     if (!r) return null;
     return {
       id: r.id as string,
@@ -214,8 +214,8 @@ export class SqliteStore implements Store {
 
   async getApp(projectId: number, name: string, version?: number): Promise<App | null> {
     const r = (version === undefined
-      ? this.db.prepare('SELECT * FROM apps WHERE project_id = ? AND name = ? ORDER BY version DESC LIMIT 1').get(projectId, name)
-      : this.db.prepare('SELECT * FROM apps WHERE project_id = ? AND name = ? AND version = ?').get(projectId, name, version)) as
+      ? this.stmt('SELECT * FROM apps WHERE project_id = ? AND name = ? ORDER BY version DESC LIMIT 1').get(projectId, name)
+      : this.stmt('SELECT * FROM apps WHERE project_id = ? AND name = ? AND version = ?').get(projectId, name, version)) as
       | Row
       | undefined;
     return r ? mapApp(r) : null;
@@ -232,15 +232,14 @@ export class SqliteStore implements Store {
   }
 
   async listAppVersions(projectId: number, name: string): Promise<App[]> {
-    return (this.db.prepare('SELECT * FROM apps WHERE project_id = ? AND name = ? ORDER BY version').all(projectId, name) as Row[]).map(mapApp);
+    return (this.stmt('SELECT * FROM apps WHERE project_id = ? AND name = ? ORDER BY version').all(projectId, name) as Row[]).map(mapApp);
   }
 
   // ── jobs and batches ─────────────────────────────────────────────────────
 
   async insertJobs(req: InsertJobsRequest): Promise<InsertJobsResult> {
-    const db = this.db;
     const { projectId, app, now } = req;
-    return db.transaction((): InsertJobsResult => {
+    return this.db.transaction((): InsertJobsResult => {
       if (req.idempotency) {
         const prior = this.idempotentOutcome(projectId, req.idempotency.key);
         if (prior) {
@@ -250,24 +249,24 @@ export class SqliteStore implements Store {
       }
       let batch: Batch | null = null;
       if (req.batch) {
-        const r = db
-          .prepare('INSERT INTO batches (project_id, app_name, app_version, size, labels, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+        const r = this
+          .stmt('INSERT INTO batches (project_id, app_name, app_version, size, labels, created_at) VALUES (?, ?, ?, ?, ?, ?)')
           .run(projectId, app.name, app.version, req.jobs.length, JSON.stringify(req.batch.labels), now);
         batch = {
           id: Number(r.lastInsertRowid), projectId, appName: app.name, appVersion: app.version,
           size: req.jobs.length, labels: req.batch.labels, createdAt: now,
         };
       }
-      const jobIds = this.insertJobRows(projectId, app, batch?.id ?? null, req.jobs, now);
       const batchId = batch?.id ?? null;
+      const jobIds = this.insertJobRows(projectId, app, batchId, req.jobs, now);
       if (batchId !== null && jobIds.length > 0) {
         // A batch's jobs are the ids first_job_id .. first_job_id + size - 1: batch queries use the range.
         const first = jobIds[0]!;
         if (jobIds[jobIds.length - 1] !== first + jobIds.length - 1) throw new Error('job ids of a batch are not consecutive');
-        db.prepare('UPDATE batches SET first_job_id = ? WHERE id = ?').run(first, batchId);
+        this.stmt('UPDATE batches SET first_job_id = ? WHERE id = ?').run(first, batchId);
       }
       if (req.idempotency) {
-        db.prepare('INSERT INTO idempotency_keys (project_id, key, request_hash, batch_id, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+        this.stmt('INSERT INTO idempotency_keys (project_id, key, request_hash, batch_id, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
           projectId, req.idempotency.key, req.idempotency.requestHash, batchId, batchId === null ? jobIds[0] ?? null : null, now,
         );
       }
@@ -366,10 +365,10 @@ export class SqliteStore implements Store {
   private replay(projectId: number, prior: Row): InsertJobsResult {
     if (prior.batch_id !== null) {
       const batchId = prior.batch_id as number;
-      const batch = mapBatch(this.db.prepare('SELECT * FROM batches WHERE id = ? AND project_id = ?').get(batchId, projectId) as Row);
+      const batch = mapBatch(this.stmt('SELECT * FROM batches WHERE id = ? AND project_id = ?').get(batchId, projectId) as Row);
       const range = this.batchRange(batchId);
       const ids = range
-        ? (this.db.prepare('SELECT id FROM jobs WHERE id BETWEEN ? AND ? AND batch_id = ? ORDER BY id').pluck().all(range.first, range.last, batchId) as number[])
+        ? (this.stmt('SELECT id FROM jobs WHERE id BETWEEN ? AND ? AND batch_id = ? ORDER BY id').pluck().all(range.first, range.last, batchId) as number[])
         : [];
       return { batch, jobIds: ids, replayed: true };
     }
@@ -377,7 +376,7 @@ export class SqliteStore implements Store {
   }
 
   async getJob(projectId: number, id: number): Promise<Job | null> {
-    const r = this.db.prepare('SELECT * FROM jobs WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
+    const r = this.stmt('SELECT * FROM jobs WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
     return r ? mapJob(r) : null;
   }
 
@@ -483,7 +482,10 @@ export class SqliteStore implements Store {
 
   private readonly statements = new Map<string, Database.Statement>();
 
-  /** A prepared statement, cached by its text (the list queries are a small fixed set). */
+  /**
+   * A prepared statement, cached by its text: every query here is one of a small fixed set, and
+   * preparing is a measurable share of a short request (auth alone runs four).
+   */
   private stmt(sql: string): Database.Statement {
     let st = this.statements.get(sql);
     if (!st) {
@@ -494,12 +496,12 @@ export class SqliteStore implements Store {
   }
 
   async listTasks(jobId: number): Promise<Task[]> {
-    return (this.db.prepare('SELECT * FROM tasks WHERE job_id = ? ORDER BY id').all(jobId) as Row[]).map(mapTask);
+    return (this.stmt('SELECT * FROM tasks WHERE job_id = ? ORDER BY id').all(jobId) as Row[]).map(mapTask);
   }
 
   async cancelJob(projectId: number, id: number, now: Millis): Promise<Job> {
     return this.db.transaction(() => {
-      const r = this.db.prepare('SELECT * FROM jobs WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
+      const r = this.stmt('SELECT * FROM jobs WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
       if (!r) throw notFound(`job ${id}`);
       jobMachine.assert(r.state as JobState, 'cancelled', `job ${id}`);
       this.db
@@ -522,14 +524,14 @@ export class SqliteStore implements Store {
   }
 
   async getBatch(projectId: number, id: number): Promise<Batch | null> {
-    const r = this.db.prepare('SELECT * FROM batches WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
+    const r = this.stmt('SELECT * FROM batches WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
     return r ? mapBatch(r) : null;
   }
 
   async listBatches(projectId: number, page: Page): Promise<Batch[]> {
     const rows = (page.beforeId === undefined
-      ? this.db.prepare('SELECT * FROM batches WHERE project_id = ? ORDER BY id DESC LIMIT ?').all(projectId, page.limit)
-      : this.db.prepare('SELECT * FROM batches WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?').all(projectId, page.beforeId, page.limit)) as Row[];
+      ? this.stmt('SELECT * FROM batches WHERE project_id = ? ORDER BY id DESC LIMIT ?').all(projectId, page.limit)
+      : this.stmt('SELECT * FROM batches WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?').all(projectId, page.beforeId, page.limit)) as Row[];
     return rows.map(mapBatch);
   }
 
@@ -554,12 +556,12 @@ export class SqliteStore implements Store {
   }
 
   async getBlobRef(projectId: number, sha256: string): Promise<BlobRecord | null> {
-    const r = this.db.prepare('SELECT * FROM blob_refs WHERE project_id = ? AND sha256 = ?').get(projectId, sha256) as Row | undefined;
+    const r = this.stmt('SELECT * FROM blob_refs WHERE project_id = ? AND sha256 = ?').get(projectId, sha256) as Row | undefined;
     return r ? { sha256: r.sha256 as string, size: r.size as number, createdAt: r.created_at as number } : null;
   }
 
   async missingBlobs(projectId: number, sha256s: string[]): Promise<string[]> {
-    const stmt = this.db.prepare('SELECT 1 FROM blob_refs WHERE project_id = ? AND sha256 = ?').pluck();
+    const stmt = this.stmt('SELECT 1 FROM blob_refs WHERE project_id = ? AND sha256 = ?').pluck();
     return [...new Set(sha256s)].filter((s) => stmt.get(projectId, s) === undefined);
   }
 
@@ -567,7 +569,7 @@ export class SqliteStore implements Store {
 
   async createSite(name: string, now: Millis): Promise<Site> {
     try {
-      const r = this.db.prepare('INSERT INTO sites (name, created_at) VALUES (?, ?)').run(name, now);
+      const r = this.stmt('INSERT INTO sites (name, created_at) VALUES (?, ?)').run(name, now);
       return { id: Number(r.lastInsertRowid), name, createdAt: now };
     } catch (e) {
       throw uniqueViolation(e, () => alreadyExists(`site "${name}"`, 'name'));
@@ -575,7 +577,7 @@ export class SqliteStore implements Store {
   }
 
   async getSiteByName(name: string): Promise<Site | null> {
-    const r = this.db.prepare('SELECT * FROM sites WHERE name = ?').get(name) as Row | undefined;
+    const r = this.stmt('SELECT * FROM sites WHERE name = ?').get(name) as Row | undefined;
     return r ? { id: r.id as number, name: r.name as string, createdAt: r.created_at as number } : null;
   }
 
@@ -593,25 +595,25 @@ export class SqliteStore implements Store {
   }
 
   async getEnrollToken(id: string): Promise<EnrollTokenRecord | null> {
-    const r = this.db.prepare('SELECT * FROM enroll_tokens WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM enroll_tokens WHERE id = ?').get(id) as Row | undefined;
     return r ? mapEnrollToken(r) : null;
   }
 
   async enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }> {
     return this.db.transaction(() => {
-      const prior = this.db.prepare('SELECT * FROM tokens WHERE id = ?').get(req.credential.id) as Row | undefined;
+      const prior = this.stmt('SELECT * FROM tokens WHERE id = ?').get(req.credential.id) as Row | undefined;
       if (prior) {
         const same = prior.kind === 'host' && Buffer.compare(prior.secret_hash as Buffer, req.credential.secretHash) === 0;
         if (!same) throw new BoxgridError('conflict', 'this credential id is already enrolled with another secret', { field: 'credentialId' });
         const host = this.hostRow(prior.subject_id as number);
         if (host) return { host, replayed: true };
       }
-      const row = this.db.prepare('SELECT * FROM enroll_tokens WHERE id = ?').get(req.enrollTokenId) as Row | undefined;
+      const row = this.stmt('SELECT * FROM enroll_tokens WHERE id = ?').get(req.enrollTokenId) as Row | undefined;
       const t = row ? mapEnrollToken(row) : null;
       if (!t || t.revokedAt !== null) throw new BoxgridError('unauthenticated', 'the enrolment token is not valid (unknown or revoked)');
       if (t.expiresAt !== null && t.expiresAt <= now) throw new BoxgridError('unauthenticated', 'the enrolment token has expired');
       if (t.usesLeft !== null && t.usesLeft <= 0) throw new BoxgridError('unauthenticated', 'the enrolment token has no uses left');
-      if (t.usesLeft !== null) this.db.prepare('UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = ?').run(t.id);
+      if (t.usesLeft !== null) this.stmt('UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = ?').run(t.id);
       const r = this.db
         .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, created_at) VALUES (?, ?, 'active', ?, ?, ?)`)
         .run(t.siteId, req.host.name, JSON.stringify(req.host.resources), req.host.platform, now);
@@ -625,7 +627,7 @@ export class SqliteStore implements Store {
   }
 
   private hostRow(id: number): Host | null {
-    const r = this.db.prepare('SELECT * FROM hosts WHERE id = ?').get(id) as Row | undefined;
+    const r = this.stmt('SELECT * FROM hosts WHERE id = ?').get(id) as Row | undefined;
     return r ? mapHost(r) : null;
   }
 
