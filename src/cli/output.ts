@@ -1,4 +1,5 @@
 import { BoxgridError, isBoxgridError } from '../domain/errors.js';
+import { parseSizeMiB, type Resources } from '../domain/resources.js';
 
 /** Prints objects as JSON (--json, for scripts) or as the human form the command gives. */
 export function emit(json: boolean | undefined, value: unknown, human: () => string): void {
@@ -58,6 +59,16 @@ export function parseNumber(text: string, flag: string): number {
   const n = Number(text);
   if (text.trim() === '' || !Number.isFinite(n)) throw new CliExit(2, `error: ${flag} "${text}" is not a number`);
   return n;
+}
+
+/** The --cores/--memory/--disk/--gpus flags that apps and submissions share; only those given. */
+export function resourceFlags(o: { cores?: string; memory?: string; disk?: string; gpus?: string }): Partial<Resources> {
+  const r: Partial<Resources> = {};
+  if (o.cores !== undefined) r.cores = parseNumber(o.cores, '--cores');
+  if (o.memory !== undefined) r.memoryMiB = parseSizeMiB(o.memory, '--memory');
+  if (o.disk !== undefined) r.diskMiB = parseSizeMiB(o.disk, '--disk');
+  if (o.gpus !== undefined) r.gpus = parseNumber(o.gpus, '--gpus');
+  return r;
 }
 
 export function parseId(text: string, what: string): number {

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import type { AppVersionInput, AppView } from '../../client/types.js';
-import { parseSizeMiB } from '../../domain/resources.js';
 import type { CliContext } from '../context.js';
-import { CliExit, emit, parseId, parseNumber, table } from '../output.js';
+import { CliExit, emit, parseId, parseNumber, resourceFlags, table } from '../output.js';
 
 interface AppFlags {
   image?: string;
@@ -41,11 +40,7 @@ function appOptions(c: Command, imageRequired: boolean): Command {
 
 function toInput(o: AppFlags): AppVersionInput {
   const num = (v: string | undefined, flag: string) => (v === undefined ? undefined : parseNumber(v, flag));
-  const resources: NonNullable<AppVersionInput['resources']> = {};
-  if (o.cores !== undefined) resources.cores = parseNumber(o.cores, '--cores');
-  if (o.memory !== undefined) resources.memoryMiB = parseSizeMiB(o.memory, '--memory');
-  if (o.disk !== undefined) resources.diskMiB = parseSizeMiB(o.disk, '--disk');
-  if (o.gpus !== undefined) resources.gpus = parseNumber(o.gpus, '--gpus');
+  const resources = resourceFlags(o);
   const input: AppVersionInput = {};
   if (o.image !== undefined) input.image = o.image;
   if (o.digest !== undefined) input.imageDigest = o.digest;

@@ -1,9 +1,8 @@
 import type { Command } from 'commander';
 import type { BatchSubmit, JobTemplate } from '../../client/types.js';
-import { parseSizeMiB } from '../../domain/resources.js';
 import { parseSweepArg, type SweepSpec } from '../../domain/sweep.js';
 import type { CliContext } from '../context.js';
-import { CliExit, emit, parseKeyValues, parseNumber } from '../output.js';
+import { CliExit, emit, parseKeyValues, parseNumber, resourceFlags } from '../output.js';
 import { progressBar } from '../progress.js';
 import { summarize, watchBatch, watchJob } from './watch.js';
 
@@ -51,11 +50,7 @@ export function registerSubmit(program: Command, ctx: CliContext): void {
       const labels = parseKeyValues(o.label, '--label');
       if (o.priority !== undefined) template.priority = parseNumber(o.priority, '--priority');
       if (o.deadline !== undefined) template.deadline = o.deadline;
-      const resources: NonNullable<JobTemplate['resources']> = {};
-      if (o.cores !== undefined) resources.cores = parseNumber(o.cores, '--cores');
-      if (o.memory !== undefined) resources.memoryMiB = parseSizeMiB(o.memory, '--memory');
-      if (o.disk !== undefined) resources.diskMiB = parseSizeMiB(o.disk, '--disk');
-      if (o.gpus !== undefined) resources.gpus = parseNumber(o.gpus, '--gpus');
+      const resources = resourceFlags(o);
       if (Object.keys(resources).length > 0) template.resources = resources;
       const inputs = parseKeyValues(o.input, '--input');
       if (Object.keys(inputs).length > 0) {
