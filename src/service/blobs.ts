@@ -40,10 +40,14 @@ export class BlobService {
     return { blob, created: true };
   }
 
-  async open(access: ProjectAccess, sha256: string, range?: { start: number; end: number }): Promise<{ blob: BlobRecord; stream: Readable }> {
+  /**
+   * The project's blob, checked once: its record (for size and Range) and a way to read the
+   * bytes without looking it up again.
+   */
+  async open(access: ProjectAccess, sha256: string): Promise<{ blob: BlobRecord; read: (range?: { start: number; end: number }) => Readable }> {
     const blob = await this.find(access, sha256);
     if (!blob) throw notFound(`blob ${sha256}`);
-    return { blob, stream: this.ctx.blobs.read(sha256, range) };
+    return { blob, read: (range) => this.ctx.blobs.read(sha256, range) };
   }
 }
 

@@ -50,8 +50,7 @@ export function registerBlobRoutes(app: Api, s: Services): void {
     { exposeHeadRoute: false, schema: { tags, params: BlobParams, description: 'Download a blob; a single HTTP Range is honoured.' } },
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'read');
-      const found = await inPart('params', s.blobs.find(access, req.params.sha256));
-      if (!found) throw new BoxgridError('not_found', `blob ${req.params.sha256} not found`);
+      const { blob: found, read } = await inPart('params', s.blobs.open(access, req.params.sha256));
       let range: { start: number; end: number } | null;
       try {
         range = parseRange(req.headers.range, found.size);
@@ -59,7 +58,7 @@ export function registerBlobRoutes(app: Api, s: Services): void {
         reply.header('content-range', `bytes */${found.size}`); // RFC 9110: say what the size is
         throw e;
       }
-      const { stream } = await s.blobs.open(access, req.params.sha256, range ?? undefined);
+      const stream = read(range ?? undefined);
       reply.header('accept-ranges', 'bytes').header('etag', `"${found.sha256}"`).type('application/octet-stream');
       if (range) {
         reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${found.size}`).header('content-length', range.end - range.start + 1);
