@@ -155,7 +155,7 @@ export class JobService {
   }
 
   async cancelBatch(access: ProjectAccess, batchId: number): Promise<{ cancelled: number; counts: StateCounts }> {
-    await this.getBatch(access, batchId);
+    if (!(await this.ctx.store.getBatch(access.project.id, batchId))) throw notFound(`batch ${batchId}`);
     const cancelled = await this.ctx.store.cancelBatch(access.project.id, batchId, this.ctx.now());
     const counts = await this.ctx.store.batchCounts(batchId);
     this.ctx.events.publish(access.project.id, { type: 'batch', batchId, change: 'cancelled', counts });
