@@ -8,6 +8,7 @@ import { validatorCompiler } from './validation.js';
 import { Services } from './services.js';
 import type { ServiceContext } from '../service/context.js';
 import { registerIdentityRoutes } from './routes/identity.js';
+import { registerHostRoutes } from './routes/hosts.js';
 import { registerAppRoutes } from './routes/apps.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerBatchRoutes } from './routes/batches.js';
@@ -77,6 +78,7 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
       req.credential = actor.token;
     });
     registerIdentityRoutes(v1 as Api, services);
+    registerHostRoutes(v1 as Api, services);
     registerAppRoutes(v1 as Api, services);
     registerJobRoutes(v1 as Api, services);
     registerBatchRoutes(v1 as Api, services, opts);
