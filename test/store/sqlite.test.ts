@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { assertWellFormed, checksum, type Migration } from '../../src/store/migration.js';
 import { SQLITE_MIGRATIONS } from '../../src/store/sqlite/migrations.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+import type { App, Project } from '../../src/domain/model.js';
 import { appSpec, jobSpec, runStoreConformance } from './conformance.js';
 
 const T0 = 1_700_000_000_000;
@@ -164,13 +165,20 @@ describe('SqliteStore (SQLite specifics)', () => {
     assert.throws(() => assertWellFormed([...SQLITE_MIGRATIONS, m(SQLITE_MIGRATIONS.length + 2)]));
   });
 
-  it('inserts around chunk boundaries with consecutive ids matching getJob', async () => {
-    const file = await dbFile();
-    const store = new SqliteStore(file);
+  /** A migrated store on a fresh file with project "p" and app "sim"; closed afterwards. */
+  async function withProjectApp(fn: (store: SqliteStore, p: Project, app: App) => Promise<void>): Promise<void> {
+    const store = new SqliteStore(await dbFile());
     try {
       await store.migrate();
       const p = await store.createProject('p', 1, T0);
-      const app = await store.createAppVersion(p.id, appSpec('sim'), 'new', T0);
+      await fn(store, p, await store.createAppVersion(p.id, appSpec('sim'), 'new', T0));
+    } finally {
+      await store.close();
+    }
+  }
+
+  it('inserts around chunk boundaries with consecutive ids matching getJob', () =>
+    withProjectApp(async (store, p, app) => {
       for (const n of [1, 99, 100, 101, 250]) {
         const jobs = Array.from({ length: n }, (_, i) => jobSpec({ args: [`${n}:${i}`] }));
         const r = await store.insertJobs({ projectId: p.id, app, batch: { labels: {} }, jobs, idempotency: null, now: T0 });
@@ -181,20 +189,12 @@ describe('SqliteStore (SQLite specifics)', () => {
         }
         assert.equal((await store.batchCounts(r.batch!.id)).queued, n);
       }
-    } finally {
-      await store.close();
-    }
-  });
+    }));
 
-  it('a 20,000-job batch gets consecutive ids that match getJob, with filterable labels', async () => {
-    const N = 20_000;
-    const SHARDS = 7;
-    const file = await dbFile();
-    const store = new SqliteStore(file);
-    try {
-      await store.migrate();
-      const p = await store.createProject('p', 1, T0);
-      const app = await store.createAppVersion(p.id, appSpec('sim'), 'new', T0);
+  it('a 20,000-job batch gets consecutive ids that match getJob, with filterable labels', () =>
+    withProjectApp(async (store, p, app) => {
+      const N = 20_000;
+      const SHARDS = 7;
       // A job before the batch so ids do not start at 1.
       const first = await store.insertJobs({ projectId: p.id, app, batch: null, jobs: [jobSpec({ labels: { shard: '3' } })], idempotency: null, now: T0 });
       const jobs = Array.from({ length: N }, (_, i) =>
@@ -233,8 +233,5 @@ describe('SqliteStore (SQLite specifics)', () => {
       const again = await store.insertJobs({ projectId: p.id, app, batch: { labels: { big: 'yes' } }, jobs, idempotency: { key: 'big', requestHash: 'h' }, now: T0 + 2 });
       assert.equal(again.replayed, true);
       assert.deepEqual(again.jobIds, r.jobIds);
-    } finally {
-      await store.close();
-    }
-  });
+    }));
 });
