@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,12 +28,10 @@ async function missing(): Promise<string | null> {
   } catch (e) {
     return `no Docker engine answers (${(e as Error).message})`;
   }
-  try {
-    const { stdout } = await run('file', ['-L', BUSYBOX]).catch(() => ({ stdout: 'statically linked (unchecked)' }));
-    if (!/statically linked/.test(stdout)) return `${BUSYBOX} is not the static busybox (apt-get install busybox-static)`;
-  } catch {
-    return `${BUSYBOX} is missing (apt-get install busybox-static)`;
-  }
+  if (!existsSync(BUSYBOX)) return `${BUSYBOX} is missing (apt-get install busybox-static)`;
+  // `file` may itself be absent; then the build below is the check.
+  const { stdout } = await run('file', ['-L', BUSYBOX]).catch(() => ({ stdout: 'statically linked (unchecked)' }));
+  if (!/statically linked/.test(stdout)) return `${BUSYBOX} is not the static busybox (apt-get install busybox-static)`;
   return null;
 }
 
