@@ -111,16 +111,18 @@ export class BoxgridClient {
   // ── blobs ──
   /** Hashes the file, skips the upload if the project already holds it, else streams it. */
   async uploadFile(project: string, path: string, onProgress?: (sent: number, total: number) => void): Promise<T.BlobView> {
-    const { size } = await stat(path);
-    const hash = createHash('sha256');
-    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-    const sha256 = hash.digest('hex');
+    const { size, sha256 } = await hashFile(path);
     const blobPath = `/v1/projects/${enc(project)}/blobs/${sha256}`;
     const head = await this.fetch('HEAD', blobPath);
     if (head.status === 200) {
       onProgress?.(size, size);
       return { sha256, size, createdAt: '' };
     }
+    return this.putFile(blobPath, path, size, onProgress);
+  }
+
+  /** Streams a file to a blob URL (the server verifies its sha256 on the way in). */
+  private async putFile(blobPath: string, path: string, size: number, onProgress?: (sent: number, total: number) => void): Promise<T.BlobView> {
     let sent = 0;
     const body = Readable.toWeb(
       createReadStream(path).on('data', (c) => {
@@ -132,6 +134,11 @@ export class BoxgridClient {
       body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
     });
     return this.parse<T.BlobView>(res);
+  }
+
+  taskLog(project: string, target: { job: number } | { task: number }, after?: number): Promise<T.TaskLogView> {
+    const path = 'job' in target ? `jobs/${target.job}` : `tasks/${target.task}`;
+    return this.json('GET', `/v1/projects/${enc(project)}/${path}/log${after === undefined ? '' : `?after=${after}`}`);
   }
 
   async download(project: string, sha256: string): Promise<Response> {
@@ -164,13 +171,43 @@ export class BoxgridClient {
     }
   }
 
+  // ── the agent protocol (with a host credential as the token) ──
+  // Every call here is idempotent on the server (see service/agent-protocol.ts), so each is retried.
+  enroll(body: T.EnrollBody): Promise<T.EnrollView> {
+    return this.json('POST', '/agent/v1/enroll', body, { retry: true });
+  }
+  agentSelf(): Promise<T.AgentSelf> {
+    return this.json('GET', '/agent/v1/self');
+  }
+  requestWork(body: T.WorkRequestBody): Promise<T.WorkAnswer> {
+    return this.json('POST', '/agent/v1/work', body, { retry: true });
+  }
+  heartbeat(body: T.HeartbeatBody): Promise<T.HeartbeatAnswer> {
+    return this.json('POST', '/agent/v1/heartbeat', body, { retry: true });
+  }
+  reportTask(taskId: number, body: T.ReportBody): Promise<T.ReportAnswer> {
+    return this.json('POST', `/agent/v1/tasks/${taskId}/result`, body, { retry: true });
+  }
+  recordCheckpoint(taskId: number, sha256: string): Promise<{ recorded: boolean }> {
+    return this.json('POST', `/agent/v1/tasks/${taskId}/checkpoint`, { sha256 }, { retry: true });
+  }
+  /** Uploads an output or checkpoint file of a task; the sha256 must already be known. */
+  uploadTaskFile(taskId: number, path: string, sha256: string, size: number): Promise<T.BlobView> {
+    return this.putFile(`/agent/v1/tasks/${taskId}/blobs/${sha256}`, path, size);
+  }
+  async downloadTaskInput(taskId: number, sha256: string, signal?: AbortSignal): Promise<Response> {
+    const res = await this.fetch('GET', `/agent/v1/tasks/${taskId}/blobs/${sha256}`, signal ? { signal } : {});
+    if (!res.ok) await this.parse(res);
+    return res;
+  }
+
   // ── plumbing ──
-  private async json<R>(method: string, path: string, body?: unknown, opts: { idempotent?: boolean } = {}): Promise<R> {
+  private async json<R>(method: string, path: string, body?: unknown, opts: { idempotent?: boolean; retry?: boolean } = {}): Promise<R> {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     // GETs are naturally idempotent; submissions become so with a key that stays the same across retries.
     if (opts.idempotent) headers['idempotency-key'] = randomUUID();
-    const retryable = method === 'GET' || method === 'HEAD' || opts.idempotent === true;
+    const retryable = method === 'GET' || method === 'HEAD' || opts.idempotent === true || opts.retry === true;
     const payload = body === undefined ? undefined : JSON.stringify(body);
     for (let attempt = 0; ; attempt++) {
       try {
@@ -219,3 +256,11 @@ export class BoxgridClient {
 }
 
 const enc = encodeURIComponent;
+
+/** A file's size and sha256, read once. */
+export async function hashFile(path: string): Promise<{ size: number; sha256: string }> {
+  const { size } = await stat(path);
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return { size, sha256: hash.digest('hex') };
+}

@@ -4,9 +4,10 @@ import type { Role } from '../domain/roles.js';
 import type { JobState } from '../domain/states.js';
 import type { SweepSpec } from '../domain/sweep.js';
 import type { AppInput, AppVersionInput } from '../service/apps.js';
+import type { TaskOutcome } from '../domain/outcomes.js';
 import type { JobTemplate } from '../service/jobs.js';
 
-export type { AppInput, AppVersionInput, JobTemplate, Role, JobState, Resources, SweepSpec };
+export type { AppInput, AppVersionInput, JobTemplate, Role, JobState, Resources, SweepSpec, TaskOutcome };
 export type Counts = Record<JobState, number>;
 
 export interface UserView { id: number; name: string; operator: boolean; createdAt: string }
@@ -22,7 +23,7 @@ export interface TokenView { token: string; id: string; user: string; expiresAt:
 export interface AppView {
   id: number; name: string; version: number; description: string; image: string; imageDigest: string | null;
   command: string[]; resources: Resources; maxRuntimeSeconds: number; maxAttempts: number; replicas: number;
-  quorum: number; checkpointing: boolean; platforms: string[]; createdAt: string;
+  quorum: number; checkpointing: boolean; platforms: string[]; nativeCommand: string[] | null; createdAt: string;
 }
 
 export interface JobSubmit extends JobTemplate { app: string; appVersion?: number }
@@ -39,12 +40,42 @@ export interface JobView {
   id: number; app: string; appVersion: number; batchId: number | null; state: JobState; args: string[];
   env: Record<string, string>; inputs: Record<string, string>; resources: Partial<Resources>; priority: number;
   deadline: string | null; labels: Record<string, string>; params: Record<string, string | number>; attempts: number;
-  reason: string | null; createdAt: string; updatedAt: string; finishedAt: string | null;
+  reason: string | null; createdAt: string; updatedAt: string; finishedAt: string | null; checkpoint: string | null;
 }
 export interface TaskView {
-  id: number; hostId: number; attempt: number; replica: number; state: string; leaseExpiresAt: string;
-  createdAt: string; endedAt: string | null; exitCode: number | null; reason: string | null;
+  id: number; hostId: number; attempt: number; replica: number; state: string; runtime: string; leaseExpiresAt: string;
+  createdAt: string; startedAt: string | null; endedAt: string | null; exitCode: number | null; reason: string | null;
+  outcome: { kind: string; [k: string]: unknown } | null; progress: number | null;
+  usage: { cpuSeconds: number; peakMemoryMiB: number } | null; durationMs: number | null;
+  outputs: Record<string, { sha256: string; size: number }>;
 }
+export interface TaskLogView { taskId: number; jobId: number; state: string; text: string; start: number; end: number; done: boolean }
 export interface JobQuery { state?: JobState; app?: string; batch?: number; label?: string; limit?: number; cursor?: string }
 export interface BlobView { sha256: string; size: number; createdAt: string }
 export interface StreamEvent { type: string; id: string | undefined; data: Record<string, unknown> }
+
+// ── the agent protocol ──
+export type RuntimeKind = 'docker' | 'native';
+export interface EnrollBody {
+  enrollToken: string; name: string; resources: Resources; platform: string; credentialId: string; credentialHash: string;
+}
+export interface EnrollView { hostId: number; name: string; siteId: number; replayed: boolean }
+export interface AgentSelf { id: number; name: string; state: string; resources: Resources; platform: string }
+export interface WorkRequestBody { requestId: string; free: Resources; maxTasks: number; runtimes: RuntimeKind[] }
+export interface TaskAssignment {
+  taskId: number; jobId: number; project: string; attempt: number; runtime: RuntimeKind; leaseExpiresAt: string;
+  image: string; imageDigest: string | null; command: string[]; env: Record<string, string>; resources: Resources;
+  maxRuntimeSeconds: number; checkpointing: boolean; checkpoint: string | null;
+  inputs: Array<{ name: string; sha256: string; size: number }>;
+}
+export interface WorkAnswer { tasks: TaskAssignment[]; retryAfterMs: number; heartbeatSeconds: number; replayed: boolean }
+export interface LogChunk { offset: number; text: string }
+export interface TaskUsage { cpuSeconds: number; peakMemoryMiB: number }
+export interface HeartbeatBody { tasks: Array<{ taskId: number; progress?: number; usage?: TaskUsage; log?: LogChunk }> }
+export interface HeartbeatAnswer {
+  leases: Array<{ taskId: number; leaseExpiresAt: string }>; abort: Array<{ taskId: number; reason: string }>; heartbeatSeconds: number;
+}
+export interface ReportBody {
+  outcome: TaskOutcome; durationMs: number; usage?: TaskUsage; outputs?: Record<string, { sha256: string; size: number }>; log?: LogChunk;
+}
+export interface ReportAnswer { taskState: string; jobState: string; replayed: boolean }

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'already_exists'
   | 'conflict'
   | 'illegal_transition'
+  | 'lease_expired'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'digest_mismatch'
@@ -27,6 +28,7 @@ const STATUS: Record<ErrorCode, number> = {
   already_exists: 409,
   conflict: 409,
   illegal_transition: 409,
+  lease_expired: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   digest_mismatch: 422,

@@ -1,6 +1,11 @@
+import type { TaskOutcome, TaskUsage } from './outcomes.js';
 import type { Resources } from './resources.js';
 import type { Role } from './roles.js';
 import type { HostState, JobState, TaskState } from './states.js';
+
+/** How a task runs on a host: in a container, or as a plain process on a trusted host. */
+export type RuntimeKind = 'docker' | 'native';
+export const RUNTIME_KINDS: readonly RuntimeKind[] = ['docker', 'native'];
 
 /** Times are epoch milliseconds inside boxgrid; the HTTP layer renders them as ISO 8601. */
 export type Millis = number;
@@ -58,6 +63,11 @@ export interface AppSpec {
   checkpointing: boolean;
   /** OCI platforms the image runs on, e.g. "linux/amd64". */
   platforms: string[];
+  /**
+   * The command to run outside a container on trusted hosts that enable the native runtime;
+   * null: the app runs only in its image.
+   */
+  nativeCommand: string[] | null;
 }
 
 /** One immutable version of an app. New versions are new rows; jobs pin the version they were submitted against. */
@@ -95,6 +105,8 @@ export interface Job extends JobSpec {
   createdAt: Millis;
   updatedAt: Millis;
   finishedAt: Millis | null;
+  /** The latest checkpoint a task of this job uploaded (sha256 of a tar of /checkpoint); the next task resumes from it. */
+  checkpoint: string | null;
 }
 
 export interface Batch {
@@ -116,11 +128,26 @@ export interface Task {
   attempt: number;
   replica: number;
   state: TaskState;
+  runtime: RuntimeKind;
   leaseExpiresAt: Millis;
   createdAt: Millis;
+  /** When the agent first said the task was running. */
+  startedAt: Millis | null;
   endedAt: Millis | null;
   exitCode: number | null;
   reason: string | null;
+  /** 0..1 as the task last reported it through its agent, when it reports any. */
+  progress: number | null;
+  usage: TaskUsage | null;
+  outcome: TaskOutcome | null;
+  durationMs: number | null;
+  /** Files the task left in /out: name → blob. */
+  outputs: Record<string, OutputFile>;
+}
+
+export interface OutputFile {
+  sha256: string;
+  size: number;
 }
 
 /** Buys host credentials at one site: limited in uses and time, revocable. */

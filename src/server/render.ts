@@ -8,7 +8,8 @@ export function renderApp(a: App) {
   return {
     id: a.id, name: a.name, version: a.version, description: a.description, image: a.image, imageDigest: a.imageDigest,
     command: a.command, resources: a.resources, maxRuntimeSeconds: a.maxRuntimeSeconds, maxAttempts: a.maxAttempts,
-    replicas: a.replicas, quorum: a.quorum, checkpointing: a.checkpointing, platforms: a.platforms, createdAt: iso(a.createdAt),
+    replicas: a.replicas, quorum: a.quorum, checkpointing: a.checkpointing, platforms: a.platforms,
+    nativeCommand: a.nativeCommand, createdAt: iso(a.createdAt),
   };
 }
 
@@ -17,14 +18,16 @@ export function renderJob(j: Job) {
     id: j.id, app: j.appName, appVersion: j.appVersion, batchId: j.batchId, state: j.state, args: j.args, env: j.env,
     inputs: j.inputs, resources: j.resources, priority: j.priority, deadline: isoOrNull(j.deadline), labels: j.labels,
     params: j.params, attempts: j.attempts, reason: j.reason, createdAt: iso(j.createdAt), updatedAt: iso(j.updatedAt),
-    finishedAt: isoOrNull(j.finishedAt),
+    finishedAt: isoOrNull(j.finishedAt), checkpoint: j.checkpoint,
   };
 }
 
 export function renderTask(t: Task) {
   return {
-    id: t.id, hostId: t.hostId, attempt: t.attempt, replica: t.replica, state: t.state, leaseExpiresAt: iso(t.leaseExpiresAt),
-    createdAt: iso(t.createdAt), endedAt: isoOrNull(t.endedAt), exitCode: t.exitCode, reason: t.reason,
+    id: t.id, hostId: t.hostId, attempt: t.attempt, replica: t.replica, state: t.state, runtime: t.runtime,
+    leaseExpiresAt: iso(t.leaseExpiresAt), createdAt: iso(t.createdAt), startedAt: isoOrNull(t.startedAt), endedAt: isoOrNull(t.endedAt),
+    exitCode: t.exitCode, reason: t.reason, outcome: t.outcome, progress: t.progress, usage: t.usage, durationMs: t.durationMs,
+    outputs: t.outputs,
   };
 }
 

@@ -1,7 +1,8 @@
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { FsBlobStore } from '../blobs/fs-blob-store.js';
-import { DEFAULT_LIMITS, type Limits, type ServiceContext } from '../service/context.js';
+import { DEFAULT_LIMITS, DEFAULT_TIMING, type AgentTiming, type Limits, type ServiceContext } from '../service/context.js';
 import { EventBus } from '../service/events.js';
+import { LeaseSweeper } from '../service/lease-sweeper.js';
 import { AccessService } from '../service/access.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
@@ -14,6 +15,7 @@ export interface ServerOptions {
   port: number;
   logger?: boolean | object;
   limits?: Partial<Limits>;
+  timing?: Partial<AgentTiming>;
   http?: Partial<HttpOptions>;
   /** Use this store instead of the data dir's SQLite file (conformance and PostgreSQL runs). */
   store?: Store;
@@ -23,6 +25,8 @@ export interface RunningServer {
   url: string;
   app: Api;
   ctx: ServiceContext;
+  /** Expires leases on its own every `timing.sweepSeconds`; `sweep()` runs a pass now (tests, tools). */
+  sweeper: LeaseSweeper;
   /** The bootstrap admin token if this start created it (first start only). */
   adminToken: string | null;
   close(): Promise<void>;
@@ -46,14 +50,17 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     events: new EventBus(),
     now: Date.now,
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
+    timing: { ...DEFAULT_TIMING, ...opts.timing },
   };
   const adminToken = await new AccessService(ctx).bootstrap(async (token) => {
     await writeFile(files.adminToken, token + '\n', { mode: 0o600 });
     await chmod(files.adminToken, 0o600); // mode above applies only when the file is new
   });
   await ctx.blobs.sweepTemporary?.(ctx.now() - 3600_000);
+  const sweeper = new LeaseSweeper(ctx);
   const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http });
   await app.listen({ host: opts.host, port: opts.port });
+  sweeper.start();
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : opts.port;
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
@@ -61,10 +68,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await writeFile(files.serverInfo, JSON.stringify({ url, pid: process.pid }) + '\n', { mode: 0o600 });
   let closed = false;
   return {
-    url, app, ctx, adminToken,
+    url, app, ctx, sweeper, adminToken,
     async close() {
       if (closed) return;
       closed = true;
+      await sweeper.stop();
       await app.close();
       await store.close();
       await rm(files.serverInfo, { force: true });

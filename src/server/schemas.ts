@@ -40,6 +40,7 @@ const AppFields = {
   quorum: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
   checkpointing: Type.Optional(Type.Boolean()),
   platforms: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 16 })),
+  nativeCommand: Type.Optional(Nullable(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256, description: 'run outside a container on hosts that enable the native runtime' }))),
 };
 export const AppCreate = Type.Object({ name: Name, ...AppFields }, Strict);
 export const AppVersionCreate = Type.Object({ ...AppFields, image: Type.Optional(AppFields.image) }, { ...Strict, description: 'Omitted fields are copied from the latest version.' });
@@ -49,7 +50,7 @@ export const App = Type.Object({
   image: Type.String(), imageDigest: Nullable(Type.String()), command: Type.Array(Type.String()),
   resources: Resources, maxRuntimeSeconds: Type.Integer(), maxAttempts: Type.Integer(),
   replicas: Type.Integer(), quorum: Type.Integer(), checkpointing: Type.Boolean(),
-  platforms: Type.Array(Type.String()), createdAt: Type.String({ format: 'date-time' }),
+  platforms: Type.Array(Type.String()), nativeCommand: Nullable(Type.Array(Type.String())), createdAt: Type.String({ format: 'date-time' }),
 });
 
 const JobFields = {
@@ -93,12 +94,25 @@ export const Job = Type.Object({
   priority: Type.Integer(), deadline: Nullable(Type.String()), labels: Type.Record(Type.String(), Type.String()),
   params: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number()])), attempts: Type.Integer(),
   reason: Nullable(Type.String()), createdAt: Type.String(), updatedAt: Type.String(), finishedAt: Nullable(Type.String()),
+  checkpoint: Nullable(Type.String({ description: 'sha256 of the latest checkpoint (a tar of /checkpoint) a task uploaded; the next task resumes from it' })),
 });
 
 export const Task = Type.Object({
   id: Type.Integer(), hostId: Type.Integer(), attempt: Type.Integer(), replica: Type.Integer(), state: Type.String(),
-  leaseExpiresAt: Type.String(), createdAt: Type.String(), endedAt: Nullable(Type.String()),
-  exitCode: Nullable(Type.Integer()), reason: Nullable(Type.String()),
+  runtime: Type.String(), leaseExpiresAt: Type.String(), createdAt: Type.String(), startedAt: Nullable(Type.String()),
+  endedAt: Nullable(Type.String()), exitCode: Nullable(Type.Integer()), reason: Nullable(Type.String()),
+  outcome: Nullable(Type.Object({ kind: Type.String() }, { additionalProperties: true })),
+  progress: Nullable(Type.Number()),
+  usage: Nullable(Type.Object({ cpuSeconds: Type.Number(), peakMemoryMiB: Type.Number() })),
+  durationMs: Nullable(Type.Integer()),
+  outputs: Type.Record(Type.String(), Type.Object({ sha256: Type.String(), size: Type.Integer() }), { description: 'files the task left in /out' }),
+});
+
+export const TaskLog = Type.Object({
+  taskId: Type.Integer(), jobId: Type.Integer(), state: Type.String(),
+  text: Type.String({ description: 'the stored output from `start` on (the tail of at most 64 KiB)' }),
+  start: Type.Integer(), end: Type.Integer({ description: 'pass as ?after= to get only what comes next' }),
+  done: Type.Boolean({ description: 'the task has ended: no more output will come' }),
 });
 
 export const Batch = Type.Object({

@@ -9,6 +9,7 @@ import type { ServiceContext } from '../service/context.js';
 import { JobService } from '../service/jobs.js';
 import { EnrollmentService } from '../service/enrollment.js';
 import { HostService } from '../service/hosts.js';
+import { AgentProtocolService } from '../service/agent-protocol.js';
 
 /** The application services the routes call; routes hold no logic of their own. */
 export class Services {
@@ -18,6 +19,7 @@ export class Services {
   readonly blobs: BlobService;
   readonly enrollment: EnrollmentService;
   readonly hosts: HostService;
+  readonly agent: AgentProtocolService;
 
   constructor(readonly ctx: ServiceContext) {
     this.access = new AccessService(ctx);
@@ -26,6 +28,7 @@ export class Services {
     this.blobs = new BlobService(ctx);
     this.enrollment = new EnrollmentService(ctx);
     this.hosts = new HostService(ctx);
+    this.agent = new AgentProtocolService(ctx);
   }
 }
 

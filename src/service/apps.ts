@@ -19,6 +19,7 @@ export interface AppInput {
   quorum?: number;
   checkpointing?: boolean;
   platforms?: string[];
+  nativeCommand?: string[] | null;
 }
 
 /** A new version: every field optional, omitted ones come from the latest version. */
@@ -39,6 +40,9 @@ export function appSpecFrom(input: AppInput): AppSpec {
   const replicas = input.replicas ?? 1;
   const quorum = input.quorum ?? replicas;
   if (quorum > replicas) throw invalid('quorum', `must not exceed replicas (${replicas})`);
+  if (input.nativeCommand !== undefined && input.nativeCommand !== null && input.nativeCommand.length === 0) {
+    throw invalid('nativeCommand', 'must name a program (or be null for container-only apps)');
+  }
   for (const [i, p] of (input.platforms ?? []).entries()) {
     if (!PLATFORM_RE.test(p)) throw invalid(`platforms/${i}`, `"${p}" is not os/arch[/variant], e.g. linux/amd64`);
   }
@@ -55,6 +59,7 @@ export function appSpecFrom(input: AppInput): AppSpec {
     quorum,
     checkpointing: input.checkpointing ?? false,
     platforms: input.platforms ?? ['linux/amd64'],
+    nativeCommand: input.nativeCommand ?? null,
   };
 }
 
@@ -85,6 +90,7 @@ export class AppService {
       quorum: input.quorum ?? (input.replicas !== undefined ? input.replicas : latest.quorum),
       checkpointing: input.checkpointing ?? latest.checkpointing,
       platforms: input.platforms ?? latest.platforms,
+      nativeCommand: input.nativeCommand === undefined ? latest.nativeCommand : input.nativeCommand,
     };
     // A digest belongs to an image: keep the old one only while the image stays the same.
     const digest = input.imageDigest ?? (imageChanged ? undefined : latest.imageDigest ?? undefined);

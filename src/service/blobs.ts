@@ -24,8 +24,13 @@ export class BlobService {
    * must not grant access to content.
    */
   async put(access: ProjectAccess, sha256: string, body: Readable, declaredLength: number | undefined): Promise<{ blob: BlobRecord; created: boolean }> {
+    return this.putInProject(access.project.id, sha256, body, declaredLength);
+  }
+
+  /** `put` for a project the caller was checked against some other way (an agent's task). */
+  async putInProject(projectId: number, sha256: string, body: Readable, declaredLength: number | undefined): Promise<{ blob: BlobRecord; created: boolean }> {
     checkDigest(sha256);
-    const existing = await this.ctx.store.getBlobRef(access.project.id, sha256);
+    const existing = await this.ctx.store.getBlobRef(projectId, sha256);
     if (existing) {
       body.resume(); // drain: the connection may be reused
       return { blob: existing, created: false };
@@ -36,7 +41,7 @@ export class BlobService {
     }
     const { size } = await this.ctx.blobs.put(sha256, body, max);
     const blob: BlobRecord = { sha256, size, createdAt: this.ctx.now() };
-    await this.ctx.store.recordBlob(access.project.id, blob);
+    await this.ctx.store.recordBlob(projectId, blob);
     return { blob, created: true };
   }
 
@@ -44,11 +49,22 @@ export class BlobService {
    * The project's blob, checked once: its record (for size and Range) and a way to read the
    * bytes without looking it up again.
    */
-  async open(access: ProjectAccess, sha256: string): Promise<{ blob: BlobRecord; read: (range?: { start: number; end: number }) => Readable }> {
-    const blob = await this.find(access, sha256);
+  async open(access: ProjectAccess, sha256: string): Promise<OpenBlob> {
+    return this.openInProject(access.project.id, sha256);
+  }
+
+  /** `open` for a project the caller was checked against some other way (an agent's task). */
+  async openInProject(projectId: number, sha256: string): Promise<OpenBlob> {
+    checkDigest(sha256);
+    const blob = await this.ctx.store.getBlobRef(projectId, sha256);
     if (!blob) throw notFound(`blob ${sha256}`);
     return { blob, read: (range) => this.ctx.blobs.read(sha256, range) };
   }
+}
+
+export interface OpenBlob {
+  blob: BlobRecord;
+  read: (range?: { start: number; end: number }) => Readable;
 }
 
 function checkDigest(sha256: string): void {

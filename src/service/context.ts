@@ -20,6 +20,20 @@ export const DEFAULT_LIMITS: Limits = {
   maxBatchBytes: 256 * 1024 * 1024,
 };
 
+/** The agent protocol's clock: how long leases last and how often agents should call. */
+export interface AgentTiming {
+  /** A task's lease: an agent that has not heartbeated for this long has lost it. */
+  leaseSeconds: number;
+  /** How often agents heartbeat; well inside the lease, so one lost heartbeat costs nothing. */
+  heartbeatSeconds: number;
+  /** The delay suggested to an agent that got no work (jittered, so hosts do not call in step). */
+  idlePollSeconds: number;
+  /** How often the server looks for expired leases. */
+  sweepSeconds: number;
+}
+
+export const DEFAULT_TIMING: AgentTiming = { leaseSeconds: 180, heartbeatSeconds: 30, idlePollSeconds: 15, sweepSeconds: 10 };
+
 /** What every service needs: the ports, the event bus, the clock and the limits. */
 export interface ServiceContext {
   store: Store;
@@ -27,4 +41,5 @@ export interface ServiceContext {
   events: EventBus;
   now: () => number;
   limits: Limits;
+  timing: AgentTiming;
 }

@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
+import { canonicalHash } from './canonical.js';
 import { SHA256_RE } from '../blobs/blob-store.js';
 import { BoxgridError, invalid, notFound } from '../domain/errors.js';
 import type { App, Batch, Job, JobSpec, StateCounts, Task } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
-import type { JobState } from '../domain/states.js';
-import { jobMachine } from '../domain/states.js';
+import { jobMachine, taskMachine, type JobState, type TaskState } from '../domain/states.js';
 import { expandSweep, substitute, sweepSize, type SweepPoint, type SweepSpec } from '../domain/sweep.js';
 import type { JobFilter } from '../store/store.js';
 import type { ProjectAccess } from './access.js';
@@ -139,6 +138,30 @@ export class JobService {
     const job = await this.ctx.store.getJob(access.project.id, id);
     if (!job) throw notFound(`job ${id}`);
     return { job, tasks: await this.ctx.store.listTasks(id) };
+  }
+
+  /**
+   * A task's stored output from `after` on (what the store still holds of it: the tail). With a
+   * job instead of a task, its latest task's.
+   */
+  async log(access: ProjectAccess, target: { taskId: number } | { jobId: number }, after = 0): Promise<TaskLogPage> {
+    let taskId: number;
+    if ('jobId' in target) {
+      const { tasks } = await this.get(access, target.jobId);
+      const latest = tasks.at(-1);
+      if (!latest) throw new BoxgridError('not_found', `job ${target.jobId} has not run yet: it has no log`);
+      taskId = latest.id;
+    } else {
+      taskId = target.taskId;
+    }
+    const log = await this.ctx.store.getTaskLog(access.project.id, taskId);
+    if (!log) throw notFound(`task ${taskId}`);
+    const textStart = log.endOffset - log.text.length;
+    const start = Math.min(Math.max(after, textStart), log.endOffset);
+    return {
+      taskId: log.taskId, jobId: log.jobId, state: log.state, text: log.text.slice(start - textStart), start, end: log.endOffset,
+      done: taskMachine.isTerminal(log.state),
+    };
   }
 
   async list(access: ProjectAccess, filter: JobFilter, limit: number, cursor?: string): Promise<{ jobs: Job[]; nextCursor: string | null }> {
@@ -312,6 +335,16 @@ function isEmpty(o: object): boolean {
   return true;
 }
 
+export interface TaskLogPage {
+  taskId: number;
+  jobId: number;
+  state: TaskState;
+  text: string;
+  start: number;
+  end: number;
+  done: boolean;
+}
+
 /**
  * Keys are scoped to the user as well as the project (two people's "retry-1" are different
  * requests), and the body is hashed with sorted keys, so a retry that re-serialised the same
@@ -319,10 +352,7 @@ function isEmpty(o: object): boolean {
  */
 function idemFor(access: ProjectAccess, idem: Idempotency | null): { key: string; requestHash: string } | null {
   if (!idem) return null;
-  const canonical = JSON.stringify(idem.body, (_k, v: unknown) =>
-    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]])) : v,
-  );
-  return { key: `${access.user.id}:${idem.key}`, requestHash: createHash('sha256').update(canonical).digest('hex') };
+  return { key: `${access.user.id}:${idem.key}`, requestHash: canonicalHash(idem.body) };
 }
 
 export function encodeCursor(id: number): string {

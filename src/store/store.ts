@@ -3,7 +3,10 @@ import type {
   TokenRecord, User,
 } from '../domain/model.js';
 import type { Role } from '../domain/roles.js';
-import type { JobState } from '../domain/states.js';
+import type { JobState, TaskState } from '../domain/states.js';
+import type { TaskOutcome, TaskUsage } from '../domain/outcomes.js';
+import type { OutputFile } from '../domain/model.js';
+import type { Candidate, Match } from '../scheduling/match.js';
 import type { Resources } from '../domain/resources.js';
 
 /**
@@ -98,6 +101,113 @@ export interface Store {
    * back and no use is spent; with another hash it is `conflict`.
    */
   enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }>;
+
+  // ── the agent protocol ──────────────────────────────────────────────────
+  /**
+   * Hands a host work, in one transaction: reads up to `scan` queued jobs (priority, then
+   * age), lets `choose` (pure scheduling policy) pick among them, and for each pick creates an
+   * `assigned` task under a lease and moves the job to `running`, counting an attempt. A
+   * repeated `requestId` from the same host is a retry: the tasks it created come back (those
+   * still active) and nothing new is claimed.
+   */
+  claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult>;
+  /**
+   * One call for all the tasks a host runs: each live task of a running job gets its lease
+   * extended (and `running` if it was `assigned`), its progress, usage and log recorded; the
+   * rest come back in `abort`. Marks the host seen.
+   */
+  heartbeat(req: HeartbeatRequest, now: Millis): Promise<HeartbeatResult>;
+  /**
+   * Ends a task with its agent's report and settles its job (see domain/outcomes.ts `settle`),
+   * in one transaction. The same report again is a replay and changes nothing; another
+   * report for an ended task is `conflict`; a report for a task whose lease expired first is
+   * `lease_expired`.
+   */
+  reportTask(req: ReportRequest, now: Millis): Promise<ReportResult>;
+  /** A task of this host with its job (for its inputs and project), or null. */
+  getHostTask(hostId: number, taskId: number): Promise<{ task: Task; job: Job } | null>;
+  /** Records the job's latest checkpoint; only while the task is active on that host. */
+  recordCheckpoint(hostId: number, taskId: number, sha256: string, now: Millis): Promise<boolean>;
+  /**
+   * Marks every active task whose lease ended before `now` as lost and puts its job back in
+   * the queue (or fails it when its attempts are spent). Safe to run again, and from several
+   * servers: a task is expired once.
+   */
+  expireLeases(now: Millis, limit: number): Promise<ExpiredTask[]>;
+  /** A task of the project (through its job) with its stored log tail. */
+  getTaskLog(projectId: number, taskId: number): Promise<TaskLog | null>;
+}
+
+export interface ClaimRequest {
+  hostId: number;
+  requestId: string;
+  /** How many queued jobs to consider. */
+  scan: number;
+  leaseMs: number;
+  choose: (candidates: Candidate[]) => Match[];
+}
+
+export interface ClaimedTask {
+  task: Task;
+  job: Job;
+  app: App;
+  projectName: string;
+}
+
+export interface ClaimResult {
+  tasks: ClaimedTask[];
+  replayed: boolean;
+}
+
+export interface LogChunk {
+  /** Where `text` starts in the task's whole output (UTF-16 code units). */
+  offset: number;
+  text: string;
+}
+
+export interface HeartbeatRequest {
+  hostId: number;
+  leaseMs: number;
+  tasks: Array<{ taskId: number; progress: number | null; usage: TaskUsage | null; log: LogChunk | null }>;
+}
+
+export interface HeartbeatResult {
+  leases: Array<{ taskId: number; leaseExpiresAt: Millis }>;
+  abort: Array<{ taskId: number; reason: string }>;
+}
+
+export interface ReportRequest {
+  hostId: number;
+  taskId: number;
+  outcome: TaskOutcome;
+  durationMs: number;
+  usage: TaskUsage | null;
+  outputs: Record<string, OutputFile>;
+  log: LogChunk | null;
+  /** A hash of the report's content: a replay carries the same one. */
+  reportHash: string;
+}
+
+export interface ReportResult {
+  task: Task;
+  job: Job;
+  /** The job's state before the report, to tell whether it changed. */
+  jobStateBefore: JobState;
+  replayed: boolean;
+}
+
+export interface ExpiredTask {
+  taskId: number;
+  job: Job;
+}
+
+export interface TaskLog {
+  taskId: number;
+  jobId: number;
+  state: TaskState;
+  text: string;
+  /** Offset just past the stored text in the task's whole output; text starts at endOffset - text.length. */
+  endOffset: number;
 }
 
 export interface Bootstrap {

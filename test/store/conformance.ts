@@ -38,6 +38,7 @@ export function appSpec(name: string, overrides: Partial<AppSpec> = {}): AppSpec
     replicas: 1,
     quorum: 1,
     checkpointing: false,
+    nativeCommand: null,
     platforms: ['linux/amd64'],
     ...overrides,
   };

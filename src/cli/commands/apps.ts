@@ -18,6 +18,7 @@ interface AppFlags {
   quorum?: string;
   checkpointing?: boolean;
   platform?: string[];
+  nativeCommand?: string;
 }
 
 function appOptions(c: Command, imageRequired: boolean): Command {
@@ -35,7 +36,8 @@ function appOptions(c: Command, imageRequired: boolean): Command {
     .option('--replicas <n>', 'replicas per job, for validation (default 1)')
     .option('--quorum <n>', 'agreeing replicas needed (default: replicas)')
     .option('--checkpointing', 'the app writes /checkpoint and can resume from it')
-    .option('--platform <os/arch...>', 'platforms the image runs on (default linux/amd64)');
+    .option('--platform <os/arch...>', 'platforms the image runs on (default linux/amd64)')
+    .option('--native-command <cmd>', 'also runnable without a container on hosts started with --native (same syntax as --command)');
 }
 
 function toInput(o: AppFlags): AppVersionInput {
@@ -56,6 +58,7 @@ function toInput(o: AppFlags): AppVersionInput {
   set('quorum', num(o.quorum, '--quorum'));
   if (o.checkpointing) input.checkpointing = true;
   set('platforms', o.platform);
+  if (o.nativeCommand !== undefined) input.nativeCommand = parseCommand(o.nativeCommand);
   return input;
 }
 
@@ -84,6 +87,7 @@ export function describeApp(a: AppView): string {
     `  runtime:     at most ${a.maxRuntimeSeconds} s, ${a.maxAttempts} attempts`,
     `  replication: ${a.replicas} replicas, quorum ${a.quorum}${a.checkpointing ? ', checkpointing' : ''}`,
     `  platforms:   ${a.platforms.join(', ')}`,
+    ...(a.nativeCommand ? [`  native:      ${JSON.stringify(a.nativeCommand)}`] : []),
   ].join('\n');
 }
 

@@ -1,12 +1,15 @@
 import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import type { Readable } from 'node:stream';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { BlobRecord } from '../../domain/model.js';
+import type { OpenBlob } from '../../service/blobs.js';
 import { BoxgridError } from '../../domain/errors.js';
 import { projectAccess, type Services } from '../services.js';
 import { BlobParams } from '../schemas.js';
 import type { Api } from '../server.js';
 
-const BlobInfo = Type.Object({ sha256: Type.String(), size: Type.Integer(), createdAt: Type.String() });
+export const BlobInfo = Type.Object({ sha256: Type.String(), size: Type.Integer(), createdAt: Type.String() });
 
 export function registerBlobRoutes(app: Api, s: Services): void {
   const tags = ['blobs'];
@@ -20,21 +23,7 @@ export function registerBlobRoutes(app: Api, s: Services): void {
     },
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'submit');
-      if (!req.headers['content-type']?.startsWith('application/octet-stream')) {
-        throw new BoxgridError('unsupported_media_type', 'send the blob as Content-Type: application/octet-stream', { field: 'headers/content-type' });
-      }
-      const length = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
-      let stored: Awaited<ReturnType<typeof s.blobs.put>>;
-      try {
-        stored = await inPart('params', s.blobs.put(access, req.params.sha256, req.body as Readable, length));
-      } catch (e) {
-        // The rest of the body was not read: close the connection after answering, or it
-        // would sit paused and unusable (and hold up shutdown).
-        reply.header('connection', 'close');
-        throw e;
-      }
-      const { blob, created } = stored;
-      return reply.code(created ? 201 : 200).send({ sha256: blob.sha256, size: blob.size, createdAt: new Date(blob.createdAt).toISOString() });
+      return receiveBlob(req, reply, (body, length) => s.blobs.put(access, req.params.sha256, body, length));
     },
   );
 
@@ -50,24 +39,55 @@ export function registerBlobRoutes(app: Api, s: Services): void {
     { exposeHeadRoute: false, schema: { tags, params: BlobParams, description: 'Download a blob; a single HTTP Range is honoured.' } },
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'read');
-      const { blob: found, read } = await inPart('params', s.blobs.open(access, req.params.sha256));
-      let range: { start: number; end: number } | null;
-      try {
-        range = parseRange(req.headers.range, found.size);
-      } catch (e) {
-        reply.header('content-range', `bytes */${found.size}`); // RFC 9110: say what the size is
-        throw e;
-      }
-      const stream = read(range ?? undefined);
-      reply.header('accept-ranges', 'bytes').header('etag', `"${found.sha256}"`).type('application/octet-stream');
-      if (range) {
-        reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${found.size}`).header('content-length', range.end - range.start + 1);
-      } else {
-        reply.header('content-length', found.size);
-      }
-      return reply.send(stream);
+      return sendBlob(req, reply, await inPart('params', s.blobs.open(access, req.params.sha256)));
     },
   );
+}
+
+/**
+ * Stores an upload (application/octet-stream, streamed) through `put` and answers 201 when it
+ * was new, 200 when it was already there.
+ */
+export async function receiveBlob(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  put: (body: Readable, length: number | undefined) => Promise<{ blob: BlobRecord; created: boolean }>,
+): Promise<FastifyReply> {
+  if (!req.headers['content-type']?.startsWith('application/octet-stream')) {
+    throw new BoxgridError('unsupported_media_type', 'send the blob as Content-Type: application/octet-stream', { field: 'headers/content-type' });
+  }
+  const length = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+  let stored: { blob: BlobRecord; created: boolean };
+  try {
+    stored = await inPart('params', put(req.body as Readable, length));
+  } catch (e) {
+    // The rest of the body was not read: close the connection after answering, or it
+    // would sit paused and unusable (and hold up shutdown).
+    reply.header('connection', 'close');
+    throw e;
+  }
+  const { blob, created } = stored;
+  return reply.code(created ? 201 : 200).send({ sha256: blob.sha256, size: blob.size, createdAt: new Date(blob.createdAt).toISOString() });
+}
+
+/** Sends a blob, honouring a single HTTP Range. */
+export function sendBlob(req: FastifyRequest, reply: FastifyReply, opened: OpenBlob): FastifyReply {
+  const { blob: found, read } = opened;
+  let range: { start: number; end: number } | null;
+  try {
+    range = parseRange(req.headers.range, found.size);
+  } catch (e) {
+    reply.header('content-range', `bytes */${found.size}`); // RFC 9110: say what the size is
+    throw e;
+  }
+  const stream = read(range ?? undefined);
+  reply.header('accept-ranges', 'bytes').header('etag', `"${found.sha256}"`).type('application/octet-stream');
+  if (range) {
+    reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${found.size}`).header('content-length', range.end - range.start + 1);
+  } else {
+    reply.header('content-length', found.size);
+  }
+  return reply.send(stream);
 }
 
 /**

@@ -2,7 +2,7 @@ import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import { invalid } from '../../domain/errors.js';
 import { projectAccess, type Services } from '../services.js';
-import { IdParams, Job, JobCreate, JobListQuery, ProjectParams, SubmitResponse, Task } from '../schemas.js';
+import { IdParams, Job, JobCreate, JobListQuery, ProjectParams, SubmitResponse, Task, TaskLog } from '../schemas.js';
 import { renderJob, renderTask } from '../render.js';
 import type { Api } from '../server.js';
 import { IdemHeader, idempotencyKey, renderSubmit } from './submit-response.js';
@@ -50,6 +50,24 @@ export function registerJobRoutes(app: Api, s: Services): void {
       const access = await projectAccess(s, req, req.params.project, 'read');
       const { job, tasks } = await s.jobs.get(access, req.params.id);
       return { job: renderJob(job), tasks: tasks.map(renderTask) };
+    },
+  );
+
+  const LogQuery = Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0, description: 'the `end` of the previous answer' })) }, { additionalProperties: false });
+  app.get(
+    '/projects/:project/jobs/:id/log',
+    { schema: { tags, params: IdParams, querystring: LogQuery, description: "The output of the job's latest task.", response: { 200: TaskLog } } },
+    async (req) => {
+      const access = await projectAccess(s, req, req.params.project, 'read');
+      return s.jobs.log(access, { jobId: req.params.id }, req.query.after);
+    },
+  );
+  app.get(
+    '/projects/:project/tasks/:id/log',
+    { schema: { tags, params: IdParams, querystring: LogQuery, description: "A task's output: the stored tail, from `after` on.", response: { 200: TaskLog } } },
+    async (req) => {
+      const access = await projectAccess(s, req, req.params.project, 'read');
+      return s.jobs.log(access, { taskId: req.params.id }, req.query.after);
     },
   );
 

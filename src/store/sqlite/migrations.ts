@@ -154,4 +154,31 @@ CREATE TABLE enroll_tokens (
 ) WITHOUT ROWID;
 `,
   },
+  {
+    version: 3,
+    name: 'agent protocol',
+    // jobs_queued is what a work request scans: queued jobs by priority, then age. Partial, so
+    // it holds only the queue, not the history.
+    sql: `
+ALTER TABLE jobs ADD COLUMN checkpoint TEXT;
+CREATE INDEX jobs_queued ON jobs (priority DESC, id) WHERE state = 'queued';
+ALTER TABLE tasks ADD COLUMN request_id TEXT;
+ALTER TABLE tasks ADD COLUMN runtime TEXT NOT NULL DEFAULT 'docker';
+ALTER TABLE tasks ADD COLUMN started_at INTEGER;
+ALTER TABLE tasks ADD COLUMN progress REAL;
+ALTER TABLE tasks ADD COLUMN usage TEXT;
+ALTER TABLE tasks ADD COLUMN outcome TEXT;
+ALTER TABLE tasks ADD COLUMN duration_ms INTEGER;
+ALTER TABLE tasks ADD COLUMN outputs TEXT;
+ALTER TABLE tasks ADD COLUMN report_hash TEXT;
+CREATE INDEX tasks_by_host_request ON tasks (host_id, request_id);
+CREATE INDEX tasks_by_host_active ON tasks (host_id, id) WHERE state IN ('assigned', 'running');
+CREATE INDEX tasks_by_lease ON tasks (lease_expires_at) WHERE state IN ('assigned', 'running');
+CREATE TABLE task_logs (
+  task_id INTEGER PRIMARY KEY,
+  text TEXT NOT NULL,
+  end_offset INTEGER NOT NULL
+);
+`,
+  },
 ];

@@ -6,10 +6,17 @@ import type {
   App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../../domain/model.js';
+import type { OutputFile, RuntimeKind } from '../../domain/model.js';
+import { describeOutcome, settle, type TaskOutcome, type TaskUsage } from '../../domain/outcomes.js';
+import { withOverrides } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
-import { JOB_STATES, TASK_STATES, jobMachine, taskMachine, type JobState } from '../../domain/states.js';
+import type { Candidate } from '../../scheduling/match.js';
+import { JOB_STATES, TASK_STATES, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { checksum, type Migration } from '../migration.js';
-import type { Bootstrap, EnrollRequest, HostSummary, InsertJobsRequest, InsertJobsResult, JobFilter, Page, Store } from '../store.js';
+import type {
+  Bootstrap, ClaimedTask, ClaimRequest, ClaimResult, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
+  InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
+} from '../store.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 type Row = Record<string, unknown>;
@@ -38,6 +45,8 @@ const JOB_CHUNK = 100;
 const ROW_PARAMS = 3;
 const LABEL_CHUNK = 250;
 const LABEL_PARAMS = 4;
+/** How much of a task's output the store keeps (the tail), UTF-16 code units. */
+const LOG_KEEP = 64 * 1024;
 const CANCELLABLE_SQL = CANCELLABLE.map((s) => `'${s}'`).join(', ');
 
 /**
@@ -645,6 +654,213 @@ export class SqliteStore implements Store {
       .all() as Row[];
     return rows.map((r) => ({ ...mapHost(r), siteName: r.site_name as string, activeTasks: r.active_tasks as number }));
   }
+
+  // ── the agent protocol ──────────────────────────────────────────────────
+
+  async claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult> {
+    return this.db.transaction((): ClaimResult => {
+      this.stmt('UPDATE hosts SET last_seen_at = ? WHERE id = ?').run(now, req.hostId);
+      const prior = this.stmt(`SELECT * FROM tasks WHERE host_id = ? AND request_id = ? ORDER BY id`).all(req.hostId, req.requestId) as Row[];
+      if (prior.length > 0) {
+        const live = prior.map(mapTask).filter((t) => !taskMachine.isTerminal(t.state));
+        return { tasks: live.map((t) => this.claimed(t)), replayed: true };
+      }
+      const rows = this.stmt(`SELECT * FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id LIMIT ?`).all(req.scan) as Row[];
+      const apps = new Map<number, App>();
+      const appOf = (id: number): App => {
+        let a = apps.get(id);
+        if (!a) {
+          a = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(id) as Row);
+          apps.set(id, a);
+        }
+        return a;
+      };
+      const jobs = new Map(rows.map((r) => [r.id as number, mapJob(r)]));
+      const candidates: Candidate[] = [...jobs.values()].map((j) => {
+        const app = appOf(j.appId);
+        return {
+          jobId: j.id, resources: withOverrides(app.resources, j.resources), platforms: app.platforms,
+          runtimes: app.nativeCommand ? ['docker', 'native'] : ['docker'],
+        };
+      });
+      const picks = req.choose(candidates);
+      const insert = this.stmt(
+        `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs)
+         VALUES (?, ?, ?, 0, 'assigned', ?, ?, ?, ?, '{}')`,
+      );
+      const start = this.stmt(`UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ? WHERE id = ? AND state = 'queued'`);
+      const tasks: ClaimedTask[] = [];
+      for (const pick of picks) {
+        const job = jobs.get(pick.jobId);
+        if (!job) throw new Error(`scheduling chose job ${pick.jobId}, which was not a candidate`);
+        start.run(now, job.id);
+        const attempt = job.attempts + 1;
+        const r = insert.run(job.id, req.hostId, attempt, pick.runtime, now + req.leaseMs, now, req.requestId);
+        const task = this.taskRow(Number(r.lastInsertRowid))!;
+        tasks.push({ task, job: { ...job, state: 'running', attempts: attempt, updatedAt: now }, app: appOf(job.appId), projectName: this.projectName(job.projectId) });
+      }
+      return { tasks, replayed: false };
+    }).immediate();
+  }
+
+  /** A claimed task as a retried work request sees it again. */
+  private claimed(task: Task): ClaimedTask {
+    const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row);
+    const app = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(job.appId) as Row);
+    return { task, job, app, projectName: this.projectName(job.projectId) };
+  }
+
+  private projectName(id: number): string {
+    return this.stmt('SELECT name FROM projects WHERE id = ?').pluck().get(id) as string;
+  }
+
+  private taskRow(id: number): Task | null {
+    const r = this.stmt('SELECT * FROM tasks WHERE id = ?').get(id) as Row | undefined;
+    return r ? mapTask(r) : null;
+  }
+
+  async heartbeat(req: HeartbeatRequest, now: Millis): Promise<HeartbeatResult> {
+    return this.db.transaction((): HeartbeatResult => {
+      this.stmt('UPDATE hosts SET last_seen_at = ? WHERE id = ?').run(now, req.hostId);
+      const leases: HeartbeatResult['leases'] = [];
+      const abort: HeartbeatResult['abort'] = [];
+      const lease = now + req.leaseMs;
+      for (const report of req.tasks) {
+        const r = this.stmt(
+          `SELECT t.state AS task_state, t.reason AS task_reason, j.state AS job_state
+           FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ? AND t.host_id = ?`,
+        ).get(report.taskId, req.hostId) as Row | undefined;
+        const why = !r
+          ? 'the server knows no such task of this host'
+          : taskMachine.isTerminal(r.task_state as TaskState)
+            ? `the task is ${r.task_state as string}${r.task_reason ? ` (${r.task_reason as string})` : ''}`
+            : r.job_state !== 'running'
+              ? `its job is ${r.job_state as string}`
+              : null;
+        if (why !== null) {
+          abort.push({ taskId: report.taskId, reason: why });
+          continue;
+        }
+        this.stmt(
+          `UPDATE tasks SET lease_expires_at = ?, state = 'running', started_at = coalesce(started_at, ?),
+             progress = coalesce(?, progress), usage = coalesce(?, usage) WHERE id = ?`,
+        ).run(lease, now, report.progress, report.usage ? JSON.stringify(report.usage) : null, report.taskId);
+        if (report.log) this.appendLog(report.taskId, report.log);
+        leases.push({ taskId: report.taskId, leaseExpiresAt: lease });
+      }
+      return { leases, abort };
+    }).immediate();
+  }
+
+  /**
+   * Adds a chunk of a task's output to its stored tail. Chunks carry their offset, so a
+   * retried heartbeat (a chunk already stored) adds nothing and a partly new one adds its
+   * new part only.
+   */
+  private appendLog(taskId: number, chunk: LogChunk): void {
+    const r = this.stmt('SELECT text, end_offset FROM task_logs WHERE task_id = ?').get(taskId) as Row | undefined;
+    const end = (r?.end_offset as number | undefined) ?? 0;
+    const chunkEnd = chunk.offset + chunk.text.length;
+    if (chunkEnd <= end) return;
+    const fresh = chunk.text.slice(Math.max(0, end - chunk.offset));
+    const text = ((r?.text as string | undefined) ?? '') + fresh;
+    this.stmt('INSERT INTO task_logs (task_id, text, end_offset) VALUES (?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET text = excluded.text, end_offset = excluded.end_offset')
+      .run(taskId, text.length > LOG_KEEP ? text.slice(text.length - LOG_KEEP) : text, chunkEnd);
+  }
+
+  async reportTask(req: ReportRequest, now: Millis): Promise<ReportResult> {
+    return this.db.transaction((): ReportResult => {
+      this.stmt('UPDATE hosts SET last_seen_at = ? WHERE id = ?').run(now, req.hostId);
+      const row = this.stmt('SELECT * FROM tasks WHERE id = ? AND host_id = ?').get(req.taskId, req.hostId) as Row | undefined;
+      if (!row) throw notFound(`task ${req.taskId}`);
+      const task = mapTask(row);
+      const jobRow = this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row;
+      const job = mapJob(jobRow);
+      if (taskMachine.isTerminal(task.state)) {
+        if (row.report_hash === req.reportHash) return { task, job, jobStateBefore: job.state, replayed: true };
+        if (task.state === 'lost') {
+          throw new BoxgridError('lease_expired', `task ${task.id}'s lease expired before its report; its job was requeued`);
+        }
+        throw new BoxgridError('conflict', `task ${task.id} was already reported (${task.state}) with a different result`);
+      }
+      const app = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(job.appId) as Row);
+      const s = settle(req.outcome, job, app.maxAttempts);
+      taskMachine.assert(task.state, s.task, `task ${task.id}`);
+      const exitCode = req.outcome.kind === 'succeeded' ? 0 : req.outcome.kind === 'failed' ? req.outcome.exitCode : null;
+      const reason = req.outcome.kind === 'succeeded' ? null : describeOutcome(req.outcome);
+      this.stmt(
+        `UPDATE tasks SET state = ?, ended_at = ?, exit_code = ?, reason = ?, outcome = ?, duration_ms = ?,
+           usage = coalesce(?, usage), outputs = ?, report_hash = ?, started_at = coalesce(started_at, ?) WHERE id = ?`,
+      ).run(
+        s.task, now, exitCode, reason, JSON.stringify(req.outcome), req.durationMs, req.usage ? JSON.stringify(req.usage) : null,
+        JSON.stringify(req.outputs), req.reportHash, now - req.durationMs, task.id,
+      );
+      if (req.log) this.appendLog(task.id, req.log);
+      let after = job;
+      if (s.job !== null) {
+        jobMachine.assert(job.state, s.job, `job ${job.id}`);
+        const finished = jobMachine.isTerminal(s.job) ? now : null;
+        const attempts = s.countsAsAttempt ? job.attempts : job.attempts - 1;
+        this.stmt('UPDATE jobs SET state = ?, reason = ?, attempts = ?, updated_at = ?, finished_at = ? WHERE id = ?')
+          .run(s.job, s.reason, attempts, now, finished, job.id);
+        after = { ...job, state: s.job, reason: s.reason, attempts, updatedAt: now, finishedAt: finished };
+      }
+      return { task: this.taskRow(task.id)!, job: after, jobStateBefore: job.state, replayed: false };
+    }).immediate();
+  }
+
+  async getHostTask(hostId: number, taskId: number): Promise<{ task: Task; job: Job } | null> {
+    const row = this.stmt('SELECT * FROM tasks WHERE id = ? AND host_id = ?').get(taskId, hostId) as Row | undefined;
+    if (!row) return null;
+    const task = mapTask(row);
+    return { task, job: mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row) };
+  }
+
+  async recordCheckpoint(hostId: number, taskId: number, sha256: string, now: Millis): Promise<boolean> {
+    const r = this.stmt(
+      `UPDATE jobs SET checkpoint = ?, updated_at = ? WHERE id = (
+         SELECT job_id FROM tasks WHERE id = ? AND host_id = ? AND state IN (${ACTIVE_TASK_SQL})) AND state = 'running'`,
+    ).run(sha256, now, taskId, hostId);
+    return r.changes === 1;
+  }
+
+  async expireLeases(now: Millis, limit: number): Promise<ExpiredTask[]> {
+    return this.db.transaction((): ExpiredTask[] => {
+      const rows = this.stmt(
+        `SELECT * FROM tasks WHERE state IN (${ACTIVE_TASK_SQL}) AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?`,
+      ).all(now, limit) as Row[];
+      const out: ExpiredTask[] = [];
+      for (const task of rows.map(mapTask)) {
+        this.stmt(`UPDATE tasks SET state = 'lost', ended_at = ?, reason = 'its lease expired: the host stopped reporting' WHERE id = ?`).run(now, task.id);
+        const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row);
+        if (job.state !== 'running') {
+          out.push({ taskId: task.id, job });
+          continue;
+        }
+        const app = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(job.appId) as Row);
+        const spent = job.attempts >= app.maxAttempts;
+        const state: JobState = spent ? 'failed' : 'queued';
+        const reason = spent
+          ? `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`
+          : `attempt ${job.attempts} lost: its host stopped reporting; retrying`;
+        this.stmt('UPDATE jobs SET state = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?').run(state, reason, now, spent ? now : null, job.id);
+        out.push({ taskId: task.id, job: { ...job, state, reason, updatedAt: now, finishedAt: spent ? now : null } });
+      }
+      return out;
+    }).immediate();
+  }
+
+  async getTaskLog(projectId: number, taskId: number): Promise<TaskLog | null> {
+    const r = this.stmt(
+      `SELECT t.id, t.job_id, t.state, l.text, l.end_offset FROM tasks t JOIN jobs j ON j.id = t.job_id
+       LEFT JOIN task_logs l ON l.task_id = t.id WHERE t.id = ? AND j.project_id = ?`,
+    ).get(taskId, projectId) as Row | undefined;
+    if (!r) return null;
+    return {
+      taskId: r.id as number, jobId: r.job_id as number, state: r.state as TaskState,
+      text: (r.text as string | null) ?? '', endOffset: (r.end_offset as number | null) ?? 0,
+    };
+  }
 }
 
 function idempotencyConflict(): BoxgridError {
@@ -665,7 +881,7 @@ function mapProject(r: Row): Project {
 
 function mapApp(r: Row): App {
   const spec = JSON.parse(r.spec as string) as AppSpec;
-  return { ...spec, id: r.id as number, projectId: r.project_id as number, version: r.version as number, createdAt: r.created_at as number };
+  return { ...spec, nativeCommand: spec.nativeCommand ?? null, id: r.id as number, projectId: r.project_id as number, version: r.version as number, createdAt: r.created_at as number };
 }
 
 function mapBatch(r: Row): Batch {
@@ -738,6 +954,7 @@ function mapJob(r: Row): Job {
     createdAt: r.created_at as number,
     updatedAt: r.updated_at as number,
     finishedAt: (r.finished_at as number | null) ?? null,
+    checkpoint: (r.checkpoint as string | null) ?? null,
   };
 }
 
@@ -758,10 +975,14 @@ function mapEnrollToken(r: Row): EnrollTokenRecord {
 }
 
 function mapTask(r: Row): Task {
+  const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));
   return {
     id: r.id as number, jobId: r.job_id as number, hostId: r.host_id as number, attempt: r.attempt as number,
-    replica: r.replica as number, state: r.state as Task['state'], leaseExpiresAt: r.lease_expires_at as number,
-    createdAt: r.created_at as number, endedAt: (r.ended_at as number | null) ?? null,
+    replica: r.replica as number, state: r.state as Task['state'], runtime: r.runtime as RuntimeKind,
+    leaseExpiresAt: r.lease_expires_at as number, createdAt: r.created_at as number,
+    startedAt: (r.started_at as number | null) ?? null, endedAt: (r.ended_at as number | null) ?? null,
     exitCode: (r.exit_code as number | null) ?? null, reason: (r.reason as string | null) ?? null,
+    progress: (r.progress as number | null) ?? null, usage: json<TaskUsage>(r.usage), outcome: json<TaskOutcome>(r.outcome),
+    durationMs: (r.duration_ms as number | null) ?? null, outputs: json<Record<string, OutputFile>>(r.outputs) ?? {},
   };
 }

@@ -1,0 +1,206 @@
+import type { Readable } from 'node:stream';
+import { BoxgridError, invalid, notFound } from '../domain/errors.js';
+import type { App, BlobRecord, Host, Job, OutputFile, RuntimeKind, Task } from '../domain/model.js';
+import { OUTCOME_KINDS, type TaskOutcome, type TaskUsage } from '../domain/outcomes.js';
+import { isOutputName } from '../domain/file-names.js';
+import { withOverrides, type Resources } from '../domain/resources.js';
+import { taskMachine } from '../domain/states.js';
+import { matchOffer } from '../scheduling/match.js';
+import type { ClaimedTask, LogChunk } from '../store/store.js';
+import type { OpenBlob } from './blobs.js';
+import { BlobService } from './blobs.js';
+import { canonicalHash } from './canonical.js';
+import type { ServiceContext } from './context.js';
+
+/** What an agent needs to run one task; it never has to ask about the job or the app. */
+export interface TaskAssignment {
+  taskId: number;
+  jobId: number;
+  project: string;
+  attempt: number;
+  runtime: RuntimeKind;
+  leaseExpiresAt: number;
+  image: string;
+  imageDigest: string | null;
+  /** The app's command (or native command) followed by the job's args. */
+  command: string[];
+  env: Record<string, string>;
+  resources: Resources;
+  maxRuntimeSeconds: number;
+  checkpointing: boolean;
+  /** A checkpoint to resume from (a tar of /checkpoint), when an earlier task left one. */
+  checkpoint: string | null;
+  inputs: Array<{ name: string; sha256: string; size: number }>;
+}
+
+export interface WorkRequest {
+  /** Chosen by the agent per request: a retry carries the same id and gets the same tasks. */
+  requestId: string;
+  free: Resources;
+  maxTasks: number;
+  runtimes: RuntimeKind[];
+}
+
+export interface HeartbeatInput {
+  tasks: Array<{ taskId: number; progress?: number; usage?: TaskUsage; log?: LogChunk }>;
+}
+
+export interface ReportInput {
+  outcome: TaskOutcome;
+  durationMs: number;
+  usage?: TaskUsage;
+  outputs?: Record<string, OutputFile>;
+  log?: LogChunk;
+}
+
+/** Most queued jobs one work request looks at; the policy chooses among them. */
+const SCAN = 500;
+const REQUEST_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
+const MAX_OUTPUTS = 1000;
+
+/**
+ * The server's side of /agent/v1. Hosts pull: they say what they have free, the server picks
+ * jobs that fit and leases them out as tasks; heartbeats keep the leases; reports settle the
+ * jobs. Every call is safe to repeat: claims are keyed by the agent's request id, heartbeats
+ * only extend, reports are recognised by their content, and uploads are content-addressed.
+ */
+export class AgentProtocolService {
+  private readonly blobService: BlobService;
+
+  constructor(private readonly ctx: ServiceContext) {
+    this.blobService = new BlobService(ctx);
+  }
+
+  async requestWork(host: Host, req: WorkRequest): Promise<{ tasks: TaskAssignment[]; retryAfterMs: number; heartbeatSeconds: number; replayed: boolean }> {
+    if (!REQUEST_ID_RE.test(req.requestId)) throw invalid('requestId', 'must be 8–64 letters, digits, "-" or "_" (a UUID will do)');
+    if (new Set(req.runtimes).size !== req.runtimes.length) throw invalid('runtimes', 'lists a runtime twice');
+    const offer = { free: req.free, maxTasks: req.maxTasks, platform: host.platform, runtimes: req.runtimes };
+    const result = await this.ctx.store.claimTasks(
+      { hostId: host.id, requestId: req.requestId, scan: SCAN, leaseMs: this.ctx.timing.leaseSeconds * 1000, choose: (c) => matchOffer(offer, c) },
+      this.ctx.now(),
+    );
+    if (!result.replayed) {
+      for (const c of result.tasks) {
+        this.ctx.events.publish(c.job.projectId, { type: 'job', jobId: c.job.id, batchId: c.job.batchId, state: 'running', reason: null });
+      }
+    }
+    const tasks = await Promise.all(result.tasks.map((c) => this.assignment(c)));
+    return { tasks, retryAfterMs: this.retryAfterMs(tasks.length), heartbeatSeconds: this.ctx.timing.heartbeatSeconds, replayed: result.replayed };
+  }
+
+  /**
+   * When to ask again. With work handed out, soon: the host may have room for more. Without,
+   * the idle poll spread ±50% at random, so thousands of idle hosts do not call in step.
+   */
+  private retryAfterMs(handedOut: number): number {
+    if (handedOut > 0) return 1000;
+    const base = this.ctx.timing.idlePollSeconds * 1000;
+    return Math.round(base * (0.5 + Math.random()));
+  }
+
+  private async assignment(c: ClaimedTask): Promise<TaskAssignment> {
+    const { task, job, app } = c;
+    const inputs = await Promise.all(
+      Object.entries(job.inputs).map(async ([name, sha256]) => {
+        const ref = await this.ctx.store.getBlobRef(job.projectId, sha256);
+        return { name, sha256, size: ref?.size ?? 0 };
+      }),
+    );
+    return {
+      taskId: task.id, jobId: job.id, project: c.projectName, attempt: task.attempt, runtime: task.runtime,
+      leaseExpiresAt: task.leaseExpiresAt, image: app.image, imageDigest: app.imageDigest,
+      command: [...commandFor(app, task.runtime), ...job.args], env: job.env, resources: withOverrides(app.resources, job.resources),
+      maxRuntimeSeconds: app.maxRuntimeSeconds, checkpointing: app.checkpointing, checkpoint: job.checkpoint, inputs,
+    };
+  }
+
+  async heartbeat(host: Host, input: HeartbeatInput): Promise<{ leases: Array<{ taskId: number; leaseExpiresAt: number }>; abort: Array<{ taskId: number; reason: string }>; heartbeatSeconds: number }> {
+    const seen = new Set<number>();
+    for (const [i, t] of input.tasks.entries()) {
+      if (seen.has(t.taskId)) throw invalid(`tasks/${i}/taskId`, `task ${t.taskId} is listed twice`);
+      seen.add(t.taskId);
+    }
+    const r = await this.ctx.store.heartbeat(
+      {
+        hostId: host.id,
+        leaseMs: this.ctx.timing.leaseSeconds * 1000,
+        tasks: input.tasks.map((t) => ({ taskId: t.taskId, progress: t.progress ?? null, usage: t.usage ?? null, log: t.log ?? null })),
+      },
+      this.ctx.now(),
+    );
+    return { ...r, heartbeatSeconds: this.ctx.timing.heartbeatSeconds };
+  }
+
+  /**
+   * Settles a task with its agent's report. The outputs must have been uploaded first (each
+   * is checked against the project's blobs), so a settled job never points at missing bytes.
+   */
+  async report(host: Host, taskId: number, input: ReportInput): Promise<{ task: Task; job: Job; replayed: boolean }> {
+    checkOutcome(input.outcome);
+    const outputs = input.outputs ?? {};
+    const names = Object.keys(outputs);
+    if (names.length > MAX_OUTPUTS) throw invalid('outputs', `has ${names.length} files; at most ${MAX_OUTPUTS} are accepted`);
+    for (const name of names) {
+      if (!isOutputName(name)) throw invalid(`outputs/${name}`, 'is not a plain file name (letters, digits, ".", "_", "-"; no "/" and not "." or "..")');
+    }
+    const found = await this.ctx.store.getHostTask(host.id, taskId);
+    if (!found) throw notFound(`task ${taskId}`);
+    const missing = await this.ctx.store.missingBlobs(found.job.projectId, Object.values(outputs).map((o) => o.sha256));
+    if (missing.length > 0) {
+      const name = names.find((n) => outputs[n]!.sha256 === missing[0])!;
+      throw invalid(`outputs/${name}`, `blob ${missing[0]} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${missing[0]} first`);
+    }
+    const reportHash = canonicalHash({ outcome: input.outcome, outputs, durationMs: input.durationMs });
+    const r = await this.ctx.store.reportTask(
+      { hostId: host.id, taskId, outcome: input.outcome, durationMs: input.durationMs, usage: input.usage ?? null, outputs, log: input.log ?? null, reportHash },
+      this.ctx.now(),
+    );
+    if (!r.replayed && r.job.state !== r.jobStateBefore) {
+      this.ctx.events.publish(r.job.projectId, { type: 'job', jobId: r.job.id, batchId: r.job.batchId, state: r.job.state, reason: r.job.reason });
+    }
+    return { task: r.task, job: r.job, replayed: r.replayed };
+  }
+
+  /** An input (or the checkpoint to resume from) of a task the host holds. */
+  async openInput(host: Host, taskId: number, sha256: string): Promise<OpenBlob> {
+    const { job } = await this.liveTask(host, taskId);
+    if (!Object.values(job.inputs).includes(sha256) && job.checkpoint !== sha256) {
+      throw notFound(`blob ${sha256} among task ${taskId}'s inputs`);
+    }
+    return this.blobService.openInProject(job.projectId, sha256);
+  }
+
+  /** An output or checkpoint of a live task, stored in its job's project. */
+  async upload(host: Host, taskId: number, sha256: string, body: Readable, length: number | undefined): Promise<{ blob: BlobRecord; created: boolean }> {
+    const { job } = await this.liveTask(host, taskId);
+    return this.blobService.putInProject(job.projectId, sha256, body, length);
+  }
+
+  /** Makes an uploaded tar of /checkpoint the job's latest checkpoint. */
+  async checkpoint(host: Host, taskId: number, sha256: string): Promise<void> {
+    const { job } = await this.liveTask(host, taskId);
+    if (!(await this.ctx.store.getBlobRef(job.projectId, sha256))) {
+      throw invalid('sha256', `blob ${sha256} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${sha256} first`);
+    }
+    if (!(await this.ctx.store.recordCheckpoint(host.id, taskId, sha256, this.ctx.now()))) {
+      throw new BoxgridError('conflict', `task ${taskId} no longer runs a live job; the checkpoint was not recorded`);
+    }
+  }
+
+  private async liveTask(host: Host, taskId: number): Promise<{ task: Task; job: Job }> {
+    const found = await this.ctx.store.getHostTask(host.id, taskId);
+    if (!found) throw notFound(`task ${taskId}`);
+    if (taskMachine.isTerminal(found.task.state)) {
+      throw new BoxgridError('conflict', `task ${taskId} has ended (${found.task.state}); it takes no more files`);
+    }
+    return found;
+  }
+}
+
+function commandFor(app: App, runtime: RuntimeKind): string[] {
+  return runtime === 'native' ? (app.nativeCommand ?? []) : app.command;
+}
+
+function checkOutcome(o: TaskOutcome): void {
+  if (!OUTCOME_KINDS.includes(o.kind)) throw invalid('outcome/kind', `must be one of ${OUTCOME_KINDS.join(', ')}`);
+}

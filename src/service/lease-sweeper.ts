@@ -1,0 +1,47 @@
+import type { ServiceContext } from './context.js';
+
+/** Most leases one pass expires per transaction; a backlog takes several (short) transactions. */
+const PER_PASS = 500;
+
+/**
+ * Expires the leases of tasks whose hosts stopped reporting: the task is lost and its job goes
+ * back to the queue (or fails when its attempts are spent). A reconcile loop: each pass looks
+ * at the store afresh, so it is safe after a crash and alongside other servers.
+ */
+export class LeaseSweeper {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<number> | null = null;
+
+  constructor(private readonly ctx: ServiceContext) {}
+
+  /** One full pass; returns how many tasks it found lost. */
+  async sweep(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const expired = await this.ctx.store.expireLeases(this.ctx.now(), PER_PASS);
+      for (const { job } of expired) {
+        this.ctx.events.publish(job.projectId, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
+      }
+      total += expired.length;
+      if (expired.length < PER_PASS) return total;
+    }
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (this.running) return; // a slow pass is not overtaken by the next one
+      this.running = this.sweep()
+        .catch(() => 0) // the next tick tries again; a store outage shows on /readyz
+        .finally(() => (this.running = null));
+    }, this.ctx.timing.sweepSeconds * 1000);
+    this.timer.unref();
+  }
+
+  /** Stops the loop and waits for a pass in progress, so the store can close after it. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+}
