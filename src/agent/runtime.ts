@@ -1,4 +1,7 @@
 import type { Resources } from '../domain/resources.js';
+import type { TaskOutcome, TaskUsage } from '../domain/outcomes.js';
+
+export { describeOutcome, type TaskOutcome, type TaskUsage } from '../domain/outcomes.js';
 
 /**
  * The port between the agent's loop and whatever runs a task (a container engine, or a plain
@@ -8,6 +11,18 @@ import type { Resources } from '../domain/resources.js';
 export interface TaskRuntime {
   readonly name: string;
   run(spec: TaskRunSpec, signal?: AbortSignal): Promise<TaskRunResult>;
+  /**
+   * Tasks this runtime still holds from an earlier agent process (containers found by label),
+   * so a restarted agent can re-attach to them or clean them up.
+   */
+  leftovers(): Promise<number[]>;
+  /**
+   * Waits for a leftover task (see `leftovers`) to end and returns its result as `run` would;
+   * an `agent_error` when it cannot be followed (the task is then reported lost).
+   */
+  reattach(spec: TaskRunSpec, signal?: AbortSignal): Promise<TaskRunResult>;
+  /** Removes whatever is left of a task (its container); nothing when there is none. */
+  remove(taskId: number): Promise<void>;
 }
 
 export interface TaskRunSpec {
@@ -27,42 +42,17 @@ export interface TaskRunSpec {
   checkpointDir: string | null;
   /** uid:gid inside the container; nobody unless the app says otherwise. */
   user: string;
+  /** Called with stdout/stderr bytes as the task writes them (for live logs); optional. */
+  onOutput?: (chunk: Buffer) => void;
 }
-
-/** Each way a task can end, kept apart so that users and the scheduler can tell them apart. */
-export type TaskOutcome =
-  | { kind: 'succeeded' }
-  | { kind: 'failed'; exitCode: number }
-  | { kind: 'out_of_memory'; limitMiB: number }
-  | { kind: 'timeout'; limitSeconds: number }
-  | { kind: 'aborted' }
-  | { kind: 'image_error'; message: string }
-  | { kind: 'agent_error'; message: string };
 
 export interface TaskRunResult {
   outcome: TaskOutcome;
   /** The last lines of stdout and stderr interleaved, at most LOG_TAIL_BYTES. */
   logTail: string;
   durationMs: number;
+  /** What the task used, as far as the runtime could measure; null when it could not. */
+  usage: TaskUsage | null;
 }
 
 export const LOG_TAIL_BYTES = 64 * 1024;
-
-export function describeOutcome(o: TaskOutcome): string {
-  switch (o.kind) {
-    case 'succeeded':
-      return 'exited 0';
-    case 'failed':
-      return `exited with code ${o.exitCode}`;
-    case 'out_of_memory':
-      return `killed: used more than its memory limit of ${o.limitMiB} MiB`;
-    case 'timeout':
-      return `killed: ran longer than its limit of ${o.limitSeconds} s`;
-    case 'aborted':
-      return 'aborted before it finished';
-    case 'image_error':
-      return `image problem: ${o.message}`;
-    case 'agent_error':
-      return `agent error: ${o.message}`;
-  }
-}

@@ -7,6 +7,8 @@ import { registerSubmit } from './commands/submit.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerIdentity } from './commands/identity.js';
 import { registerDemo } from './commands/demo.js';
+import { registerAgent } from './commands/agent.js';
+import { registerResults } from './commands/results.js';
 
 export function buildProgram(): Command {
   const program = new Command('boxgrid')
@@ -22,9 +24,11 @@ export function buildProgram(): Command {
   const ctx = cliContext(program);
   registerServer(program);
   registerDemo(program);
+  registerAgent(program, ctx);
   registerApps(program, ctx);
   registerSubmit(program, ctx);
   registerJobs(program, ctx);
+  registerResults(program, ctx);
   registerIdentity(program, ctx);
   return program;
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { JobQuery, JobState, JobView } from '../../client/types.js';
+import type { JobQuery, JobState, JobView, TaskView } from '../../client/types.js';
 import { JOB_STATES } from '../../domain/states.js';
 import type { CliContext } from '../context.js';
 import { CliExit, emit, parseId, table } from '../output.js';
@@ -7,6 +7,14 @@ import { summarize, watchBatch, watchJob } from './watch.js';
 
 function jobRow(j: JobView): Array<string | number | null> {
   return [j.id, `${j.app}:${j.appVersion}`, j.batchId, j.state, j.attempts, j.args.join(' ').slice(0, 40), j.updatedAt];
+}
+
+/** The outputs of the task that succeeded, if one did. */
+function outputsOf(tasks: TaskView[]): string[] {
+  const won = tasks.filter((t) => t.state === 'succeeded').at(-1);
+  if (!won) return [];
+  const files = Object.entries(won.outputs);
+  return [`  outputs:   ${files.length === 0 ? '(none)' : files.map(([n, f]) => `${n} (${f.size} B)`).join(', ')}${files.length ? '  — boxgrid fetch JOB --out DIR' : ''}`];
 }
 
 export function registerJobs(program: Command, ctx: CliContext): void {
@@ -60,7 +68,14 @@ export function registerJobs(program: Command, ctx: CliContext): void {
           `  created:   ${j.createdAt}, updated ${j.updatedAt}${j.finishedAt ? `, finished ${j.finishedAt}` : ''}`,
           r.tasks.length === 0
             ? '  tasks:     none yet'
-            : '  tasks:\n' + table(['TASK', 'HOST', 'ATTEMPT', 'STATE', 'EXIT', 'REASON'], r.tasks.map((t) => [t.id, t.hostId, t.attempt, t.state, t.exitCode, t.reason])).replace(/^/gm, '    '),
+            : '  tasks:\n' + table(
+                ['TASK', 'HOST', 'ATTEMPT', 'STATE', 'RUNTIME', 'SECONDS', 'CPU S', 'PEAK MIB', 'REASON'],
+                r.tasks.map((t) => [
+                  t.id, t.hostId, t.attempt, t.state, t.runtime, t.durationMs === null ? null : (t.durationMs / 1000).toFixed(1),
+                  t.usage ? t.usage.cpuSeconds.toFixed(1) : null, t.usage ? Math.round(t.usage.peakMemoryMiB) : null, t.reason,
+                ]),
+              ).replace(/^/gm, '    '),
+          ...outputsOf(r.tasks),
         ].join('\n'),
       );
     });

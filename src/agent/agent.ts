@@ -1,0 +1,431 @@
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BoxgridClient } from '../client/client.js';
+import type { TaskAssignment, TaskOutcome } from '../client/types.js';
+import { describeOutcome } from '../domain/outcomes.js';
+import { BoxgridError } from '../domain/errors.js';
+import { subtract, type Resources } from '../domain/resources.js';
+import type { RuntimeKind } from '../domain/model.js';
+import { TaskJournal, TASK_UID, type PendingResult, type TaskDirs } from './journal.js';
+import { LogBuffer } from './log-buffer.js';
+import type { TaskRunResult, TaskRunSpec, TaskRuntime } from './runtime.js';
+import { packCheckpoint, unpackCheckpoint } from './checkpoints.js';
+import { collectOutputs, InputCache, placeInput } from './staging.js';
+
+export type AgentLogger = (level: 'info' | 'warn' | 'error', message: string) => void;
+
+export interface AgentOptions {
+  workDir: string;
+  /** What this host gives the grid (at most what it has). */
+  capacity: Resources;
+  /** The runtimes this host offers, in order of preference. */
+  runtimes: Array<{ kind: RuntimeKind; runtime: TaskRuntime }>;
+  /** Most tasks at once, whatever their size. */
+  maxTasks: number;
+  /** On stop: let running tasks finish (`wait`), or abort them and hand their jobs back (`release`). */
+  onStop: 'wait' | 'release';
+  /** Largest output file the agent uploads. */
+  maxOutputBytes: number;
+  /** Images the agent pulled are pruned, least recently used first, to fit this budget. */
+  imageBudgetMiB: number | null;
+  /** For apps that checkpoint: how often /checkpoint is uploaded while the task runs (and once more on release). */
+  checkpointSeconds: number;
+  /** Backoff while the server cannot be reached: doubling from `min`, capped at `max`, with jitter. */
+  backoff: { minMs: number; maxMs: number };
+  log: AgentLogger;
+}
+
+/** A file the task may write to say how far it has got: a number from 0 to 1. */
+export const PROGRESS_FILE = '.boxgrid-progress';
+
+interface Running {
+  a: TaskAssignment;
+  abort: AbortController;
+  log: LogBuffer;
+  outputsDir: string;
+  /** sha256 of the last checkpoint the server has, so an unchanged one is not sent again. */
+  checkpoint: string | null;
+}
+
+/** Runtimes that can keep the image cache in a budget (the Docker runtime). */
+interface PrunesImages {
+  pruneImages(budgetMiB: number, inUse: string[]): Promise<{ removed: string[] }>;
+}
+
+/**
+ * The worker side of the grid, as three reconcile loops over one piece of state (the tasks it
+ * holds, mirrored on disk by the journal):
+ * - work: while there is room, ask the server for tasks that fit, and start them;
+ * - heartbeat: one call for all running tasks, which keeps their leases and learns of aborts;
+ * - delivery: results wait on disk until the server has them (outputs first, then the report).
+ * Every call to the server is idempotent, so each loop simply retries, with backoff, when the
+ * server cannot be reached; running tasks go on meanwhile. A restart re-reads the journal and
+ * the runtimes' leftovers and carries on from there.
+ */
+export class Agent {
+  private readonly journal: TaskJournal;
+  private readonly cache: InputCache;
+  private readonly running = new Map<number, Running>();
+  private readonly tasks = new Set<Promise<void>>();
+  private readonly outbox = new Map<number, PendingResult>();
+  private heartbeatSeconds = 30;
+  /** Kept until the server answers, so a retried work request cannot claim tasks twice. */
+  private requestId: string | null = null;
+  private readonly work = new Waker();
+  private readonly delivery = new Waker();
+  private readonly beat = new Waker();
+  private stopping = false;
+  /** Counts for tests and the CLI: what this process did. */
+  readonly stats = { started: 0, reattached: 0, delivered: 0, dropped: 0 };
+
+  constructor(private readonly client: BoxgridClient, private readonly opts: AgentOptions) {
+    this.journal = new TaskJournal(opts.workDir);
+    this.cache = new InputCache(join(opts.workDir, 'cache'));
+  }
+
+  /** Runs until `stop` aborts, then winds down as `onStop` says; resolves when it has. */
+  async run(stop: AbortSignal): Promise<void> {
+    await this.recover();
+    const heartbeatStop = new AbortController();
+    const heartbeat = this.heartbeatLoop(heartbeatStop.signal);
+    const delivery = this.deliveryLoop();
+    await this.workLoop(stop);
+    this.stopping = true;
+    if (this.opts.onStop === 'release') {
+      for (const r of this.running.values()) r.abort.abort('released: the agent is stopping');
+    }
+    if (this.running.size > 0) this.opts.log('info', `stopping: waiting for ${this.running.size} task(s) to ${this.opts.onStop === 'release' ? 'stop' : 'finish'}`);
+    await Promise.all(this.tasks);
+    heartbeatStop.abort();
+    this.delivery.wake();
+    await Promise.all([heartbeat, delivery]);
+  }
+
+  // ── recovery ─────────────────────────────────────────────────────────────
+
+  /**
+   * After a restart: results already on disk are delivered; tasks whose container is still
+   * there are followed to their end; tasks that vanished are reported lost, so their jobs run
+   * again; containers and directories no task owns are removed.
+   */
+  private async recover(): Promise<void> {
+    await this.cache.sweep();
+    const { tasks, broken } = await this.journal.list();
+    for (const id of broken) await this.journal.remove(id);
+    const owned = new Set<number>();
+    for (const { kind, runtime } of this.opts.runtimes) {
+      const leftovers = new Set(await runtime.leftovers());
+      for (const { assignment: a, result } of tasks) {
+        if (a.runtime !== kind) continue;
+        if (result) {
+          this.outbox.set(a.taskId, result);
+        } else if (leftovers.has(a.taskId)) {
+          owned.add(a.taskId);
+          this.opts.log('info', `task ${a.taskId}: still running after a restart; following it`);
+          this.startTask(a, 'reattach');
+        } else {
+          const lost: PendingResult = {
+            outcome: { kind: 'agent_error', message: 'the agent restarted and the task was no longer running' },
+            durationMs: 0, usage: null, outputs: [], log: null,
+          };
+          await this.journal.saveResult(a.taskId, lost);
+          this.outbox.set(a.taskId, lost);
+        }
+      }
+      for (const id of leftovers) {
+        if (!owned.has(id)) await runtime.remove(id);
+      }
+    }
+    const known = new Set(this.opts.runtimes.map((r) => r.kind));
+    for (const { assignment: a } of tasks) {
+      if (!known.has(a.runtime)) await this.journal.remove(a.taskId); // a runtime this start does not offer
+    }
+  }
+
+  // ── work ─────────────────────────────────────────────────────────────────
+
+  private free(): Resources {
+    let free = this.opts.capacity;
+    for (const r of this.running.values()) free = subtract(free, r.a.resources);
+    return free;
+  }
+
+  private async workLoop(stop: AbortSignal): Promise<void> {
+    let failures = 0;
+    while (!stop.aborted) {
+      const free = this.free();
+      const room = this.opts.maxTasks - this.running.size;
+      if (room <= 0 || free.cores <= 0 || free.memoryMiB <= 0) {
+        await this.work.wait(null, stop);
+        continue;
+      }
+      let delay: number;
+      try {
+        this.requestId ??= randomUUID();
+        const answer = await this.client.requestWork({ requestId: this.requestId, free, maxTasks: room, runtimes: this.opts.runtimes.map((r) => r.kind) });
+        this.requestId = null;
+        failures = 0;
+        this.heartbeatSeconds = answer.heartbeatSeconds;
+        for (const a of answer.tasks) {
+          if (!this.running.has(a.taskId) && !this.outbox.has(a.taskId)) this.startTask(a, 'run');
+        }
+        // A first heartbeat at once tells the server the new tasks run (and sets the period).
+        if (answer.tasks.length > 0) this.beat.wake();
+        delay = answer.retryAfterMs;
+      } catch (e) {
+        delay = this.backoff(failures++);
+        this.opts.log('warn', `asking for work failed (${(e as Error).message}); trying again in ${Math.round(delay / 1000)} s`);
+      }
+      await this.work.wait(delay, stop);
+    }
+  }
+
+  private startTask(a: TaskAssignment, mode: 'run' | 'reattach'): void {
+    const runtime = this.opts.runtimes.find((r) => r.kind === a.runtime)?.runtime;
+    const dirs = this.journal.dirs(a.taskId);
+    const r: Running = { a, abort: new AbortController(), log: new LogBuffer(), outputsDir: dirs.outputs, checkpoint: a.checkpoint };
+    this.running.set(a.taskId, r);
+    if (mode === 'run') this.stats.started++;
+    else this.stats.reattached++;
+    const done = this.execute(r, runtime, mode)
+      .then(async (result) => {
+        await this.journal.saveResult(a.taskId, result);
+        this.outbox.set(a.taskId, result);
+        this.opts.log('info', `task ${a.taskId} (job ${a.jobId}): ${describeOutcome(result.outcome)}`);
+      })
+      .catch((e) => this.opts.log('error', `task ${a.taskId}: could not record its result (${(e as Error).message}); it will be reported lost`))
+      .finally(() => {
+        this.running.delete(a.taskId);
+        this.tasks.delete(done);
+        this.work.wake();
+        this.delivery.wake();
+        void this.pruneImages();
+      });
+    this.tasks.add(done);
+  }
+
+  /** Stages, runs (or follows) and collects one task; every failure becomes an outcome. */
+  private async execute(r: Running, runtime: TaskRuntime | undefined, mode: 'run' | 'reattach'): Promise<PendingResult> {
+    const a = r.a;
+    const started = Date.now();
+    const failed = (outcome: TaskOutcome): PendingResult => ({ outcome, durationMs: Date.now() - started, usage: null, outputs: [], log: r.log.final('') });
+    if (!runtime) return failed({ kind: 'agent_error', message: `this host does not offer the ${a.runtime} runtime` });
+    let dirs: TaskDirs;
+    let result: TaskRunResult;
+    try {
+      dirs = mode === 'run' ? await this.stage(a, r.abort.signal) : this.journal.dirs(a.taskId);
+      const spec = this.spec(a, dirs, r);
+      const saving = a.checkpointing ? setInterval(() => void this.saveCheckpoint(r, dirs), this.opts.checkpointSeconds * 1000) : null;
+      try {
+        result = mode === 'run' ? await runtime.run(spec, r.abort.signal) : await runtime.reattach(spec, r.abort.signal);
+      } finally {
+        if (saving) clearInterval(saving);
+      }
+      // Released while stopping: the next host resumes from what the task had saved.
+      if (a.checkpointing && result.outcome.kind === 'aborted' && this.stopping) await this.saveCheckpoint(r, dirs);
+    } catch (e) {
+      if (r.abort.signal.aborted) return failed({ kind: 'aborted' });
+      return failed({ kind: 'agent_error', message: `staging failed: ${(e as Error).message}` });
+    }
+    const base = { durationMs: result.durationMs, usage: result.usage, log: r.log.final(result.logTail) };
+    if (result.outcome.kind !== 'succeeded') return { ...base, outcome: result.outcome, outputs: [] };
+    const { files, refused } = await collectOutputs(dirs.outputs, this.opts.maxOutputBytes);
+    const outputs = files.filter((f) => f.name !== PROGRESS_FILE);
+    if (refused.length > 0) return { ...base, outcome: { kind: 'output_error', message: refused.join('; ') }, outputs: [] };
+    return { ...base, outcome: result.outcome, outputs };
+  }
+
+  /**
+   * The task's directories, with its inputs fetched (or found in the cache), verified and
+   * linked in, and the checkpoint it resumes from unpacked.
+   */
+  private async stage(a: TaskAssignment, signal: AbortSignal): Promise<TaskDirs> {
+    const dirs = await this.journal.create(a);
+    const fetch = (sha256: string) => this.cache.get(sha256, () => this.client.downloadTaskInput(a.taskId, sha256, signal));
+    for (const input of a.inputs) await placeInput(await fetch(input.sha256), dirs.inputs, input.name);
+    if (a.checkpointing && a.checkpoint !== null) {
+      await unpackCheckpoint(await fetch(a.checkpoint), dirs.checkpoint, process.getuid?.() === 0 ? TASK_UID : null);
+    }
+    return dirs;
+  }
+
+  /** Uploads /checkpoint when it changed; a failure is only logged (the next interval tries again). */
+  private async saveCheckpoint(r: Running, dirs: TaskDirs): Promise<void> {
+    try {
+      const packed = await packCheckpoint(dirs.checkpoint, join(dirs.root, 'checkpoint.tgz'));
+      if (packed === null || packed.sha256 === r.checkpoint) return;
+      await this.client.uploadTaskFile(r.a.taskId, join(dirs.root, 'checkpoint.tgz'), packed.sha256, packed.size);
+      await this.client.recordCheckpoint(r.a.taskId, packed.sha256);
+      r.checkpoint = packed.sha256;
+    } catch (e) {
+      this.opts.log('warn', `task ${r.a.taskId}: saving its checkpoint failed (${(e as Error).message})`);
+    }
+  }
+
+  private spec(a: TaskAssignment, dirs: TaskDirs, r: Running): TaskRunSpec {
+    return {
+      taskId: a.taskId, jobId: a.jobId, image: a.image, imageDigest: a.imageDigest, command: a.command, env: a.env,
+      resources: a.resources, maxRuntimeSeconds: a.maxRuntimeSeconds, inputsDir: dirs.inputs, outputsDir: dirs.outputs,
+      checkpointDir: a.checkpointing ? dirs.checkpoint : null, user: `${TASK_UID}:${TASK_UID}`,
+      onOutput: (chunk) => r.log.push(chunk),
+    };
+  }
+
+  private async pruneImages(): Promise<void> {
+    if (this.opts.imageBudgetMiB === null) return;
+    const inUse = [...this.running.values()].map((r) => r.a.image);
+    for (const { runtime } of this.opts.runtimes) {
+      const pruner = runtime as Partial<PrunesImages>;
+      if (typeof pruner.pruneImages !== 'function') continue;
+      try {
+        const { removed } = await pruner.pruneImages(this.opts.imageBudgetMiB, inUse);
+        if (removed.length > 0) this.opts.log('info', `image cache over its budget: removed ${removed.join(', ')}`);
+      } catch (e) {
+        this.opts.log('warn', `pruning images failed: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  // ── heartbeat ────────────────────────────────────────────────────────────
+
+  private async heartbeatLoop(stop: AbortSignal): Promise<void> {
+    let failures = 0;
+    while (!stop.aborted) {
+      await this.beat.wait(failures > 0 ? Math.min(this.backoff(failures), this.heartbeatSeconds * 1000) : this.heartbeatSeconds * 1000, stop);
+      if (stop.aborted || this.running.size === 0) continue;
+      try {
+        await this.heartbeat();
+        failures = 0;
+      } catch (e) {
+        failures++;
+        this.opts.log('warn', `heartbeat failed (${(e as Error).message}); tasks keep running`);
+      }
+    }
+  }
+
+  /** One heartbeat for every running task; exposed for tests, which call it instead of waiting. */
+  async heartbeat(): Promise<void> {
+    const tasks = [...this.running.values()];
+    const body = await Promise.all(
+      tasks.map(async (r) => {
+        const progress = await readProgress(r.outputsDir);
+        const log = r.log.take();
+        return { taskId: r.a.taskId, ...(progress === undefined ? {} : { progress }), ...(log ? { log } : {}) };
+      }),
+    );
+    const answer = await this.client.heartbeat({ tasks: body });
+    this.heartbeatSeconds = answer.heartbeatSeconds;
+    const sent = new Map(body.map((b) => [b.taskId, b.log]));
+    for (const lease of answer.leases) {
+      const log = sent.get(lease.taskId);
+      if (log) this.running.get(lease.taskId)?.log.ack(log.offset + log.text.length);
+    }
+    for (const { taskId, reason } of answer.abort) {
+      const r = this.running.get(taskId);
+      if (r && !r.abort.signal.aborted) {
+        this.opts.log('info', `task ${taskId}: aborting, as the server asks (${reason})`);
+        r.abort.abort(reason);
+      }
+    }
+  }
+
+  // ── delivery ─────────────────────────────────────────────────────────────
+
+  private async deliveryLoop(): Promise<void> {
+    let failures = 0;
+    for (;;) {
+      let unreachable = false;
+      for (const [taskId, result] of [...this.outbox]) {
+        try {
+          await this.deliver(taskId, result);
+          this.stats.delivered++;
+          failures = 0;
+        } catch (e) {
+          if (e instanceof BoxgridError && !e.retryable) {
+            // The server will never take it (its lease expired, say): keeping it helps nobody.
+            this.opts.log('warn', `task ${taskId}: the server refused its result (${e.message}); dropping it`);
+            this.stats.dropped++;
+            await this.forget(taskId);
+          } else {
+            unreachable = true;
+            this.opts.log('warn', `task ${taskId}: delivering its result failed (${(e as Error).message}); it waits on disk`);
+            break;
+          }
+        }
+      }
+      // Stopping with the server unreachable: results stay on disk for the next start.
+      if (this.stopping && this.running.size === 0 && (this.outbox.size === 0 || unreachable)) return;
+      await this.delivery.wait(unreachable ? this.backoff(failures++) : null, null);
+    }
+  }
+
+  /** Outputs first (content-addressed, so repeats are free), then the report that names them. */
+  private async deliver(taskId: number, result: PendingResult): Promise<void> {
+    for (const f of result.outputs) await this.client.uploadTaskFile(taskId, f.path, f.sha256, f.size);
+    await this.client.reportTask(taskId, {
+      outcome: result.outcome, durationMs: result.durationMs,
+      ...(result.usage ? { usage: result.usage } : {}),
+      outputs: Object.fromEntries(result.outputs.map((f) => [f.name, { sha256: f.sha256, size: f.size }])),
+      ...(result.log ? { log: result.log } : {}),
+    });
+    await this.forget(taskId);
+  }
+
+  private async forget(taskId: number): Promise<void> {
+    this.outbox.delete(taskId);
+    await this.journal.remove(taskId);
+  }
+
+  // ── timing ───────────────────────────────────────────────────────────────
+
+  /** Exponential backoff, jittered over its upper half: hosts that lost the server together do not return together. */
+  private backoff(failures: number): number {
+    const ceiling = Math.min(this.opts.backoff.maxMs, this.opts.backoff.minMs * 2 ** Math.min(failures, 20));
+    return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+  }
+}
+
+/**
+ * Wakes a loop that waits for something to do. A wake-up that comes while the loop is busy is
+ * kept, so the next wait returns at once: no result or free slot is ever left waiting for a
+ * timer.
+ */
+class Waker {
+  private pending = false;
+  private resolve: (() => void) | null = null;
+
+  wake(): void {
+    this.pending = true;
+    this.resolve?.();
+  }
+
+  /** Waits `ms` (for ever when null), returning early on a wake-up or on `stop`. */
+  wait(ms: number | null, stop: AbortSignal | null): Promise<void> {
+    if (this.pending || stop?.aborted) {
+      this.pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = (): void => {
+        if (timer) clearTimeout(timer);
+        stop?.removeEventListener('abort', done);
+        this.resolve = null;
+        this.pending = false;
+        resolve();
+      };
+      const timer = ms === null ? null : setTimeout(done, ms);
+      stop?.addEventListener('abort', done, { once: true });
+      this.resolve = done;
+    });
+  }
+}
+
+async function readProgress(outputsDir: string): Promise<number | undefined> {
+  try {
+    const n = Number((await readFile(join(outputsDir, PROGRESS_FILE), 'utf8')).trim());
+    return Number.isFinite(n) ? Math.min(1, Math.max(0, n)) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,91 @@
+import { chmod, copyFile, link, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { hashFile } from '../client/client.js';
+import { isOutputName } from '../domain/file-names.js';
+import { saveVerified } from '../client/save-verified.js';
+
+
+/**
+ * The host's cache of input files, by content: each blob is fetched once, verified against its
+ * sha256 on the way in, and then linked into every task that needs it. Concurrent tasks that
+ * need the same blob share one download.
+ */
+export class InputCache {
+  private readonly inFlight = new Map<string, Promise<string>>();
+
+  constructor(private readonly dir: string) {}
+
+  /** The cached file for `sha256`, fetched with `fetchBody` if missing. */
+  async get(sha256: string, fetchBody: () => Promise<Response>): Promise<string> {
+    const path = join(this.dir, sha256);
+    if (await exists(path)) return path;
+    let pending = this.inFlight.get(sha256);
+    if (!pending) {
+      pending = this.fetch(sha256, path, fetchBody).finally(() => this.inFlight.delete(sha256));
+      this.inFlight.set(sha256, pending);
+    }
+    return pending;
+  }
+
+  private async fetch(sha256: string, path: string, fetchBody: () => Promise<Response>): Promise<string> {
+    await mkdir(this.dir, { recursive: true });
+    // Verified on the way in and renamed into place: the cache never holds a partial or wrong file.
+    await saveVerified(await fetchBody(), path, sha256, 0o444);
+    return path;
+  }
+
+  /** Removes partial downloads a crash left behind. */
+  async sweep(): Promise<void> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.includes('.partial-')).map((n) => rm(join(this.dir, n), { force: true })));
+  }
+}
+
+/** Puts a cached file into a task's input dir under its name: a hard link, or a copy across filesystems. */
+export async function placeInput(cached: string, dir: string, name: string): Promise<void> {
+  const target = join(dir, name);
+  try {
+    await link(cached, target);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    await copyFile(cached, target);
+    await chmod(target, 0o444);
+  }
+}
+
+export interface OutputFileOnDisk {
+  name: string;
+  path: string;
+  sha256: string;
+  size: number;
+}
+
+/**
+ * Every regular file directly in `dir`, hashed. Anything else a task leaves there — a symlink
+ * (which could point at the agent's own files), a directory, a device or a pipe — and any file
+ * too big or badly named is refused, with the reason: the task's outputs are then refused
+ * whole rather than delivered in part.
+ */
+export async function collectOutputs(dir: string, maxFileBytes: number): Promise<{ files: OutputFileOnDisk[]; refused: string[] }> {
+  const files: OutputFileOnDisk[] = [];
+  const refused: string[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    const path = join(dir, name);
+    const st = await lstat(path); // lstat: never follow a link the task made
+    if (!isOutputName(name)) refused.push(`"${name}" is not a plain file name (letters, digits, ".", "_", "-")`);
+    else if (st.isSymbolicLink()) refused.push(`"${name}" is a symbolic link`);
+    else if (!st.isFile()) refused.push(`"${name}" is ${st.isDirectory() ? 'a directory' : 'not a regular file'}`);
+    else if (st.size > maxFileBytes) refused.push(`"${name}" is ${st.size} bytes, over the ${maxFileBytes}-byte limit`);
+    else files.push({ name, path, ...(await hashFile(path)) });
+  }
+  return { files, refused };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

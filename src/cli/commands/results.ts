@@ -1,0 +1,64 @@
+import type { Command } from 'commander';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isOutputName } from '../../domain/file-names.js';
+import { saveVerified } from '../../client/save-verified.js';
+import type { TaskView } from '../../client/types.js';
+import type { CliContext } from '../context.js';
+import { CliExit, emit, parseId } from '../output.js';
+
+/** `boxgrid logs` and `boxgrid fetch`: what a job printed, and what it produced. */
+export function registerResults(program: Command, ctx: CliContext): void {
+  program
+    .command('logs [job-id]')
+    .description("a job's output (its latest task's), or one task's with --task; the stored tail of at most 64 KiB")
+    .option('--task <id>', 'this task instead of a job\'s latest')
+    .option('-f, --follow', 'keep printing new output until the task ends')
+    .option('--interval <ms>', 'how often --follow asks for more', '1000')
+    .action(async (jobText: string | undefined, o: { task?: string; follow?: boolean; interval: string }) => {
+      if ((jobText === undefined) === (o.task === undefined)) throw new CliExit(2, 'error: give a job id, or --task ID (not both)');
+      const target = o.task !== undefined ? { task: parseId(o.task, '--task') } : { job: parseId(jobText!, 'job id') };
+      const client = ctx.client();
+      const project = ctx.connection().project;
+      let page = await client.taskLog(project, target);
+      if (ctx.globals().json && !o.follow) return emit(true, page, () => '');
+      process.stdout.write(page.text);
+      // Output arrives with the agent's heartbeats, not as events: asking again is the way.
+      const pause = parseId(o.interval, '--interval');
+      while (o.follow && !page.done) {
+        await new Promise((r) => setTimeout(r, pause));
+        page = await client.taskLog(project, { task: page.taskId }, page.end);
+        process.stdout.write(page.text);
+      }
+    });
+
+  program
+    .command('fetch <job-id>')
+    .description("download a finished job's outputs, each verified against its sha256")
+    .requiredOption('--out <dir>', 'where to put them (created if missing)')
+    .action(async (jobText: string, o: { out: string }) => {
+      const client = ctx.client();
+      const project = ctx.connection().project;
+      const { job, tasks } = await client.getJob(project, parseId(jobText, 'job id'));
+      const winner: TaskView | undefined = tasks.filter((t) => t.state === 'succeeded').at(-1);
+      if (!winner) {
+        throw new CliExit(1, `error: job ${job.id} is ${job.state}${job.reason ? ` (${job.reason})` : ''}: it has no outputs to fetch` +
+          (job.state === 'queued' || job.state === 'running' ? `; wait with \`boxgrid watch --job ${job.id}\`` : ''));
+      }
+      await mkdir(o.out, { recursive: true });
+      const fetched: Array<{ name: string; sha256: string; size: number; path: string }> = [];
+      for (const [name, file] of Object.entries(winner.outputs)) {
+        // The server only accepts plain names; checked again so no answer can write outside --out.
+        if (!isOutputName(name)) throw new CliExit(1, `error: refusing output name "${name}"`);
+        const path = join(o.out, name);
+        await saveVerified(await client.download(project, file.sha256), path, file.sha256);
+        fetched.push({ name, ...file, path });
+      }
+      emit(ctx.globals().json, { job: job.id, task: winner.id, files: fetched }, () => {
+        const bytes = fetched.reduce((n, f) => n + f.size, 0);
+        return fetched.length === 0
+          ? `job ${job.id} succeeded without leaving files in /out`
+          : `fetched ${fetched.length} file(s), ${bytes} bytes, to ${o.out}: ${fetched.map((f) => f.name).join(', ')}`;
+      });
+    });
+}
