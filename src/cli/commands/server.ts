@@ -17,7 +17,12 @@ export function registerServer(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', `127.0.0.1:${DEFAULT_PORT}`)
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
     .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => parseNumber(v, '--max-blob-bytes'))
-    .action(async (o: { data: string; listen: string; logLevel: string; maxBlobBytes?: number }) => {
+    .option('--lease <seconds>', 'how long a task stays with a host that stopped heartbeating (default 180)', (v) => parseNumber(v, '--lease'))
+    .option('--heartbeat <seconds>', 'how often agents heartbeat (default 30; keep it well under --lease)', (v) => parseNumber(v, '--heartbeat'))
+    .action(async (o: { data: string; listen: string; logLevel: string; maxBlobBytes?: number; lease?: number; heartbeat?: number }) => {
+      if (o.lease !== undefined && o.heartbeat !== undefined && o.heartbeat * 2 > o.lease) {
+        throw new CliExit(2, `error: --heartbeat ${o.heartbeat} must be at most half of --lease ${o.lease}, or one late heartbeat loses the task`);
+      }
       const { host, port } = parseListen(o.listen);
       // Loaded on demand: the server's dependencies would slow every other command's start.
       const { startServer } = await import('../../server/runtime.js');
@@ -25,6 +30,10 @@ export function registerServer(program: Command): void {
         dataDir: o.data, host, port,
         logger: { level: o.logLevel },
         ...(o.maxBlobBytes === undefined ? {} : { limits: { maxBlobBytes: o.maxBlobBytes } }),
+        timing: {
+          ...(o.lease === undefined ? {} : { leaseSeconds: o.lease }),
+          ...(o.heartbeat === undefined ? {} : { heartbeatSeconds: o.heartbeat }),
+        },
       });
       // One write, so that readers of a pipe see the banner whole (writes under 4 KiB are atomic).
       process.stderr.write(
