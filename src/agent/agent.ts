@@ -245,7 +245,8 @@ export class Agent {
     const fetch = (sha256: string) => this.cache.get(sha256, () => this.client.downloadTaskInput(a.taskId, sha256, signal));
     for (const input of a.inputs) await placeInput(await fetch(input.sha256), dirs.inputs, input.name);
     if (a.checkpointing && a.checkpoint !== null) {
-      await unpackCheckpoint(await fetch(a.checkpoint), dirs.checkpoint, process.getuid?.() === 0 ? TASK_UID : null);
+      const owner = a.runtime === 'docker' && process.getuid?.() === 0 ? TASK_UID : null;
+      await unpackCheckpoint(await fetch(a.checkpoint), dirs.checkpoint, owner);
     }
     return dirs;
   }

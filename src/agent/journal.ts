@@ -42,8 +42,10 @@ export class TaskJournal {
   }
 
   /**
-   * Creates the task's directories. Tasks run as nobody: inputs are readable by all, outputs
-   * and checkpoints are handed to nobody (or opened to all when the agent is not root).
+   * Creates the task's directories. Container tasks run as nobody: inputs are readable by all,
+   * outputs and checkpoints are handed to nobody (or opened to all when the agent is not root).
+   * Native tasks run as the agent's own user (bubblewrap maps it to nobody inside), so their
+   * directories stay the agent's.
    */
   async create(a: TaskAssignment): Promise<TaskDirs> {
     const d = this.dirs(a.taskId);
@@ -52,6 +54,7 @@ export class TaskJournal {
     await mkdir(d.inputs, { recursive: true, mode: 0o755 });
     for (const writable of [d.outputs, d.checkpoint]) {
       await mkdir(writable, { recursive: true, mode: 0o700 });
+      if (a.runtime !== 'docker') continue;
       if (process.getuid?.() === 0) await chown(writable, TASK_UID, TASK_UID);
       else await chmod(writable, 0o777);
     }

@@ -87,9 +87,17 @@ export function registerAgent(program: Command, ctx: CliContext): void {
         process.stderr.write(`enrolled with ${server} as host ${credential.hostId} (${credential.name}); credential saved in ${o.workDir}/host.json (mode 0600)\n`);
       }
 
+      const native = o.native ? new NativeRuntime({ scratchDir: join(o.workDir, 'scratch') }) : null;
+      if (native) {
+        const sandbox = await native.sandbox();
+        process.stderr.write(`native runtime: ${sandbox.detail}\n`);
+        if (process.getuid?.() === 0) {
+          process.stderr.write('warning: native tasks of an agent running as root can read what root can (bubblewrap maps nobody to root); run the agent as an unprivileged user for --native\n');
+        }
+      }
       const runtimes = [
         ...(docker && engine !== null ? [{ kind: 'docker' as const, runtime: docker }] : []),
-        ...(o.native ? [{ kind: 'native' as const, runtime: new NativeRuntime() }] : []),
+        ...(native ? [{ kind: 'native' as const, runtime: native }] : []),
       ];
       const client = new BoxgridClient({ url: credential.server, token: credential.token });
       const agent = new Agent(client, {
