@@ -77,12 +77,16 @@ export interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
-/** Starts dist/bench/server-process.js on a fresh temp data dir and waits for its URL. */
-export async function startServerProcess(startTimeoutMs = 30_000): Promise<ServerUnderTest> {
+/**
+ * Starts dist/bench/server-process.js on a fresh temp data dir and waits for its URL. `timing`
+ * overrides the server's agent-protocol clock (heartbeat, idle poll, …), as `startServer` takes it.
+ */
+export async function startServerProcess(startTimeoutMs = 30_000, timing?: Record<string, number>): Promise<ServerUnderTest> {
   const dataDir = mkdtempSync(join(tmpdir(), 'boxgrid-bench-'));
   const removeDir = onCleanup(() => rmSync(dataDir, { recursive: true, force: true }));
   const script = fileURLToPath(new URL('./server-process.js', import.meta.url));
-  const child: ChildProcess = spawn(process.execPath, [script, dataDir], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const args = [script, dataDir, ...(timing ? [JSON.stringify(timing)] : [])];
+  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
   const killChild = onCleanup(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });

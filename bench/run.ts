@@ -14,10 +14,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { cleanupAll, targetMet, type Benchmark, type Field, type Fields, type Target } from './harness.js';
+import { containersBenchmark } from './containers.js';
 import { queryBenchmark } from './query.js';
 import { submitBenchmark } from './submit.js';
 
-const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark];
+const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark];
 
 interface Outcome {
   benchmark: string;

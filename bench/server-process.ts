@@ -5,14 +5,15 @@
  * Prints one JSON line on stdout once listening: {"url", "adminToken", "pid"}. It stops (and
  * closes the store cleanly) on SIGTERM/SIGINT or when its stdin closes, so it cannot outlive a
  * benchmark process that dies without cleaning up. The data dir belongs to the caller, which
- * removes it.
+ * removes it. An optional second argument, JSON, overrides the agent timing (`ServerOptions.timing`).
  */
-import { startServer } from '../src/server/runtime.js';
+import { startServer, type ServerOptions } from '../src/server/runtime.js';
 
 async function main(): Promise<void> {
   const dataDir = process.argv[2];
-  if (!dataDir) throw new Error('usage: server-process <data-dir>');
-  const server = await startServer({ dataDir, host: '127.0.0.1', port: 0, logger: false });
+  if (!dataDir) throw new Error('usage: server-process <data-dir> [timing-json]');
+  const timing = process.argv[3] ? (JSON.parse(process.argv[3]) as ServerOptions['timing']) : undefined;
+  const server = await startServer({ dataDir, host: '127.0.0.1', port: 0, logger: false, ...(timing ? { timing } : {}) });
   if (server.adminToken === null) throw new Error(`${dataDir} is not a fresh data dir`);
 
   let stopping = false;
