@@ -83,7 +83,7 @@ export const containersBenchmark: Benchmark = {
       const capacity = { cores: APP_CORES * PARALLEL, memoryMiB: APP_MEMORY_MIB * PARALLEL, diskMiB: 100 * PARALLEL, gpus: 0 };
       const { token } = await admin.createEnrollToken({ uses: 1 });
       const credential = await enroll(workDir, server.url, token, { name: 'bench-host', resources: capacity, platform: 'linux/amd64' });
-      const runtime = new DockerRuntime();
+      const runtime = new DockerRuntime({ owner: `bench-${process.pid}` });
       const agent = new Agent(new BoxgridClient({ url: server.url, token: credential.token }), {
         workDir, capacity, runtimes: [{ kind: 'docker', runtime }], maxTasks: PARALLEL, onStop: 'wait',
         maxOutputBytes: 1024 * 1024, imageBudgetMiB: null, checkpointSeconds: 60, backoff: { minMs: 50, maxMs: 500 },

@@ -256,8 +256,7 @@ export class Agent {
     try {
       const packed = await packCheckpoint(dirs.checkpoint, join(dirs.root, 'checkpoint.tgz'));
       if (packed === null || packed.sha256 === r.checkpoint) return;
-      await this.client.uploadTaskFile(r.a.taskId, join(dirs.root, 'checkpoint.tgz'), packed.sha256, packed.size);
-      await this.client.recordCheckpoint(r.a.taskId, packed.sha256);
+      await this.client.uploadCheckpoint(r.a.taskId, join(dirs.root, 'checkpoint.tgz'), packed.sha256, packed.size);
       r.checkpoint = packed.sha256;
     } catch (e) {
       this.opts.log('warn', `task ${r.a.taskId}: saving its checkpoint failed (${(e as Error).message})`);

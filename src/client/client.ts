@@ -188,10 +188,11 @@ export class BoxgridClient {
   reportTask(taskId: number, body: T.ReportBody): Promise<T.ReportAnswer> {
     return this.json('POST', `/agent/v1/tasks/${taskId}/result`, body, { retry: true });
   }
-  recordCheckpoint(taskId: number, sha256: string): Promise<{ recorded: boolean }> {
-    return this.json('POST', `/agent/v1/tasks/${taskId}/checkpoint`, { sha256 }, { retry: true });
+  /** Uploads a tar of a task's /checkpoint and makes it the job's latest checkpoint. */
+  uploadCheckpoint(taskId: number, path: string, sha256: string, size: number): Promise<T.BlobView> {
+    return this.putFile(`/agent/v1/tasks/${taskId}/checkpoint/${sha256}`, path, size);
   }
-  /** Uploads an output or checkpoint file of a task; the sha256 must already be known. */
+  /** Uploads an output file of a task; the sha256 must already be known. */
   uploadTaskFile(taskId: number, path: string, sha256: string, size: number): Promise<T.BlobView> {
     return this.putFile(`/agent/v1/tasks/${taskId}/blobs/${sha256}`, path, size);
   }

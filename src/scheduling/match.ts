@@ -36,7 +36,7 @@ export interface Match {
  */
 export function matchOffer(offer: Offer, candidates: Iterable<Candidate>): Match[] {
   const out: Match[] = [];
-  let free = offer.free;
+  let free = exactCores(offer.free);
   for (const c of candidates) {
     if (out.length >= offer.maxTasks) break;
     if (!fits(c.resources, free)) continue;
@@ -44,7 +44,15 @@ export function matchOffer(offer: Offer, candidates: Iterable<Candidate>): Match
     const runtime = offer.runtimes.find((r) => c.runtimes.includes(r));
     if (runtime === undefined) continue;
     out.push({ jobId: c.jobId, runtime });
-    free = subtract(free, c.resources);
+    free = exactCores(subtract(free, c.resources));
   }
   return out;
+}
+
+/**
+ * Cores are fractional: without rounding, 0.3 - 0.1 - 0.1 is 0.09999999999999998 and a third
+ * 0.1-core job would not fit. Free cores are kept to a thousandth (millicores).
+ */
+function exactCores(r: Resources): Resources {
+  return { ...r, cores: Math.round(r.cores * 1000) / 1000 };
 }

@@ -27,8 +27,11 @@ export function normalise(err: unknown): BoxgridError {
   if (fe.validation && fe.validation.length > 0) {
     const v = fe.validation[0]!;
     const extra = v.params?.additionalProperty;
-    const path = `${fe.validationContext ?? 'body'}${v.instancePath}${extra === undefined ? '' : `/${String(extra)}`}`;
-    const problem = extra !== undefined ? 'is not a known field' : allowedValues(v) ?? v.message ?? 'is invalid';
+    // A missing field is named itself (body/free), not the object that lacks it.
+    const missing = v.params?.missingProperty;
+    const named = extra ?? missing;
+    const path = `${fe.validationContext ?? 'body'}${v.instancePath}${named === undefined ? '' : `/${String(named)}`}`;
+    const problem = extra !== undefined ? 'is not a known field' : missing !== undefined ? 'is required' : allowedValues(v) ?? v.message ?? 'is invalid';
     return new BoxgridError('invalid_request', `${path}: ${problem}`, { field: path });
   }
   switch (fe.code) {

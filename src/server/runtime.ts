@@ -9,6 +9,9 @@ import type { Store } from '../store/store.js';
 import { dataFiles } from './data-files.js';
 import { buildHttpServer, DEFAULT_HTTP, type Api, type HttpOptions } from './server.js';
 
+/** How long a closing server waits for in-flight requests before it cuts their connections. */
+const CLOSE_GRACE_MS = 10_000;
+
 export interface ServerOptions {
   dataDir: string;
   host: string;
@@ -73,7 +76,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       if (closed) return;
       closed = true;
       await sweeper.stop();
-      await app.close();
+      // Node closes the connections that are idle when closing starts, once: one that finishes
+      // a response (a long download) afterwards would keep the close waiting for its
+      // keep-alive timeout. So idle ones are closed again until the server is, and whatever is
+      // still open after a grace period is cut.
+      const sweepIdle = setInterval(() => app.server.closeIdleConnections(), 250);
+      const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      try {
+        await app.close();
+      } finally {
+        clearInterval(sweepIdle);
+        clearTimeout(cut);
+      }
       await store.close();
       await rm(files.serverInfo, { force: true });
     },

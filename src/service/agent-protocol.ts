@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { SHA256_RE } from '../blobs/blob-store.js';
 import { BoxgridError, invalid, notFound } from '../domain/errors.js';
 import type { App, BlobRecord, Host, Job, OutputFile, RuntimeKind, Task } from '../domain/model.js';
 import { OUTCOME_KINDS, type TaskOutcome, type TaskUsage } from '../domain/outcomes.js';
@@ -150,6 +151,12 @@ export class AgentProtocolService {
       const name = names.find((n) => outputs[n]!.sha256 === missing[0])!;
       throw invalid(`outputs/${name}`, `blob ${missing[0]} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${missing[0]} first`);
     }
+    // The server knows each blob's size: a report may not record another one for users to see.
+    for (const name of names) {
+      const { sha256, size } = outputs[name]!;
+      const stored = (await this.ctx.store.getBlobRef(found.job.projectId, sha256))?.size;
+      if (stored !== undefined && stored !== size) throw invalid(`outputs/${name}/size`, `is ${size}, but blob ${sha256} has ${stored} bytes`);
+    }
     const reportHash = canonicalHash({ outcome: input.outcome, outputs, durationMs: input.durationMs });
     const r = await this.ctx.store.reportTask(
       { hostId: host.id, taskId, outcome: input.outcome, durationMs: input.durationMs, usage: input.usage ?? null, outputs, log: input.log ?? null, reportHash },
@@ -163,6 +170,8 @@ export class AgentProtocolService {
 
   /** An input (or the checkpoint to resume from) of a task the host holds. */
   async openInput(host: Host, taskId: number, sha256: string): Promise<OpenBlob> {
+    // A malformed digest is the caller's mistake (400), as on the user API, not an unknown input.
+    if (!SHA256_RE.test(sha256)) throw invalid('sha256', 'must be 64 lower-case hex digits');
     const { job } = await this.liveTask(host, taskId);
     if (!Object.values(job.inputs).includes(sha256) && job.checkpoint !== sha256) {
       throw notFound(`blob ${sha256} among task ${taskId}'s inputs`);
@@ -176,15 +185,18 @@ export class AgentProtocolService {
     return this.blobService.putInProject(job.projectId, sha256, body, length);
   }
 
-  /** Makes an uploaded tar of /checkpoint the job's latest checkpoint. */
-  async checkpoint(host: Host, taskId: number, sha256: string): Promise<void> {
+  /**
+   * Stores a tar of /checkpoint and makes it the job's latest checkpoint. The bytes must come
+   * with the call (even if the project already holds them): a later task downloads its
+   * checkpoint, so naming a digest must not be a way to read one of the project's blobs.
+   */
+  async checkpoint(host: Host, taskId: number, sha256: string, body: Readable, length: number | undefined): Promise<{ blob: BlobRecord; created: boolean }> {
     const { job } = await this.liveTask(host, taskId);
-    if (!(await this.ctx.store.getBlobRef(job.projectId, sha256))) {
-      throw invalid('sha256', `blob ${sha256} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${sha256} first`);
-    }
+    const stored = await this.blobService.putInProject(job.projectId, sha256, body, length, { proveContent: true });
     if (!(await this.ctx.store.recordCheckpoint(host.id, taskId, sha256, this.ctx.now()))) {
       throw new BoxgridError('conflict', `task ${taskId} no longer runs a live job; the checkpoint was not recorded`);
     }
+    return stored;
   }
 
   private async liveTask(host: Host, taskId: number): Promise<{ task: Task; job: Job }> {

@@ -27,11 +27,17 @@ export class BlobService {
     return this.putInProject(access.project.id, sha256, body, declaredLength);
   }
 
-  /** `put` for a project the caller was checked against some other way (an agent's task). */
-  async putInProject(projectId: number, sha256: string, body: Readable, declaredLength: number | undefined): Promise<{ blob: BlobRecord; created: boolean }> {
+  /**
+   * `put` for a project the caller was checked against some other way (an agent's task). With
+   * `proveContent` the body is received and verified even when the project already holds the
+   * blob: the caller then has shown the bytes, not just named a digest.
+   */
+  async putInProject(
+    projectId: number, sha256: string, body: Readable, declaredLength: number | undefined, opts: { proveContent?: boolean } = {},
+  ): Promise<{ blob: BlobRecord; created: boolean }> {
     checkDigest(sha256);
     const existing = await this.ctx.store.getBlobRef(projectId, sha256);
-    if (existing) {
+    if (existing && !opts.proveContent) {
       body.resume(); // drain: the connection may be reused
       return { blob: existing, created: false };
     }
@@ -40,6 +46,7 @@ export class BlobService {
       throw new BoxgridError('payload_too_large', `Content-Length ${declaredLength} is larger than the blob limit of ${max} bytes`, { field: 'headers/content-length' });
     }
     const { size } = await this.ctx.blobs.put(sha256, body, max);
+    if (existing) return { blob: existing, created: false };
     const blob: BlobRecord = { sha256, size, createdAt: this.ctx.now() };
     await this.ctx.store.recordBlob(projectId, blob);
     return { blob, created: true };

@@ -19,8 +19,8 @@ export class LeaseSweeper {
     let total = 0;
     for (;;) {
       const expired = await this.ctx.store.expireLeases(this.ctx.now(), PER_PASS);
-      for (const { job } of expired) {
-        this.ctx.events.publish(job.projectId, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
+      for (const { job, jobChanged } of expired) {
+        if (jobChanged) this.ctx.events.publish(job.projectId, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
       }
       total += expired.length;
       if (expired.length < PER_PASS) return total;

@@ -108,7 +108,7 @@ export interface Store {
    * age), lets `choose` (pure scheduling policy) pick among them, and for each pick creates an
    * `assigned` task under a lease and moves the job to `running`, counting an attempt. A
    * repeated `requestId` from the same host is a retry: the tasks it created come back (those
-   * still active) and nothing new is claimed.
+   * still active) and nothing new is claimed. Marks the host seen (idle hosts only ask for work).
    */
   claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult>;
   /**
@@ -121,7 +121,7 @@ export interface Store {
    * Ends a task with its agent's report and settles its job (see domain/outcomes.ts `settle`),
    * in one transaction. The same report again is a replay and changes nothing; another
    * report for an ended task is `conflict`; a report for a task whose lease expired first is
-   * `lease_expired`.
+   * `lease_expired`. Marks the host seen.
    */
   reportTask(req: ReportRequest, now: Millis): Promise<ReportResult>;
   /** A task of this host with its job (for its inputs and project), or null. */
@@ -198,7 +198,10 @@ export interface ReportResult {
 
 export interface ExpiredTask {
   taskId: number;
+  /** The job after the expiry. */
   job: Job;
+  /** False when the job had already ended (a cancel, say) and was left as it was. */
+  jobChanged: boolean;
 }
 
 export interface TaskLog {

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Docker from 'dockerode';
-import { DockerRuntime, LABEL_TASK } from '../../src/agent/runtimes/docker-runtime.js';
+import { LABEL_OWNER, LABEL_TASK } from '../../src/agent/runtimes/docker-runtime.js';
 import { dockerSuite, ensureTestImage } from '../helpers/docker.js';
-import { eventually, startGrid, untilBatchDone, type RunningAgent, type TestGrid } from '../helpers/grid.js';
+import { eventually, ownDockerRuntime, startGrid, untilBatchDone, type RunningAgent, type TestGrid } from '../helpers/grid.js';
 
 const suite = await dockerSuite();
 const P = 'default';
@@ -15,6 +15,7 @@ const P = 'default';
 describe('agent and server on a real Docker engine', { skip: suite.skip }, () => {
   let grid: TestGrid;
   let agent: RunningAgent;
+  const runtime = ownDockerRuntime();
   let image: string;
   let files: string;
   const docker = new Docker();
@@ -23,7 +24,7 @@ describe('agent and server on a real Docker engine', { skip: suite.skip }, () =>
     image = await ensureTestImage();
     files = await mkdtemp(join(tmpdir(), 'boxgrid-e2e-'));
     grid = await startGrid();
-    agent = await grid.startAgent(new DockerRuntime());
+    agent = await grid.startAgent(runtime);
     // One app runs any shell script it is given; failures are final at once (maxAttempts 1).
     await grid.admin.createApp(P, { name: 'sh', image, command: ['sh', '-c'], resources: { cores: 0.5, memoryMiB: 64, diskMiB: 100 }, maxAttempts: 1, maxRuntimeSeconds: 60 });
   });
@@ -39,7 +40,7 @@ describe('agent and server on a real Docker engine', { skip: suite.skip }, () =>
   }
 
   async function containersOf(taskId: number): Promise<number> {
-    return (await docker.listContainers({ all: true, filters: { label: [`${LABEL_TASK}=${taskId}`] } })).length;
+    return (await docker.listContainers({ all: true, filters: { label: [`${LABEL_TASK}=${taskId}`, `${LABEL_OWNER}=${runtime.owner}`] } })).length;
   }
 
   test('a batch with input files runs to completion and its outputs come back, verified', async () => {
@@ -126,10 +127,12 @@ describe('agent and server on a real Docker engine', { skip: suite.skip }, () =>
   test('cancelling a running job stops its container at the next heartbeat', async () => {
     const { jobIds } = await grid.admin.submitJob(P, { app: 'sh', args: ['echo started; sleep 300'] });
     const jobId = jobIds![0]!;
+    // "running" only says the agent holds the task; its output says the container runs.
     const taskId = await eventually(async () => {
-      const { tasks } = await grid.admin.getJob(P, jobId);
-      return tasks[0]?.state === 'running' ? tasks[0].id : undefined;
-    }, 'the task to run');
+      const task = (await grid.admin.getJob(P, jobId)).tasks[0];
+      if (!task) return undefined;
+      return (await grid.admin.taskLog(P, { task: task.id })).text.includes('started') ? task.id : undefined;
+    }, 'the task to print that it started');
     assert.equal(await containersOf(taskId), 1);
     await grid.admin.cancelJob(P, jobId);
     const task = await eventually(async () => {

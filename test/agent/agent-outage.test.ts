@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { access, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DockerRuntime } from '../../src/agent/runtimes/docker-runtime.js';
 import { startServer, type RunningServer } from '../../src/server/runtime.js';
 import { dockerSuite, ensureTestImage } from '../helpers/docker.js';
-import { eventually, startGrid, type TestGrid } from '../helpers/grid.js';
+import { eventually, ownDockerRuntime, startGrid, type TestGrid } from '../helpers/grid.js';
 
 const suite = await dockerSuite();
 const P = 'default';
@@ -25,7 +24,7 @@ describe('the server goes away while an agent works', { skip: suite.skip }, () =
   });
 
   test('the running task goes on, its result waits on disk, and is delivered once the server is back', async () => {
-    const agent = await grid.startAgent(new DockerRuntime());
+    const agent = await grid.startAgent(ownDockerRuntime());
     const { jobIds } = await grid.admin.submitJob(P, { app: 'sh', args: ['sleep 1; echo made > /out/made.txt'] });
     const jobId = jobIds![0]!;
     const taskId = await eventually(async () => {

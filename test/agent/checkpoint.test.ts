@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { DockerRuntime } from '../../src/agent/runtimes/docker-runtime.js';
 import { dockerSuite, ensureTestImage } from '../helpers/docker.js';
-import { eventually, startGrid, type TestGrid } from '../helpers/grid.js';
+import { eventually, ownDockerRuntime, startGrid, type TestGrid } from '../helpers/grid.js';
 
 const suite = await dockerSuite();
 const P = 'default';
@@ -25,7 +24,7 @@ describe('checkpoint and restart on a real Docker engine', { skip: suite.skip },
   after(() => grid?.stop());
 
   test('a task released by a stopping agent resumes from its checkpoint on another host: the work continues, it does not start over', async () => {
-    const first = await grid.startAgent(new DockerRuntime(), { onStop: 'release' });
+    const first = await grid.startAgent(ownDockerRuntime(), { onStop: 'release' });
     const { jobIds } = await grid.admin.submitJob(P, { app: 'counter', args: [COUNTER] });
     const jobId = jobIds![0]!;
     await eventually(async () => ((await grid.admin.getJob(P, jobId)).job.checkpoint !== null ? true : undefined), 'a checkpoint');
@@ -40,7 +39,7 @@ describe('checkpoint and restart on a real Docker engine', { skip: suite.skip },
     assert.match(firstLog, /^start 0\n/);
     assert.ok(reached >= 1 && reached < 12, `the first task was stopped part-way (at ${reached})`);
 
-    const second = await grid.startAgent(new DockerRuntime());
+    const second = await grid.startAgent(ownDockerRuntime());
     const done = await eventually(async () => {
       const j = await grid.admin.getJob(P, jobId);
       return j.job.state === 'succeeded' ? j : undefined;

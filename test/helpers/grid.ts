@@ -1,9 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, type AgentOptions } from '../../src/agent/agent.js';
 import { enroll, type HostCredential } from '../../src/agent/host-credential.js';
 import type { TaskRuntime } from '../../src/agent/runtime.js';
+import { DockerRuntime } from '../../src/agent/runtimes/docker-runtime.js';
 import { BoxgridClient } from '../../src/client/client.js';
 import type { BatchDetail } from '../../src/client/types.js';
 import type { ServerOptions } from '../../src/server/runtime.js';
@@ -73,6 +75,15 @@ export async function startGrid(opts: Partial<ServerOptions> = {}): Promise<Test
     },
   };
   return grid;
+}
+
+/**
+ * A Docker runtime whose containers carry an owner of their own, so that agents of suites
+ * running side by side on one engine never see (or clean up) each other's containers.
+ */
+export function ownDockerRuntime(): DockerRuntime & { owner: string } {
+  const owner = `test-${randomUUID()}`;
+  return Object.assign(new DockerRuntime({ owner }), { owner });
 }
 
 /** Resolves with the batch's detail once all its jobs have ended, following the event stream. */

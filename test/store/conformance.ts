@@ -14,8 +14,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { BoxgridError, type ErrorCode } from '../../src/domain/errors.js';
 import type { AppSpec, JobSpec, TokenRecord, EnrollTokenRecord } from '../../src/domain/model.js';
+import type { TaskOutcome, TaskUsage } from '../../src/domain/outcomes.js';
 import { JOB_STATES } from '../../src/domain/states.js';
-import type { InsertJobsRequest, Store } from '../../src/store/store.js';
+import type { Candidate, Match } from '../../src/scheduling/match.js';
+import type { InsertJobsRequest, LogChunk, ReportRequest, Store } from '../../src/store/store.js';
 
 export type OpenStore = () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
 
@@ -384,6 +386,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           createdAt: T0 + 10,
           updatedAt: T0 + 10,
           finishedAt: null,
+          checkpoint: null,
         });
       });
 
@@ -819,6 +822,354 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         await rejectsWithCode(s.enrollHost({ enrollTokenId: 'dddddddddddddddd', host, credential: credential('4444444444444444') }, T0 + 1), 'unauthenticated');
         await rejectsWithCode(s.enrollHost({ enrollTokenId: 'cccccccccccccccc', host, credential: credential('5555555555555555') }, T0 + 1), 'unauthenticated');
         for (const id of ['2222222222222222', '3333333333333333', '4444444444444444', '5555555555555555']) assert.equal(await s.getToken(id), null);
+      });
+    });
+
+    // ── the agent protocol ──────────────────────────────────────────────────
+    describe('agent protocol', () => {
+      const LEASE = 60_000;
+      const T = T0 + 1_000_000;
+      /** Takes every candidate, in the order offered, under the docker runtime. */
+      const takeAll = (cs: Candidate[]): Match[] => cs.map((c) => ({ jobId: c.jobId, runtime: 'docker' as const }));
+      const takeNone = (): Match[] => [];
+
+      /** Projects p and q, apps (sim: 3 attempts; once: 1; native: also runs natively), a site and two hosts. */
+      async function grid(s: Store) {
+        const p = await s.createProject('p', 1, T0);
+        const q = await s.createProject('q', 1, T0);
+        const sim = await s.createAppVersion(p.id, appSpec('sim'), 'new', T0);
+        const once = await s.createAppVersion(p.id, appSpec('once', { maxAttempts: 1 }), 'new', T0);
+        const native = await s.createAppVersion(q.id, appSpec('native', { nativeCommand: ['/opt/run'], platforms: [] }), 'new', T0);
+        const site = await s.createSite('lab', T0);
+        const resources = { cores: 16, memoryMiB: 65536, diskMiB: 1_000_000, gpus: 0 };
+        const h1 = await s.createHost({ siteId: site.id, name: 'h1', resources, platform: 'linux/amd64' }, T0);
+        const h2 = await s.createHost({ siteId: site.id, name: 'h2', resources, platform: 'linux/amd64' }, T0);
+        const jobs = async (app: typeof sim, specs: Array<Partial<JobSpec>>, now = T0 + 10): Promise<number[]> =>
+          (await s.insertJobs({ projectId: app.projectId, app, batch: null, jobs: specs.map((x) => jobSpec(x)), idempotency: null, now })).jobIds;
+        const claim = (hostId: number, requestId: string, now: number, choose: (cs: Candidate[]) => Match[] = takeAll, scan = 500) =>
+          s.claimTasks({ hostId, requestId, scan, leaseMs: LEASE, choose }, now);
+        const beat = (hostId: number, now: number, tasks: Array<{ taskId: number; progress?: number; usage?: TaskUsage; log?: LogChunk }>) =>
+          s.heartbeat({ hostId, leaseMs: LEASE, tasks: tasks.map((t) => ({ taskId: t.taskId, progress: t.progress ?? null, usage: t.usage ?? null, log: t.log ?? null })) }, now);
+        const report = (hostId: number, taskId: number, outcome: TaskOutcome, now: number, over: Partial<ReportRequest> = {}) =>
+          s.reportTask({ hostId, taskId, outcome, durationMs: 1000, usage: null, outputs: {}, log: null, reportHash: JSON.stringify(outcome), ...over }, now);
+        return { p, q, sim, once, native, h1, h2, jobs, claim, beat, report };
+      }
+
+      test('claimTasks offers queued jobs by priority then age, with effective resources; the picks become assigned tasks', async (s) => {
+        const g = await grid(s);
+        const [low, high, mid, old] = await g.jobs(g.sim, [{}, { priority: 5, resources: { memoryMiB: 4096 } }, {}, { priority: -1 }]);
+        const cancelled = (await g.jobs(g.sim, [{ priority: 9 }]))[0]!;
+        await s.cancelJob(g.p.id, cancelled, T0 + 20);
+        const [nat] = await g.jobs(g.native, [{ priority: 5 }], T0 + 30);
+        let offered: Candidate[] = [];
+        const r = await g.claim(g.h1.id, 'request-1', T, (cs) => {
+          offered = cs;
+          return [{ jobId: high!, runtime: 'docker' }, { jobId: nat!, runtime: 'native' }];
+        });
+        const simRes = { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 };
+        assert.deepEqual(offered, [
+          { jobId: high, resources: { ...simRes, memoryMiB: 4096 }, platforms: ['linux/amd64'], runtimes: ['docker'] },
+          { jobId: nat, resources: simRes, platforms: [], runtimes: ['docker', 'native'] },
+          { jobId: low, resources: simRes, platforms: ['linux/amd64'], runtimes: ['docker'] },
+          { jobId: mid, resources: simRes, platforms: ['linux/amd64'], runtimes: ['docker'] },
+          { jobId: old, resources: simRes, platforms: ['linux/amd64'], runtimes: ['docker'] },
+        ], 'queued jobs of every project, priority first, then oldest; a cancelled job is no candidate');
+        assert.equal(r.replayed, false);
+        assert.deepEqual(r.tasks.map((c) => [c.job.id, c.task.runtime, c.projectName, c.app.name]), [[high, 'docker', 'p', 'sim'], [nat, 'native', 'q', 'native']]);
+        for (const c of r.tasks) {
+          assert.equal(c.task.jobId, c.job.id);
+          assert.equal(c.task.hostId, g.h1.id);
+          assert.equal(c.task.state, 'assigned');
+          assert.equal(c.task.attempt, 1);
+          assert.equal(c.task.leaseExpiresAt, T + LEASE);
+          assert.equal(c.task.createdAt, T);
+          assert.equal(c.task.endedAt, null);
+          assert.equal(c.job.state, 'running');
+          assert.equal(c.job.attempts, 1);
+          assert.deepEqual(await s.listTasks(c.job.id), [c.task], 'the returned task is what is stored');
+          const stored = await s.getJob(c.job.projectId, c.job.id);
+          assert.equal(stored?.state, 'running');
+          assert.equal(stored?.attempts, 1);
+          assert.equal(stored?.updatedAt, T);
+        }
+        assert.equal(r.tasks[1]!.app.id, g.native.id);
+        assert.deepEqual(r.tasks[1]!.app.nativeCommand, ['/opt/run']);
+        for (const id of [low, mid, old]) assert.equal((await s.getJob(g.p.id, id!))?.state, 'queued', 'what was not picked stays queued');
+        assert.equal((await s.getHost(g.h1.id))?.lastSeenAt, T);
+        assert.equal((await s.listHosts()).find((h) => h.id === g.h1.id)?.activeTasks, 2);
+
+        // scan bounds how many candidates are read; the running jobs are no longer offered.
+        let seen: number[] = [];
+        const none = await g.claim(g.h2.id, 'request-2', T + 1, (cs) => ((seen = cs.map((c) => c.jobId)), []), 2);
+        assert.deepEqual(seen, [low, mid]);
+        assert.deepEqual(none, { tasks: [], replayed: false });
+      });
+
+      test('a repeated requestId returns the live tasks it made and claims nothing more', async (s) => {
+        const g = await grid(s);
+        const ids = await g.jobs(g.sim, [{}, {}, {}]);
+        const first = await g.claim(g.h1.id, 'request-1', T, (cs) => takeAll(cs).slice(0, 2));
+        assert.deepEqual(first.tasks.map((c) => c.job.id), ids.slice(0, 2));
+        const again = await g.claim(g.h1.id, 'request-1', T + 500);
+        assert.equal(again.replayed, true);
+        assert.deepEqual(again.tasks.map((c) => c.task), first.tasks.map((c) => c.task));
+        assert.deepEqual(again.tasks.map((c) => c.job.state), ['running', 'running']);
+        assert.equal((await s.getJob(g.p.id, ids[2]!))?.state, 'queued');
+        for (const id of ids.slice(0, 2)) assert.equal((await s.listTasks(id)).length, 1);
+
+        await g.report(g.h1.id, first.tasks[0]!.task.id, { kind: 'succeeded' }, T + 600);
+        const late = await g.claim(g.h1.id, 'request-1', T + 700);
+        assert.equal(late.replayed, true);
+        assert.deepEqual(late.tasks.map((c) => c.task.id), [first.tasks[1]!.task.id], 'an ended task is not handed out again');
+        await g.report(g.h1.id, first.tasks[1]!.task.id, { kind: 'succeeded' }, T + 800);
+        assert.deepEqual(await g.claim(g.h1.id, 'request-1', T + 900), { tasks: [], replayed: true }, 'a retry after all its tasks ended claims nothing');
+        assert.equal((await s.getJob(g.p.id, ids[2]!))?.state, 'queued');
+
+        // Request ids are per host, and a request that claimed nothing leaves nothing to replay.
+        const other = await g.claim(g.h2.id, 'request-1', T + 1000);
+        assert.equal(other.replayed, false);
+        assert.deepEqual(other.tasks.map((c) => c.job.id), [ids[2]]);
+        assert.deepEqual(await g.claim(g.h1.id, 'request-empty', T + 1100, takeNone), { tasks: [], replayed: false });
+        await g.jobs(g.sim, [{}]);
+        assert.equal((await g.claim(g.h1.id, 'request-empty', T + 1200)).tasks.length, 1);
+      });
+
+      test('heartbeat extends live leases, marks tasks running with progress and usage, and marks the host seen', async (s) => {
+        const g = await grid(s);
+        await g.jobs(g.sim, [{}]);
+        const [c] = (await g.claim(g.h1.id, 'request-1', T)).tasks;
+        const id = c!.task.id;
+        const usage = { cpuSeconds: 12.5, peakMemoryMiB: 300 };
+        const r = await g.beat(g.h1.id, T + 1000, [{ taskId: id, progress: 0.5, usage }]);
+        assert.deepEqual(r, { leases: [{ taskId: id, leaseExpiresAt: T + 1000 + LEASE }], abort: [] });
+        let [t] = await s.listTasks(c!.job.id);
+        assert.equal(t!.state, 'running');
+        assert.equal(t!.startedAt, T + 1000);
+        assert.equal(t!.progress, 0.5);
+        assert.deepEqual(t!.usage, usage);
+        assert.equal(t!.leaseExpiresAt, T + 1000 + LEASE);
+        assert.equal((await s.getHost(g.h1.id))?.lastSeenAt, T + 1000);
+        // Without progress or usage, the last ones stay; the start time stays.
+        const r2 = await g.beat(g.h1.id, T + 2000, [{ taskId: id }]);
+        assert.deepEqual(r2.leases, [{ taskId: id, leaseExpiresAt: T + 2000 + LEASE }]);
+        [t] = await s.listTasks(c!.job.id);
+        assert.deepEqual([t!.startedAt, t!.progress, t!.usage, t!.leaseExpiresAt], [T + 1000, 0.5, usage, T + 2000 + LEASE]);
+        assert.deepEqual(await g.beat(g.h2.id, T + 3000, []), { leases: [], abort: [] });
+        assert.equal((await s.getHost(g.h2.id))?.lastSeenAt, T + 3000, 'an empty heartbeat still says the host is alive');
+      });
+
+      test('heartbeat sends back unknown, foreign and ended tasks and tasks of jobs no longer running, with reasons', async (s) => {
+        const g = await grid(s);
+        const [a, b, c] = await g.jobs(g.sim, [{}, {}, {}]);
+        const mine = (await g.claim(g.h1.id, 'request-1', T)).tasks;
+        await g.jobs(g.sim, [{}]);
+        const [theirs] = (await g.claim(g.h2.id, 'request-2', T)).tasks;
+        const task = (jobId: number) => mine.find((x) => x.job.id === jobId)!.task.id;
+        await s.cancelJob(g.p.id, b!, T + 10);
+        await g.report(g.h1.id, task(c!), { kind: 'failed', exitCode: 1 }, T + 20);
+        const r = await g.beat(g.h1.id, T + 1000, [
+          { taskId: task(a!) }, { taskId: task(b!) }, { taskId: task(c!) }, { taskId: theirs!.task.id }, { taskId: 987_654 },
+        ]);
+        assert.deepEqual(r.leases, [{ taskId: task(a!), leaseExpiresAt: T + 1000 + LEASE }]);
+        const why = new Map(r.abort.map((x) => [x.taskId, x.reason]));
+        assert.deepEqual([...why.keys()].sort((x, y) => x - y), [task(b!), task(c!), theirs!.task.id, 987_654].sort((x, y) => x - y));
+        for (const reason of why.values()) assert.ok(reason.length > 0);
+        assert.match(why.get(task(b!))!, /cancelled/);
+        assert.match(why.get(task(c!))!, /failed/);
+        const [t] = await s.listTasks(theirs!.job.id);
+        assert.deepEqual([t!.state, t!.leaseExpiresAt], ['assigned', T + LEASE], 'another host cannot keep a task alive');
+        const [cancelledTask] = await s.listTasks(b!);
+        assert.equal(cancelledTask!.leaseExpiresAt, T + LEASE, 'a task of a cancelled job gets no more lease');
+      });
+
+      test('log pieces are appended by offset: repeats add nothing, overlaps add their new part; getTaskLog is scoped by project', async (s) => {
+        const g = await grid(s);
+        await g.jobs(g.sim, [{}, {}]);
+        const [c, d] = (await g.claim(g.h1.id, 'request-1', T)).tasks;
+        const id = c!.task.id;
+        const log = () => s.getTaskLog(g.p.id, id);
+        assert.deepEqual(await log(), { taskId: id, jobId: c!.job.id, state: 'assigned', text: '', endOffset: 0 });
+        await g.beat(g.h1.id, T + 1, [{ taskId: id, log: { offset: 0, text: 'hello ' } }]);
+        await g.beat(g.h1.id, T + 2, [{ taskId: id, log: { offset: 0, text: 'hello ' } }]);
+        assert.deepEqual(await log(), { taskId: id, jobId: c!.job.id, state: 'running', text: 'hello ', endOffset: 6 });
+        await g.beat(g.h1.id, T + 3, [{ taskId: id, log: { offset: 3, text: 'lo world\n' } }]);
+        await g.beat(g.h1.id, T + 4, [{ taskId: id, log: { offset: 1, text: 'ello' } }]);
+        assert.deepEqual(await log(), { taskId: id, jobId: c!.job.id, state: 'running', text: 'hello world\n', endOffset: 12 });
+        await g.report(g.h1.id, id, { kind: 'succeeded' }, T + 5, { log: { offset: 6, text: 'world\ndone\n' } });
+        assert.deepEqual(await log(), { taskId: id, jobId: c!.job.id, state: 'succeeded', text: 'hello world\ndone\n', endOffset: 17 });
+        assert.equal(await s.getTaskLog(g.q.id, id), null, "another project's id does not reach the task");
+        assert.equal(await s.getTaskLog(g.p.id, id + 1000), null);
+
+        // A piece after a gap (output the agent dropped): what is stored still ends at endOffset
+        // and starts at endOffset - text.length, so it cannot keep text from before the gap.
+        const e = d!.task.id;
+        await g.beat(g.h1.id, T + 6, [{ taskId: e, log: { offset: 0, text: 'abc' } }]);
+        await g.beat(g.h1.id, T + 7, [{ taskId: e, log: { offset: 10, text: 'xyz' } }]);
+        const gap = (await s.getTaskLog(g.p.id, e))!;
+        assert.equal(gap.endOffset, 13);
+        assert.equal(gap.text, 'xyz');
+
+        // A long output keeps a tail: the end of the text, at its true offset.
+        await g.jobs(g.sim, [{}]);
+        const [f] = (await g.claim(g.h1.id, 'request-2', T + 8)).tasks;
+        const whole = Array.from({ length: 20_000 }, (_, i) => `line ${i}\n`).join('');
+        for (let at = 0; at < whole.length; at += 50_000) {
+          await g.beat(g.h1.id, T + 9, [{ taskId: f!.task.id, log: { offset: at, text: whole.slice(at, at + 50_000) } }]);
+        }
+        const tail = (await s.getTaskLog(g.p.id, f!.task.id))!;
+        assert.equal(tail.endOffset, whole.length);
+        assert.ok(tail.text.length > 0);
+        assert.ok(whole.endsWith(tail.text), 'the stored text is the end of the output');
+      });
+
+      test('reportTask settles a success; the same report again is a replay, another one a conflict', async (s) => {
+        const g = await grid(s);
+        const [j] = await g.jobs(g.sim, [{}]);
+        const [c] = (await g.claim(g.h1.id, 'request-1', T)).tasks;
+        const id = c!.task.id;
+        await rejectsWithCode(g.report(g.h2.id, id, { kind: 'succeeded' }, T + 1), 'not_found');
+        await rejectsWithCode(g.report(g.h1.id, id + 1000, { kind: 'succeeded' }, T + 1), 'not_found');
+        const outputs = { 'out.txt': { sha256: sha(7), size: 3 } };
+        const usage = { cpuSeconds: 1, peakMemoryMiB: 2 };
+        const r = await g.report(g.h1.id, id, { kind: 'succeeded' }, T + 5000, { outputs, usage, durationMs: 4000, reportHash: 'h1' });
+        assert.equal(r.replayed, false);
+        assert.equal(r.jobStateBefore, 'running');
+        assert.deepEqual([r.job.state, r.job.finishedAt, r.job.updatedAt, r.job.attempts], ['succeeded', T + 5000, T + 5000, 1]);
+        assert.deepEqual(await s.getJob(g.p.id, j!), r.job, 'the returned job is what is stored');
+        assert.deepEqual(await s.listTasks(j!), [r.task]);
+        assert.deepEqual(r.task, {
+          ...c!.task, state: 'succeeded', startedAt: T + 1000, endedAt: T + 5000, exitCode: 0, reason: null,
+          outcome: { kind: 'succeeded' }, durationMs: 4000, usage, outputs,
+        });
+        const again = await g.report(g.h1.id, id, { kind: 'succeeded' }, T + 6000, { outputs, usage, durationMs: 4000, reportHash: 'h1' });
+        assert.equal(again.replayed, true);
+        assert.deepEqual(again.task, r.task);
+        assert.deepEqual(again.job, r.job);
+        await rejectsWithCode(g.report(g.h1.id, id, { kind: 'failed', exitCode: 2 }, T + 7000, { reportHash: 'h2' }), 'conflict');
+        assert.deepEqual(await s.listTasks(j!), [r.task], 'neither the replay nor the conflict changed anything');
+        assert.deepEqual(await s.getJob(g.p.id, j!), r.job);
+      });
+
+      test('reportTask: failures requeue until maxAttempts; a release spends no attempt; an ended job is left as it is', async (s) => {
+        const g = await grid(s);
+        const twice = await s.createAppVersion(g.p.id, appSpec('twice', { maxAttempts: 2 }), 'new', T0);
+        const [j] = await g.jobs(twice, [{}]);
+        const t1 = (await g.claim(g.h1.id, 'r-1', T)).tasks[0]!.task;
+        const r1 = await g.report(g.h1.id, t1.id, { kind: 'failed', exitCode: 3 }, T + 10);
+        assert.deepEqual([r1.task.state, r1.task.exitCode, r1.job.state, r1.job.attempts, r1.job.finishedAt], ['failed', 3, 'queued', 1, null]);
+        assert.match(r1.job.reason!, /exited with code 3/);
+        assert.match(r1.task.reason!, /exited with code 3/);
+        const t2 = (await g.claim(g.h1.id, 'r-2', T + 20)).tasks[0]!.task;
+        assert.equal(t2.attempt, 2);
+        const r2 = await g.report(g.h1.id, t2.id, { kind: 'aborted' }, T + 30);
+        assert.deepEqual([r2.task.state, r2.task.exitCode, r2.job.state, r2.job.attempts], ['aborted', null, 'queued', 1]);
+        assert.equal((await s.getJob(g.p.id, j!))?.attempts, 1, 'the release gave its attempt back');
+        const t3 = (await g.claim(g.h1.id, 'r-3', T + 40)).tasks[0]!.task;
+        assert.equal(t3.attempt, 2);
+        const r3 = await g.report(g.h1.id, t3.id, { kind: 'out_of_memory', limitMiB: 1024 }, T + 50);
+        assert.deepEqual([r3.task.state, r3.job.state, r3.job.attempts, r3.job.finishedAt], ['failed', 'failed', 2, T + 50]);
+        assert.match(r3.job.reason!, /1024 MiB/);
+        assert.deepEqual((await s.listTasks(j!)).map((t) => [t.attempt, t.state]), [[1, 'failed'], [2, 'aborted'], [2, 'failed']]);
+        assert.deepEqual((await g.claim(g.h1.id, 'r-4', T + 60)).tasks, [], 'a failed job is not claimed');
+
+        // A job cancelled under its task stays cancelled, whatever the task reports.
+        const [k, l] = await g.jobs(g.sim, [{}, {}]);
+        const [tk, tl] = (await g.claim(g.h1.id, 'r-5', T + 70)).tasks;
+        const cancelled = await s.cancelJob(g.p.id, k!, T + 80);
+        await s.cancelJob(g.p.id, l!, T + 80);
+        const rk = await g.report(g.h1.id, tk!.task.id, { kind: 'aborted' }, T + 90);
+        assert.deepEqual([rk.task.state, rk.job.state, rk.jobStateBefore], ['aborted', 'cancelled', 'cancelled']);
+        assert.deepEqual(await s.getJob(g.p.id, k!), cancelled);
+        const rl = await g.report(g.h1.id, tl!.task.id, { kind: 'succeeded' }, T + 95);
+        assert.deepEqual([rl.task.state, rl.job.state], ['succeeded', 'cancelled']);
+      });
+
+      test('expireLeases loses only active tasks whose lease ended, requeues or fails their jobs, once', async (s) => {
+        const g = await grid(s);
+        const [a, b, done] = await g.jobs(g.sim, [{}, {}, {}]);
+        const [o] = await g.jobs(g.once, [{}]);
+        const [ta, tdone, to] = (await g.claim(g.h1.id, 'r-1', T, (cs) => takeAll(cs).filter((c) => c.jobId !== b))).tasks;
+        const tb = (await g.claim(g.h2.id, 'r-2', T + 30_000)).tasks[0]!;
+        assert.equal(tb.job.id, b);
+        await g.report(g.h1.id, tdone!.task.id, { kind: 'succeeded' }, T + 1);
+        assert.equal(tdone!.job.id, done);
+
+        assert.deepEqual(await s.expireLeases(T + LEASE - 1, 100), [], 'no lease has ended yet');
+        const first = await s.expireLeases(T + LEASE + 1, 100);
+        assert.deepEqual(first.map((x) => x.taskId).sort((x, y) => x - y), [ta!.task.id, to!.task.id].sort((x, y) => x - y));
+        const ja = first.find((x) => x.taskId === ta!.task.id)!.job;
+        assert.deepEqual([ja.id, ja.state, ja.attempts, ja.finishedAt, ja.updatedAt], [a, 'queued', 1, null, T + LEASE + 1]);
+        assert.ok(ja.reason && ja.reason.length > 0);
+        assert.deepEqual(await s.getJob(g.p.id, a!), ja, 'the returned job is what is stored');
+        const jo = first.find((x) => x.taskId === to!.task.id)!.job;
+        assert.deepEqual([jo.id, jo.state, jo.attempts, jo.finishedAt], [o, 'failed', 1, T + LEASE + 1], 'its only attempt is spent');
+        const [lost] = await s.listTasks(a!);
+        assert.deepEqual([lost!.state, lost!.endedAt], ['lost', T + LEASE + 1]);
+        assert.ok(lost!.reason && lost!.reason.length > 0);
+        assert.deepEqual(await s.expireLeases(T + LEASE + 1, 100), [], 'expiring again finds nothing more');
+        assert.equal((await s.listTasks(done!))[0]!.state, 'succeeded', 'an ended task is never lost');
+        assert.equal((await s.listTasks(b!))[0]!.state, 'assigned', 'a later lease is still live');
+
+        // The lost task's report comes too late; its heartbeat is answered with an abort.
+        await rejectsWithCode(g.report(g.h1.id, ta!.task.id, { kind: 'succeeded' }, T + LEASE + 2), 'lease_expired');
+        const hb = await g.beat(g.h1.id, T + LEASE + 3, [{ taskId: ta!.task.id }]);
+        assert.deepEqual(hb.leases, []);
+        assert.match(hb.abort[0]!.reason, /lost/);
+        assert.equal((await s.getJob(g.p.id, a!))?.state, 'queued', 'the late report changed nothing');
+
+        // A heartbeat keeps a lease; the limit bounds one call.
+        await g.beat(g.h2.id, T + 30_000 + LEASE - 1, [{ taskId: tb.task.id }]);
+        assert.deepEqual(await s.expireLeases(T + 30_000 + LEASE + 1, 100), []);
+        await g.report(g.h2.id, tb.task.id, { kind: 'succeeded' }, T + 100_000);
+        await g.jobs(g.sim, [{}, {}]);
+        const more = (await g.claim(g.h1.id, 'r-3', T + 200_000)).tasks;
+        assert.equal(more.length, 3, 'a again, and the two new jobs');
+        assert.equal(more[0]!.task.attempt, 2, 'the requeued job runs its second attempt');
+        assert.equal((await s.expireLeases(T + 200_000 + LEASE + 1, 2)).length, 2);
+        assert.equal((await s.expireLeases(T + 200_000 + LEASE + 1, 2)).length, 1);
+      });
+
+      test('expireLeases of a task whose job was cancelled leaves the job cancelled', async (s) => {
+        const g = await grid(s);
+        const [j] = await g.jobs(g.sim, [{}]);
+        const [c] = (await g.claim(g.h1.id, 'r-1', T)).tasks;
+        const cancelled = await s.cancelJob(g.p.id, j!, T + 5);
+        const expired = await s.expireLeases(T + LEASE + 1, 100);
+        assert.deepEqual(expired.map((x) => [x.taskId, x.job.state]), [[c!.task.id, 'cancelled']]);
+        assert.deepEqual(await s.getJob(g.p.id, j!), cancelled);
+        assert.equal((await s.listTasks(j!))[0]!.state, 'lost');
+      });
+
+      test('recordCheckpoint sets the job\'s checkpoint only while the task is active on that host', async (s) => {
+        const g = await grid(s);
+        const [j] = await g.jobs(g.sim, [{}]);
+        const [c] = (await g.claim(g.h1.id, 'r-1', T)).tasks;
+        const id = c!.task.id;
+        assert.equal(c!.job.checkpoint, null);
+        assert.equal(await s.recordCheckpoint(g.h2.id, id, sha(1), T + 1), false, 'not on another host');
+        assert.equal(await s.recordCheckpoint(g.h1.id, id + 1000, sha(1), T + 1), false);
+        assert.equal((await s.getJob(g.p.id, j!))?.checkpoint, null);
+        assert.equal(await s.recordCheckpoint(g.h1.id, id, sha(1), T + 2), true);
+        assert.equal(await s.recordCheckpoint(g.h1.id, id, sha(2), T + 3), true, 'a later checkpoint replaces the earlier one');
+        assert.equal((await s.getJob(g.p.id, j!))?.checkpoint, sha(2));
+        assert.equal((await s.getHostTask(g.h1.id, id))?.job.checkpoint, sha(2));
+        await g.report(g.h1.id, id, { kind: 'aborted' }, T + 4);
+        assert.equal(await s.recordCheckpoint(g.h1.id, id, sha(3), T + 5), false, 'not after the task ended');
+        const [next] = (await g.claim(g.h2.id, 'r-2', T + 6)).tasks;
+        assert.equal(next!.job.id, j);
+        assert.equal(next!.job.checkpoint, sha(2), 'the next task resumes from it');
+      });
+
+      test('getHostTask finds a task of that host only, with its job', async (s) => {
+        const g = await grid(s);
+        const [j] = await g.jobs(g.sim, [{}]);
+        const [c] = (await g.claim(g.h1.id, 'r-1', T)).tasks;
+        const found = await s.getHostTask(g.h1.id, c!.task.id);
+        assert.deepEqual(found?.task, c!.task);
+        assert.equal(found?.job.id, j);
+        assert.equal(found?.job.state, 'running');
+        assert.equal(await s.getHostTask(g.h2.id, c!.task.id), null);
+        assert.equal(await s.getHostTask(g.h1.id, c!.task.id + 1000), null);
       });
     });
   });

@@ -1,10 +1,15 @@
+import type { Readable } from 'node:stream';
 import Docker from 'dockerode';
 import type { RuntimeProbe } from '../probe.js';
-import { LOG_TAIL_BYTES, type TaskOutcome, type TaskRunResult, type TaskRunSpec, type TaskRuntime } from '../runtime.js';
+import { LOG_TAIL_BYTES, type TaskOutcome, type TaskRunResult, type TaskRunSpec, type TaskRuntime, type TaskUsage } from '../runtime.js';
+import { ImageLedger, type LedgerEntry } from './docker-image-ledger.js';
+import { FrameDecoder, JsonLines, TailBuffer, UsageMeter, type StatsSample } from './docker-streams.js';
 
 /** Labels that tie a container to its task, so a restarted agent can find (or clean up) its own. */
 export const LABEL_TASK = 'io.boxgrid.task';
 export const LABEL_JOB = 'io.boxgrid.job';
+/** Which agent a container belongs to (see DockerRuntimeOptions.owner). */
+export const LABEL_OWNER = 'io.boxgrid.owner';
 
 export interface DockerRuntimeOptions {
   /** Docker Engine socket; dockerode's default (DOCKER_HOST or /var/run/docker.sock) otherwise. */
@@ -13,6 +18,34 @@ export interface DockerRuntimeOptions {
   tmpMiB?: number;
   /** Most processes (and threads) one task may have: a fork bomb stops here. */
   pidsLimit?: number;
+  /**
+   * JSON file recording the images this runtime pulled and when each last ran a task, so that
+   * `pruneImages` can free space without touching the owner's images. Without it nothing is
+   * recorded and nothing is ever pruned.
+   */
+  stateFile?: string;
+  /**
+   * Which agent this runtime works for (its host id, say). Its containers carry it, and
+   * `leftovers`/`remove`/`reattach` see only containers with the same owner, so two agents (or
+   * test suites) on one engine never take each other's containers for leftovers. Runtimes
+   * without an owner share the containers that have none.
+   */
+  owner?: string;
+}
+
+/** After a container exits, how long its log stream may take to drain before the tail is read instead. */
+const LOG_DRAIN_MS = 5_000;
+/** Lines asked for when the tail has to be read after the fact (the engine cannot cut by bytes). */
+const TAIL_LINES = 2_000;
+
+type StopReason = 'timeout' | 'aborted' | null;
+type Ended = Omit<TaskRunResult, 'durationMs'>;
+
+/** A pull in flight, shared by every run that needs the same reference. */
+interface PullJob {
+  done: Promise<void>;
+  waiters: number;
+  cancel(): void;
 }
 
 /**
@@ -20,13 +53,24 @@ export interface DockerRuntimeOptions {
  * no network, a read-only root, no capabilities, no privilege gain, a non-root user, hard
  * memory (no swap beyond it), CPU and pid limits, and the task's directories as the only
  * writable places. The container is removed however the task ends.
+ *
+ * Around that: missing images are pulled (by the pinned digest, once however many tasks wait
+ * for them) and what runs is the image id that was verified; output streams to `onOutput` as
+ * it is written; usage is sampled from the engine's stats while the task runs; containers left
+ * by an agent that died are found by label and followed to their end; images boxgrid pulled
+ * are pruned least recently used first.
  */
 export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   readonly name = 'docker';
   private readonly docker: Docker;
+  private readonly ledger: ImageLedger | null;
+  private readonly pulls = new Map<string, PullJob>();
+  /** Tasks this process runs or follows, with the image references they need (never pruned, never leftovers). */
+  private readonly active = new Map<number, string[]>();
 
   constructor(private readonly opts: DockerRuntimeOptions = {}) {
     this.docker = new Docker(opts.socketPath ? { socketPath: opts.socketPath } : undefined);
+    this.ledger = opts.stateFile ? new ImageLedger(opts.stateFile) : null;
   }
 
   /** Engine version, or null when no engine answers (the agent then says how to start one). */
@@ -46,45 +90,34 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
 
   async run(spec: TaskRunSpec, signal?: AbortSignal): Promise<TaskRunResult> {
     const started = Date.now();
-    const image = await this.checkImage(spec);
-    if (image !== null) return { outcome: image, logTail: '', durationMs: Date.now() - started };
-    let container: Docker.Container | undefined;
+    const early = (outcome: TaskOutcome): TaskRunResult => ({ outcome, logTail: '', durationMs: Date.now() - started, usage: null });
+    if (signal?.aborted) return early({ kind: 'aborted' });
+    this.active.set(spec.taskId, [spec.image, pullRef(spec)]);
     try {
-      container = await this.docker.createContainer(this.containerConfig(spec));
-      // Asked before start, so no exit can be missed; 'next-exit' because the default
-      // ('not-running') answers at once for a container that has not started yet.
-      const waited = container.wait({ condition: 'next-exit' });
-      try {
-        await container.start();
-      } catch (e) {
-        // The engine refuses to start a command the image does not have: the task's fault, not ours.
-        const message = (e as Error).message;
-        if (/executable file not found|no such file or directory/i.test(message)) {
-          return { outcome: { kind: 'failed', exitCode: 127 }, logTail: message, durationMs: Date.now() - started };
-        }
-        throw e;
-      }
-      const outcome = await this.waitForEnd(container, waited, spec, signal);
-      const logTail = await this.logTail(container);
-      return { outcome, logTail, durationMs: Date.now() - started };
+      const image = await this.prepareImage(spec, signal);
+      if (typeof image !== 'string') return early(image);
+      // Bookkeeping for pruning only: a failed write must not fail the task.
+      await this.ledger?.touch(image).catch(() => undefined);
+      return { ...(await this.runContainer(spec, image, signal)), durationMs: Date.now() - started };
     } catch (e) {
-      return { outcome: { kind: 'agent_error', message: (e as Error).message }, logTail: '', durationMs: Date.now() - started };
+      return early({ kind: 'agent_error', message: (e as Error).message });
     } finally {
-      if (container) await container.remove({ force: true, v: true }).catch(() => undefined);
+      this.active.delete(spec.taskId);
     }
   }
 
-  containerConfig(spec: TaskRunSpec): Docker.ContainerCreateOptions {
+  /** The container for a task; `image` is what runs (run() passes the id it verified, so a moved tag cannot swap it). */
+  containerConfig(spec: TaskRunSpec, image: string = spec.image): Docker.ContainerCreateOptions {
     const memoryBytes = spec.resources.memoryMiB * 1024 * 1024;
     const binds = [`${spec.inputsDir}:/in:ro`, `${spec.outputsDir}:/out:rw`];
     if (spec.checkpointDir) binds.push(`${spec.checkpointDir}:/checkpoint:rw`);
     return {
-      Image: spec.image,
+      Image: image,
       Cmd: spec.command,
       Env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       User: spec.user,
       WorkingDir: '/out',
-      Labels: { [LABEL_TASK]: String(spec.taskId), [LABEL_JOB]: String(spec.jobId) },
+      Labels: { [LABEL_TASK]: String(spec.taskId), [LABEL_JOB]: String(spec.jobId), ...(this.opts.owner !== undefined ? { [LABEL_OWNER]: this.opts.owner } : {}) },
       NetworkDisabled: true,
       HostConfig: {
         NetworkMode: 'none',
@@ -103,32 +136,286 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
     };
   }
 
-  /** Null when the image is present (and, if pinned, has the pinned digest); an outcome otherwise. */
-  private async checkImage(spec: TaskRunSpec): Promise<TaskOutcome | null> {
-    let info: Docker.ImageInspectInfo;
-    try {
-      info = await this.docker.getImage(spec.image).inspect();
-    } catch {
-      // Pulling (with registry auth and progress) arrives with the agent; until then the image must be there.
-      return { kind: 'image_error', message: `image ${spec.image} is not on this host` };
+  // ---- leftovers of an earlier agent process ----
+
+  async leftovers(): Promise<number[]> {
+    const ids = new Set<number>();
+    for (const c of await this.ours(LABEL_TASK)) {
+      const id = Number(c.Labels[LABEL_TASK]);
+      if (Number.isSafeInteger(id) && !this.active.has(id)) ids.add(id);
     }
-    if (spec.imageDigest !== null) {
-      const digests = [info.Id, ...(info.RepoDigests ?? []).map((d) => d.slice(d.indexOf('@') + 1))];
-      if (!digests.includes(spec.imageDigest)) {
-        return { kind: 'image_error', message: `image ${spec.image} does not have the pinned digest ${spec.imageDigest}` };
-      }
-    }
-    return null;
+    return [...ids].sort((a, b) => a - b);
   }
 
-  private async waitForEnd(container: Docker.Container, waited: Promise<unknown>, spec: TaskRunSpec, signal?: AbortSignal): Promise<TaskOutcome> {
-    let stopReason: 'timeout' | 'aborted' | null = null;
-    const stop = (reason: 'timeout' | 'aborted'): void => {
-      if (stopReason !== null) return;
-      stopReason = reason;
-      container.kill().catch(() => undefined); // already gone is fine
+  async reattach(spec: TaskRunSpec, signal?: AbortSignal): Promise<TaskRunResult> {
+    const lost = (message: string): TaskRunResult => ({ outcome: { kind: 'agent_error', message }, logTail: '', durationMs: 0, usage: null });
+    this.active.set(spec.taskId, [spec.image]);
+    try {
+      const [newest] = await this.taskContainers(spec.taskId);
+      if (!newest) return lost(`no container is left for task ${spec.taskId}`);
+      const container = this.docker.getContainer(newest.Id);
+      const state = (await container.inspect()).State;
+      const startedAt = Date.parse(state.StartedAt);
+      if (!(startedAt > 0)) {
+        // The earlier agent died between creating and starting it: the task never ran, so it starts now.
+        const t0 = Date.now();
+        const ended = signal?.aborted ? { outcome: { kind: 'aborted' } as const, logTail: '', usage: null } : await this.startAndFollow(container, spec, signal);
+        return { ...ended, durationMs: Date.now() - t0 };
+      }
+      // 'not-running' answers at once for a container that ended while no agent watched it.
+      const waited = state.Running ? container.wait({ condition: 'not-running' }) : Promise.resolve();
+      const ended = await this.follow(container, waited, spec, signal, startedAt, state.Running);
+      return { ...ended, durationMs: Date.now() - startedAt };
+    } catch (e) {
+      return lost(`could not follow the container of task ${spec.taskId}: ${(e as Error).message}`);
+    } finally {
+      this.active.delete(spec.taskId);
+      await this.remove(spec.taskId).catch(() => undefined);
+    }
+  }
+
+  async remove(taskId: number): Promise<void> {
+    for (const c of await this.taskContainers(taskId)) {
+      await this.docker.getContainer(c.Id).remove({ force: true, v: true }).catch(ignoreGone);
+    }
+  }
+
+  /** The task's containers, newest first (there is one unless something went badly wrong). */
+  private async taskContainers(taskId: number): Promise<Docker.ContainerInfo[]> {
+    return (await this.ours(`${LABEL_TASK}=${taskId}`)).sort((a, b) => b.Created - a.Created);
+  }
+
+  /** Containers matching a label filter that have this runtime's owner (none when it has none). */
+  private async ours(label: string): Promise<Docker.ContainerInfo[]> {
+    const list = await this.docker.listContainers({ all: true, filters: { label: [label] } });
+    return list.filter((c) => c.Labels[LABEL_OWNER] === this.opts.owner);
+  }
+
+  // ---- images: find, pull (once per reference), verify, prune ----
+
+  /** The id of the image to run (present, pulled if it was not, and with the pinned digest), or why there is none. */
+  private async prepareImage(spec: TaskRunSpec, signal?: AbortSignal): Promise<string | TaskOutcome> {
+    const local = await this.findLocal(spec);
+    if (local.id !== null) return local.id;
+    const ref = pullRef(spec);
+    const what = ref === spec.image ? ref : `${spec.image} by its pinned digest (${ref})`;
+    try {
+      await this.pull(ref, signal);
+    } catch (e) {
+      if (signal?.aborted) return { kind: 'aborted' };
+      const here = local.otherDigest ? ` (the ${spec.image} on this host has another digest)` : '';
+      return { kind: 'image_error', message: `could not pull ${what}${here}: ${engineMessage(e)}` };
+    }
+    const info = await this.inspectImage(ref);
+    if (info === null) return { kind: 'image_error', message: `pulled ${what}, but the engine does not find it` };
+    if (!hasDigest(info, spec.imageDigest)) {
+      return { kind: 'image_error', message: `image ${spec.image} does not have the pinned digest ${spec.imageDigest}` };
+    }
+    return info.Id;
+  }
+
+  /** The local image that fits the spec; `otherDigest` when one with the name exists but is not the pinned one. */
+  private async findLocal(spec: TaskRunSpec): Promise<{ id: string | null; otherDigest: boolean }> {
+    let otherDigest = false;
+    for (const name of new Set([pullRef(spec), spec.image])) {
+      const info = await this.inspectImage(name);
+      if (info === null) continue;
+      if (hasDigest(info, spec.imageDigest)) return { id: info.Id, otherDigest: false };
+      otherDigest = true;
+    }
+    return { id: null, otherDigest };
+  }
+
+  /** Null when the engine has no such image; engine failures throw (they are the agent's, not the image's). */
+  private async inspectImage(name: string): Promise<Docker.ImageInspectInfo | null> {
+    try {
+      return await this.docker.getImage(name).inspect();
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode === 404) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * Pulls `ref`, joining a pull of the same reference already in flight. An aborted caller stops
+   * waiting at once; the pull itself is cancelled only when no other run still waits for it.
+   */
+  private async pull(ref: string, signal?: AbortSignal): Promise<void> {
+    let job = this.pulls.get(ref);
+    if (!job) {
+      const created = this.startPull(ref, () => {
+        if (this.pulls.get(ref) === created) this.pulls.delete(ref);
+      });
+      this.pulls.set(ref, created);
+      job = created;
+    }
+    job.waiters++;
+    try {
+      await untilAborted(job.done, signal);
+    } finally {
+      job.waiters--;
+      if (job.waiters === 0 && signal?.aborted) job.cancel();
+    }
+  }
+
+  private startPull(ref: string, forget: () => void): PullJob {
+    // Aborting closes our request, which cancels the pull's context in the engine; a registry
+    // that never answers can still hold the engine's side until its own timeouts (seen on 20.10).
+    const abort = new AbortController();
+    const done = (async () => {
+      const stream = (await this.docker.pull(ref, { abortSignal: abort.signal })) as Readable;
+      abort.signal.addEventListener('abort', () => stream.destroy(), { once: true });
+      if (abort.signal.aborted) stream.destroy();
+      await consumePull(stream);
+      const info = await this.docker.getImage(ref).inspect();
+      // Only what boxgrid pulled goes in the ledger; a failed write means the image is never pruned.
+      await this.ledger?.recordPull(info.Id, ref).catch(() => undefined);
+    })();
+    done.then(forget, forget);
+    return {
+      done,
+      waiters: 0,
+      cancel: () => {
+        forget(); // a later run starts a fresh pull rather than joining a cancelled one
+        abort.abort();
+      },
     };
-    const timer = setTimeout(() => stop('timeout'), spec.maxRuntimeSeconds * 1000);
+  }
+
+  /**
+   * Removes images this runtime pulled, least recently used first, until those still here fit
+   * `budgetMiB`. Never an image in use (`inUse` names or ids, the images of this runtime's own
+   * tasks, the image of any container; a name the engine does not know, such as the tag of an
+   * image pulled by digest, keeps every image of its repository), never one boxgrid did not
+   * pull: only the references it pulled are removed, so an image the owner also tagged stays
+   * (and stops counting as ours).
+   * Sizes are the engine's, which count a shared base layer in every image built on it: an
+   * over-estimate, so pruning errs towards freeing more. Returns the references removed.
+   */
+  async pruneImages(budgetMiB: number, inUse: string[]): Promise<{ removed: string[] }> {
+    const removed: string[] = [];
+    if (!this.ledger) return { removed };
+    const sizes = new Map((await this.docker.listImages()).map((i) => [i.Id, i.Size]));
+    const ours: LedgerEntry[] = [];
+    for (const e of await this.ledger.entries()) {
+      if (sizes.has(e.id)) ours.push(e);
+      else await this.ledger.forget(e.id); // gone already (the owner removed it)
+    }
+    let total = ours.reduce((sum, e) => sum + (sizes.get(e.id) ?? 0), 0);
+    const keep = await this.imagesInUse(inUse);
+    for (const e of ours.sort((a, b) => a.lastUsedAt - b.lastUsedAt)) {
+      if (total <= budgetMiB * 2 ** 20) break;
+      if (keep.ids.has(e.id) || e.refs.some((r) => keep.repositories.has(repositoryOf(r)))) continue;
+      const { untagged, done } = await this.untag(e);
+      removed.push(...untagged);
+      await this.ledger.dropRefs(e.id, done);
+      if (done.length === e.refs.length) total -= sizes.get(e.id) ?? 0;
+    }
+    return { removed };
+  }
+
+  /** Images that must stay: named by the caller, needed by this runtime's tasks, or under any container. */
+  private async imagesInUse(inUse: string[]): Promise<{ ids: Set<string>; repositories: Set<string> }> {
+    const ids = new Set<string>();
+    const repositories = new Set<string>();
+    for (const name of new Set([...inUse, ...[...this.active.values()].flat()])) {
+      const info = await this.inspectImage(name).catch(() => null);
+      if (info) ids.add(info.Id);
+      else if (!/^sha256:/.test(name)) repositories.add(repositoryOf(name));
+    }
+    for (const c of await this.docker.listContainers({ all: true })) ids.add(c.ImageID);
+    return { ids, repositories };
+  }
+
+  /**
+   * Removes boxgrid's references to one image. A reference that now names another image (the
+   * owner pulled the tag again) is left alone but no longer ours. `done`: refs no longer ours;
+   * `untagged`: those actually removed. The engine refuses (409) while a container uses it.
+   */
+  private async untag(e: LedgerEntry): Promise<{ untagged: string[]; done: string[] }> {
+    const untagged: string[] = [];
+    const done: string[] = [];
+    for (const ref of e.refs) {
+      const info = await this.inspectImage(ref);
+      if (info !== null && info.Id === e.id) {
+        try {
+          await this.docker.getImage(ref).remove();
+          untagged.push(ref);
+        } catch (err) {
+          if ((err as { statusCode?: number }).statusCode !== 404) continue; // in use or engine trouble: keep it ours
+        }
+      }
+      done.push(ref);
+    }
+    return { untagged, done };
+  }
+
+  // ---- running and following a container ----
+
+  private async runContainer(spec: TaskRunSpec, image: string, signal?: AbortSignal): Promise<Ended> {
+    let container: Docker.Container | undefined;
+    try {
+      container = await this.docker.createContainer(this.containerConfig(spec, image));
+      if (signal?.aborted) return { outcome: { kind: 'aborted' }, logTail: '', usage: null };
+      return await this.startAndFollow(container, spec, signal);
+    } catch (e) {
+      return { outcome: { kind: 'agent_error', message: (e as Error).message }, logTail: '', usage: null };
+    } finally {
+      if (container) await container.remove({ force: true, v: true }).catch(() => undefined);
+    }
+  }
+
+  private async startAndFollow(container: Docker.Container, spec: TaskRunSpec, signal?: AbortSignal): Promise<Ended> {
+    // Asked before start, so no exit can be missed; 'next-exit' because the default
+    // ('not-running') answers at once for a container that has not started yet.
+    const waited = container.wait({ condition: 'next-exit' });
+    waited.catch(() => undefined); // awaited in follow(), or dropped when the start fails
+    try {
+      await container.start();
+    } catch (e) {
+      // The engine refuses to start a command the image does not have: the task's fault, not ours.
+      const message = (e as Error).message;
+      if (/executable file not found|no such file or directory/i.test(message)) {
+        return { outcome: { kind: 'failed', exitCode: 127 }, logTail: message, usage: null };
+      }
+      throw e;
+    }
+    return this.follow(container, waited, spec, signal, Date.now(), true);
+  }
+
+  /**
+   * Follows a started container to its end: output as it comes, usage samples, the time limit
+   * counted from `startedAt`, the abort signal. `enforce` false for a container that has already
+   * ended (reattach), whose limit and abort no longer apply.
+   */
+  private async follow(container: Docker.Container, waited: Promise<unknown>, spec: TaskRunSpec, signal: AbortSignal | undefined, startedAt: number, enforce: boolean): Promise<Ended> {
+    const output = this.followOutput(container, spec.onOutput);
+    const meter = this.meterUsage(container);
+    try {
+      const stopReason = enforce ? await this.waitForEnd(container, waited, spec, signal, startedAt) : null;
+      const state = (await container.inspect()).State;
+      const outcome = classify(state, stopReason, spec);
+      return { outcome, logTail: await output.tail(), usage: meter.usage() };
+    } finally {
+      output.stop();
+      meter.stop();
+    }
+  }
+
+  private async waitForEnd(container: Docker.Container, waited: Promise<unknown>, spec: TaskRunSpec, signal: AbortSignal | undefined, startedAt: number): Promise<StopReason> {
+    let reason: StopReason = null;
+    let killed: Promise<boolean> = Promise.resolve(false);
+    const stop = (why: 'timeout' | 'aborted'): void => {
+      if (reason !== null) return;
+      reason = why;
+      // 409: it was no longer running, so it ended on its own and the reason does not apply.
+      killed = container.kill().then(
+        () => true,
+        (e: { statusCode?: number }) => e.statusCode !== 409,
+      );
+    };
+    const left = Math.max(0, spec.maxRuntimeSeconds * 1000 - (Date.now() - startedAt));
+    const timer = setTimeout(() => stop('timeout'), left);
     const onAbort = (): void => stop('aborted');
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) onAbort();
@@ -138,17 +425,176 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
     }
-    const state = (await container.inspect()).State;
-    if (stopReason === 'timeout') return { kind: 'timeout', limitSeconds: spec.maxRuntimeSeconds };
-    if (stopReason === 'aborted') return { kind: 'aborted' };
-    if (state.OOMKilled) return { kind: 'out_of_memory', limitMiB: spec.resources.memoryMiB };
-    return state.ExitCode === 0 ? { kind: 'succeeded' } : { kind: 'failed', exitCode: state.ExitCode };
+    return (await killed) ? reason : null;
   }
 
-  private async logTail(container: Docker.Container): Promise<string> {
-    const raw = (await container.logs({ stdout: true, stderr: true, follow: false, tail: 500 })) as unknown as Buffer;
-    const text = demultiplex(raw);
-    return text.subarray(Math.max(0, text.length - LOG_TAIL_BYTES)).toString('utf8');
+  /**
+   * Streams the container's stdout and stderr (the engine's log, from its first byte) to
+   * `onOutput` and into a bounded tail. `tail()` waits for the stream to drain after the exit;
+   * if it does not, or the stream failed, the tail is read from the engine's log instead.
+   */
+  private followOutput(container: Docker.Container, onOutput?: (chunk: Buffer) => void): { tail(): Promise<string>; stop(): void } {
+    const buffer = new TailBuffer(LOG_TAIL_BYTES);
+    const decoder = new FrameDecoder();
+    let stream: Readable | undefined;
+    let stopped = false;
+    const deliver = (chunk: Buffer): void => {
+      buffer.push(chunk);
+      try {
+        onOutput?.(chunk);
+      } catch {
+        // A listener's failure is not the task's.
+      }
+    };
+    const drained = (async (): Promise<boolean> => {
+      try {
+        const s = (await container.logs({ follow: true, stdout: true, stderr: true })) as Readable;
+        stream = s;
+        if (stopped) s.destroy();
+        await new Promise<void>((resolve, reject) => {
+          s.on('data', (chunk: Buffer) => decoder.push(chunk).forEach(deliver));
+          s.on('end', resolve);
+          s.on('close', resolve);
+          s.on('error', reject);
+        });
+        const rest = decoder.rest();
+        if (rest.length > 0) deliver(rest);
+        return true;
+      } catch {
+        return false;
+      }
+    })();
+    return {
+      tail: async () => ((await within(drained, LOG_DRAIN_MS, false)) ? buffer.text() : readTail(container)),
+      stop: () => {
+        stopped = true;
+        stream?.destroy();
+      },
+    };
+  }
+
+  /** Samples the container's stats while it runs; see UsageMeter for what this misses. */
+  private meterUsage(container: Docker.Container): { usage(): TaskUsage | null; stop(): void } {
+    const meter = new UsageMeter();
+    const lines = new JsonLines();
+    let stream: Readable | undefined;
+    let stopped = false;
+    container
+      .stats({ stream: true })
+      .then((s) => {
+        stream = s as Readable;
+        if (stopped) stream.destroy();
+        stream.on('data', (chunk: Buffer) => lines.push(chunk).forEach((x) => meter.add(x as StatsSample)));
+        stream.on('error', () => undefined); // a broken stream costs the figures, not the task
+      })
+      .catch(() => undefined);
+    return {
+      usage: () => meter.usage(),
+      stop: () => {
+        stopped = true;
+        stream?.destroy();
+      },
+    };
+  }
+}
+
+/** How a followed container ended. A 137 after at least the limit is a timeout whose kill an earlier agent did not live to report. */
+export function classify(state: { ExitCode: number; OOMKilled: boolean; StartedAt: string; FinishedAt: string }, stop: StopReason, spec: TaskRunSpec): TaskOutcome {
+  if (stop === 'timeout') return { kind: 'timeout', limitSeconds: spec.maxRuntimeSeconds };
+  if (stop === 'aborted') return { kind: 'aborted' };
+  if (state.OOMKilled) return { kind: 'out_of_memory', limitMiB: spec.resources.memoryMiB };
+  const ranMs = Date.parse(state.FinishedAt) - Date.parse(state.StartedAt);
+  if (state.ExitCode === 137 && ranMs >= spec.maxRuntimeSeconds * 1000) return { kind: 'timeout', limitSeconds: spec.maxRuntimeSeconds };
+  return state.ExitCode === 0 ? { kind: 'succeeded' } : { kind: 'failed', exitCode: state.ExitCode };
+}
+
+/** What to pull: the repository at the pinned digest when there is one (a tag may have moved), else the image as named. */
+export function pullRef(spec: Pick<TaskRunSpec, 'image' | 'imageDigest'>): string {
+  return spec.imageDigest ? `${repositoryOf(spec.image)}@${spec.imageDigest}` : spec.image;
+}
+
+/** `host:port/a/b:tag@sha256:…` → `host:port/a/b` (a colon before the last slash is a port, not a tag). */
+export function repositoryOf(image: string): string {
+  const name = image.split('@')[0] ?? image;
+  const colon = name.lastIndexOf(':');
+  return colon > name.lastIndexOf('/') ? name.slice(0, colon) : name;
+}
+
+/** Whether an image has the pinned digest: its id (a local build) or the manifest digest it was pulled by. */
+function hasDigest(info: Docker.ImageInspectInfo, digest: string | null): boolean {
+  if (digest === null) return true;
+  const digests = [info.Id, ...(info.RepoDigests ?? []).map((d) => d.slice(d.indexOf('@') + 1))];
+  return digests.includes(digest);
+}
+
+/** Reads a pull's progress stream to its end; the engine reports a failed pull inside the stream. */
+function consumePull(stream: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const lines = new JsonLines();
+    let error: string | null = null;
+    let ended = false;
+    stream.on('data', (chunk: Buffer) => {
+      for (const m of lines.push(chunk) as Array<{ error?: string; errorDetail?: { message?: string } }>) {
+        error = m.errorDetail?.message ?? m.error ?? error;
+      }
+    });
+    stream.on('end', () => {
+      ended = true;
+      if (error !== null) reject(new Error(error));
+      else resolve();
+    });
+    stream.on('close', () => {
+      if (!ended) reject(new Error('the pull stopped before it finished'));
+    });
+    stream.on('error', reject);
+  });
+}
+
+/** The engine's own words, without dockerode's "(HTTP code 404) unexpected - " prefix. */
+function engineMessage(e: unknown): string {
+  return String((e as Error).message ?? e)
+    .replace(/^\(HTTP code \d+\) [^-]*- /, '')
+    .trim();
+}
+
+function ignoreGone(e: { statusCode?: number }): void {
+  // 404: already gone; 409: its removal is already under way.
+  if (e.statusCode !== 404 && e.statusCode !== 409) throw e;
+}
+
+/** The log tail read after the fact (when following the stream failed). */
+async function readTail(container: Docker.Container): Promise<string> {
+  try {
+    const raw = await container.logs({ stdout: true, stderr: true, follow: false, tail: TAIL_LINES });
+    const tail = new TailBuffer(LOG_TAIL_BYTES);
+    tail.push(demultiplex(raw));
+    return tail.text();
+  } catch {
+    return '';
+  }
+}
+
+/** Rejects as soon as the signal aborts; otherwise settles as `p` does. */
+function untilAborted<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new Error('aborted'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** `p`'s value, or `fallback` once `ms` have passed. */
+async function within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(fallback), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -157,12 +603,6 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
  * as big-endian uint32) before each chunk. Returns the payloads in order.
  */
 export function demultiplex(raw: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let at = 0;
-  while (at + 8 <= raw.length) {
-    const length = raw.readUInt32BE(at + 4);
-    parts.push(raw.subarray(at + 8, Math.min(raw.length, at + 8 + length)));
-    at += 8 + length;
-  }
-  return Buffer.concat(parts);
+  const decoder = new FrameDecoder();
+  return Buffer.concat([...decoder.push(raw), decoder.rest()]);
 }

@@ -61,16 +61,18 @@ export function registerAgent(program: Command, ctx: CliContext): void {
       const { probeHost } = await import('../../agent/probe.js');
       const { enroll, loadCredential } = await import('../../agent/host-credential.js');
       const { BoxgridClient } = await import('../../client/client.js');
+      const { parseToken } = await import('../../service/credentials.js');
 
       await mkdir(o.workDir, { recursive: true, mode: 0o700 });
-      const docker = o.docker ? new DockerRuntime({ ...(o.dockerSocket ? { socketPath: o.dockerSocket } : {}), stateFile: join(o.workDir, 'images.json') }) : null;
-      const engine = docker ? await docker.version() : null;
-      if (docker && engine === null && !o.native) {
+      const socket = o.dockerSocket ? { socketPath: o.dockerSocket } : {};
+      const probeEngine = o.docker ? new DockerRuntime(socket) : null;
+      const engine = probeEngine ? await probeEngine.version() : null;
+      if (probeEngine && engine === null && !o.native) {
         throw new CliExit(1, `error: no container engine answers at ${o.dockerSocket ?? process.env.DOCKER_HOST ?? '/var/run/docker.sock'}.\n` +
           'Start one (e.g. `sudo dockerd --bridge=none --iptables=false`, or `sudo systemctl start docker`), point --docker-socket at it, ' +
           'or on a trusted host run native tasks with --native --no-docker.');
       }
-      const probe = await probeHost(o.workDir, engine === null ? null : docker);
+      const probe = await probeHost(o.workDir, engine === null ? null : probeEngine);
       const capacity = capacityFrom(o, probe);
 
       let credential = await loadCredential(o.workDir);
@@ -87,6 +89,10 @@ export function registerAgent(program: Command, ctx: CliContext): void {
         process.stderr.write(`enrolled with ${server} as host ${credential.hostId} (${credential.name}); credential saved in ${o.workDir}/host.json (mode 0600)\n`);
       }
 
+      // Containers are labelled with the credential's public id: agents of several work dirs
+      // (or servers) on one engine then never mistake each other's containers for leftovers.
+      const owner = parseToken(credential.token)?.id ?? `host-${credential.hostId}`;
+      const docker = engine === null ? null : new DockerRuntime({ ...socket, stateFile: join(o.workDir, 'images.json'), owner });
       const native = o.native ? new NativeRuntime({ scratchDir: join(o.workDir, 'scratch') }) : null;
       if (native) {
         const sandbox = await native.sandbox();
@@ -96,7 +102,7 @@ export function registerAgent(program: Command, ctx: CliContext): void {
         }
       }
       const runtimes = [
-        ...(docker && engine !== null ? [{ kind: 'docker' as const, runtime: docker }] : []),
+        ...(docker ? [{ kind: 'docker' as const, runtime: docker }] : []),
         ...(native ? [{ kind: 'native' as const, runtime: native }] : []),
       ];
       const client = new BoxgridClient({ url: credential.server, token: credential.token });

@@ -4,6 +4,7 @@ import { currentHost, type Services } from '../services.js';
 import { BlobInfo, receiveBlob, sendBlob } from './blobs.js';
 import { Resources } from '../schemas.js';
 import type { Api } from '../server.js';
+import { OUTCOME_KINDS, type OutcomeKind, type TaskOutcome } from '../../domain/outcomes.js';
 
 const FreeResources = Type.Object(
   {
@@ -46,16 +47,35 @@ const HeartbeatBody = Type.Object(
   },
   { additionalProperties: false },
 );
-const Outcome = Type.Union([
-  Type.Object({ kind: Type.Literal('succeeded') }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('failed'), exitCode: Type.Integer({ minimum: -255, maximum: 255 }) }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('out_of_memory'), limitMiB: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('timeout'), limitSeconds: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('aborted') }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('image_error'), message: Type.String({ maxLength: 4096 }) }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('output_error'), message: Type.String({ maxLength: 4096 }) }, { additionalProperties: false }),
-  Type.Object({ kind: Type.Literal('agent_error'), message: Type.String({ maxLength: 4096 }) }, { additionalProperties: false }),
-]);
+/** The fields each outcome kind carries besides `kind`. */
+const OUTCOME_FIELDS: Record<OutcomeKind, Record<string, object>> = {
+  succeeded: {},
+  failed: { exitCode: { type: 'integer', minimum: -255, maximum: 255 } },
+  out_of_memory: { limitMiB: { type: 'integer', minimum: 0 } },
+  timeout: { limitSeconds: { type: 'integer', minimum: 0 } },
+  aborted: {},
+  image_error: { message: { type: 'string', maxLength: 4096 } },
+  output_error: { message: { type: 'string', maxLength: 4096 } },
+  agent_error: { message: { type: 'string', maxLength: 4096 } },
+};
+/**
+ * A tagged union written as "a known kind, then that kind's fields" (if/then), not as anyOf:
+ * a validator reports a failed anyOf against its first branch, so a bad kind or a missing
+ * exitCode came back as "kind: must be one of succeeded", naming neither the problem nor the kinds.
+ */
+const Outcome = Type.Unsafe<TaskOutcome>({
+  type: 'object',
+  required: ['kind'],
+  properties: { kind: { type: 'string', enum: [...OUTCOME_KINDS] } },
+  allOf: OUTCOME_KINDS.map((kind) => ({
+    if: { properties: { kind: { const: kind } } },
+    then: {
+      properties: { kind: { const: kind }, ...OUTCOME_FIELDS[kind] },
+      required: ['kind', ...Object.keys(OUTCOME_FIELDS[kind])],
+      additionalProperties: false,
+    },
+  })),
+});
 const ReportBody = Type.Object(
   {
     outcome: Outcome,
@@ -137,21 +157,6 @@ export function registerAgentRoutes(app: Api, s: Services): void {
     },
   );
 
-  app.post(
-    '/tasks/:id/checkpoint',
-    {
-      schema: {
-        tags, params: TaskParams, body: Type.Object({ sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }) }, { additionalProperties: false }),
-        description: "Make an uploaded tar of /checkpoint the job's latest checkpoint; a later task resumes from it.",
-        response: { 200: Type.Object({ recorded: Type.Boolean() }) },
-      },
-    },
-    async (req) => {
-      await inPart('body', s.agent.checkpoint(currentHost(req), req.params.id, req.body.sha256));
-      return { recorded: true };
-    },
-  );
-
   app.get(
     '/tasks/:id/blobs/:sha256',
     { exposeHeadRoute: false, schema: { tags, params: TaskBlobParams, description: "Download one of the task's inputs (or the checkpoint it resumes from)." } },
@@ -165,10 +170,20 @@ export function registerAgentRoutes(app: Api, s: Services): void {
       {
         schema: {
           tags, params: TaskBlobParams, response: { 201: BlobInfo, 200: BlobInfo },
-          description: "Upload an output or checkpoint of a live task (application/octet-stream, under its sha256); it joins the job's project.",
+          description: "Upload an output of a live task (application/octet-stream, under its sha256); it joins the job's project.",
         },
       },
       async (req, reply) => receiveBlob(req, reply, (body, length) => s.agent.upload(currentHost(req), req.params.id, req.params.sha256, body, length)),
+    );
+    (uploads as Api).put(
+      '/tasks/:id/checkpoint/:sha256',
+      {
+        schema: {
+          tags, params: TaskBlobParams, response: { 201: BlobInfo, 200: BlobInfo },
+          description: "Upload a tar of the task's /checkpoint (application/octet-stream, under its sha256) and make it the job's latest checkpoint; a later task resumes from it.",
+        },
+      },
+      async (req, reply) => receiveBlob(req, reply, (body, length) => s.agent.checkpoint(currentHost(req), req.params.id, req.params.sha256, body, length)),
     );
   });
 }

@@ -688,7 +688,7 @@ export class SqliteStore implements Store {
         `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs)
          VALUES (?, ?, ?, 0, 'assigned', ?, ?, ?, ?, '{}')`,
       );
-      const start = this.stmt(`UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ? WHERE id = ? AND state = 'queued'`);
+      const start = this.stmt(`UPDATE jobs SET state = 'running', attempts = attempts + 1, reason = NULL, updated_at = ? WHERE id = ? AND state = 'queued'`);
       const tasks: ClaimedTask[] = [];
       for (const pick of picks) {
         const job = jobs.get(pick.jobId);
@@ -697,7 +697,7 @@ export class SqliteStore implements Store {
         const attempt = job.attempts + 1;
         const r = insert.run(job.id, req.hostId, attempt, pick.runtime, now + req.leaseMs, now, req.requestId);
         const task = this.taskRow(Number(r.lastInsertRowid))!;
-        tasks.push({ task, job: { ...job, state: 'running', attempts: attempt, updatedAt: now }, app: appOf(job.appId), projectName: this.projectName(job.projectId) });
+        tasks.push({ task, job: { ...job, state: 'running', attempts: attempt, reason: null, updatedAt: now }, app: appOf(job.appId), projectName: this.projectName(job.projectId) });
       }
       return { tasks, replayed: false };
     }).immediate();
@@ -763,7 +763,10 @@ export class SqliteStore implements Store {
     const chunkEnd = chunk.offset + chunk.text.length;
     if (chunkEnd <= end) return;
     const fresh = chunk.text.slice(Math.max(0, end - chunk.offset));
-    const text = ((r?.text as string | undefined) ?? '') + fresh;
+    // After a gap (output the agent dropped) the stored text is not followed by this piece: keep
+    // only the piece, so that the text still starts at end_offset - length (TaskLog's contract).
+    const before = chunk.offset > end ? '' : ((r?.text as string | undefined) ?? '');
+    const text = before + fresh;
     this.stmt('INSERT INTO task_logs (task_id, text, end_offset) VALUES (?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET text = excluded.text, end_offset = excluded.end_offset')
       .run(taskId, text.length > LOG_KEEP ? text.slice(text.length - LOG_KEEP) : text, chunkEnd);
   }
@@ -779,7 +782,7 @@ export class SqliteStore implements Store {
       if (taskMachine.isTerminal(task.state)) {
         if (row.report_hash === req.reportHash) return { task, job, jobStateBefore: job.state, replayed: true };
         if (task.state === 'lost') {
-          throw new BoxgridError('lease_expired', `task ${task.id}'s lease expired before its report; its job was requeued`);
+          throw new BoxgridError('lease_expired', `task ${task.id}'s lease expired before its report; the task was counted lost (its job is ${job.state})`);
         }
         throw new BoxgridError('conflict', `task ${task.id} was already reported (${task.state}) with a different result`);
       }
@@ -834,7 +837,7 @@ export class SqliteStore implements Store {
         this.stmt(`UPDATE tasks SET state = 'lost', ended_at = ?, reason = 'its lease expired: the host stopped reporting' WHERE id = ?`).run(now, task.id);
         const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row);
         if (job.state !== 'running') {
-          out.push({ taskId: task.id, job });
+          out.push({ taskId: task.id, job, jobChanged: false });
           continue;
         }
         const app = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(job.appId) as Row);
@@ -844,7 +847,7 @@ export class SqliteStore implements Store {
           ? `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`
           : `attempt ${job.attempts} lost: its host stopped reporting; retrying`;
         this.stmt('UPDATE jobs SET state = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?').run(state, reason, now, spent ? now : null, job.id);
-        out.push({ taskId: task.id, job: { ...job, state, reason, updatedAt: now, finishedAt: spent ? now : null } });
+        out.push({ taskId: task.id, job: { ...job, state, reason, updatedAt: now, finishedAt: spent ? now : null }, jobChanged: true });
       }
       return out;
     }).immediate();
