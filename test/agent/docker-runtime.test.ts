@@ -618,3 +618,16 @@ test('the ledger records pulls and uses, forgets dropped references, and survive
 function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+test('a task that asks for GPUs gets an NVIDIA device request for that many (no GPU here: the request is what can be checked)', () => {
+  const runtime = new DockerRuntime();
+  const base: TaskRunSpec = {
+    taskId: 1, jobId: 1, image: 'sci/gpu:1', imageDigest: null, command: ['run'], env: {},
+    resources: { cores: 1, memoryMiB: 64, diskMiB: 100, gpus: 0 }, maxRuntimeSeconds: 30,
+    inputsDir: '/tmp/in', outputsDir: '/tmp/out', checkpointDir: null, user: '65534:65534',
+  };
+  assert.equal(runtime.containerConfig(base).HostConfig?.DeviceRequests, undefined);
+  const gpu = runtime.containerConfig({ ...base, resources: { ...base.resources, gpus: 2 } });
+  assert.deepEqual(gpu.HostConfig?.DeviceRequests, [{ Driver: 'nvidia', Count: 2, Capabilities: [['gpu']] }]);
+  assert.equal(gpu.HostConfig?.NetworkMode, 'none', 'a GPU does not loosen the sandbox');
+});

@@ -817,12 +817,12 @@ describe('agent protocol: authentication, events, bad input', () => {
       // Outcomes are a tagged union: the error names the kinds, or the field the kind needs or forbids.
       const outcomes: Array<[unknown, string, RegExp]> = [
         [{ kind: 'exploded' }, 'body/outcome/kind', /succeeded, failed, out_of_memory, timeout, aborted, image_error, output_error, agent_error/],
-        [{ kind: 'failed' }, 'body/outcome', /exitCode/],
+        [{ kind: 'failed' }, 'body/outcome/exitCode', /required/],
         [{ kind: 'failed', exitCode: 300 }, 'body/outcome/exitCode', /255/],
-        [{ kind: 'out_of_memory' }, 'body/outcome', /limitMiB/],
-        [{ kind: 'agent_error' }, 'body/outcome', /message/],
+        [{ kind: 'out_of_memory' }, 'body/outcome/limitMiB', /required/],
+        [{ kind: 'agent_error' }, 'body/outcome/message', /required/],
         [{ kind: 'succeeded', exitCode: 0 }, 'body/outcome/exitCode', /not a known field/],
-        [{ exitCode: 0 }, 'body/outcome', /kind/],
+        [{ exitCode: 0 }, 'body/outcome/kind', /required/],
         ['succeeded', 'body/outcome', /object/],
       ];
       for (const [outcome, field, names] of outcomes) {

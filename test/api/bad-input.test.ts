@@ -165,12 +165,12 @@ describe('wrong types (no coercion of JSON bodies)', () => {
     test(`${path.replace(P, '')} ${JSON.stringify(body)}: 400 ${field}`, () => rejects(path, body, 400, 'invalid_request', field).then(() => undefined));
   }
 
-  test('missing required fields', async () => {
-    await rejects(`${P}/jobs`, {}, 400, 'invalid_request', 'body', { messageNames: /app/ });
-    await rejects(`${P}/apps`, { name: 'n1' }, 400, 'invalid_request', 'body', { messageNames: /image/ });
-    await rejects('/v1/users', {}, 400, 'invalid_request', 'body', { messageNames: /name/ });
+  test('missing required fields are named themselves', async () => {
+    await rejects(`${P}/jobs`, {}, 400, 'invalid_request', 'body/app', { messageNames: /required/ });
+    await rejects(`${P}/apps`, { name: 'n1' }, 400, 'invalid_request', 'body/image', { messageNames: /required/ });
+    await rejects('/v1/users', {}, 400, 'invalid_request', 'body/name', { messageNames: /required/ });
     const m = await call('PUT', `${P}/members/admin`, { body: {} });
-    assertError(m, 400, 'invalid_request', 'body', { messageNames: /role/ });
+    assertError(m, 400, 'invalid_request', 'body/role', { messageNames: /required/ });
   });
 
   test('path parameters', async () => {
