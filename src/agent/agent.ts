@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BoxgridClient } from '../client/client.js';
 import type { TaskAssignment, TaskOutcome } from '../client/types.js';
@@ -36,6 +37,9 @@ export interface AgentOptions {
   log: AgentLogger;
 }
 
+/** Answers after which a result is dropped: the server will never take it. */
+const FINAL_REFUSALS = new Set(['lease_expired', 'conflict', 'not_found']);
+
 /** A file the task may write to say how far it has got: a number from 0 to 1. */
 export const PROGRESS_FILE = '.boxgrid-progress';
 
@@ -46,6 +50,8 @@ interface Running {
   outputsDir: string;
   /** sha256 of the last checkpoint the server has, so an unchanged one is not sent again. */
   checkpoint: string | null;
+  /** A checkpoint save in progress. */
+  saving: Promise<void> | null;
 }
 
 /** Runtimes that can keep the image cache in a budget (the Docker runtime). */
@@ -105,29 +111,37 @@ export class Agent {
   // ── recovery ─────────────────────────────────────────────────────────────
 
   /**
-   * After a restart: results already on disk are delivered; tasks whose container is still
-   * there are followed to their end; tasks that vanished are reported lost, so their jobs run
-   * again; containers and directories no task owns are removed.
+   * After a restart: results already on disk are delivered (their outputs collected first if
+   * the agent died before it could); tasks whose container is still there are followed to
+   * their end; tasks that vanished are reported lost, so their jobs run again; containers,
+   * cached inputs and scratch files no held task needs are removed.
    */
   private async recover(): Promise<void> {
-    await this.cache.sweep();
     const { tasks, broken } = await this.journal.list();
     for (const id of broken) await this.journal.remove(id);
+    for (const { assignment: a, result } of tasks) {
+      if (!result) continue;
+      if (result.collected) {
+        this.outbox.set(a.taskId, result);
+      } else {
+        const done = await this.collect(a, result); // the agent died while hashing them
+        await this.journal.saveResult(a.taskId, done);
+        this.outbox.set(a.taskId, done);
+      }
+    }
     const owned = new Set<number>();
     for (const { kind, runtime } of this.opts.runtimes) {
       const leftovers = new Set(await runtime.leftovers());
       for (const { assignment: a, result } of tasks) {
-        if (a.runtime !== kind) continue;
-        if (result) {
-          this.outbox.set(a.taskId, result);
-        } else if (leftovers.has(a.taskId)) {
+        if (a.runtime !== kind || result) continue;
+        if (leftovers.has(a.taskId)) {
           owned.add(a.taskId);
           this.opts.log('info', `task ${a.taskId}: still running after a restart; following it`);
           this.startTask(a, 'reattach');
         } else {
           const lost: PendingResult = {
             outcome: { kind: 'agent_error', message: 'the agent restarted and the task was no longer running' },
-            durationMs: 0, usage: null, outputs: [], log: null,
+            durationMs: 0, usage: null, outputs: [], log: null, collected: true,
           };
           await this.journal.saveResult(a.taskId, lost);
           this.outbox.set(a.taskId, lost);
@@ -137,10 +151,15 @@ export class Agent {
         if (!owned.has(id)) await runtime.remove(id);
       }
     }
-    const known = new Set(this.opts.runtimes.map((r) => r.kind));
-    for (const { assignment: a } of tasks) {
-      if (!known.has(a.runtime)) await this.journal.remove(a.taskId); // a runtime this start does not offer
+    const offered = new Set(this.opts.runtimes.map((r) => r.kind));
+    for (const { assignment: a, result } of tasks) {
+      // Unfinished tasks of a runtime this start does not offer: nothing can follow them (the
+      // server requeues them when their lease ends). Finished ones are still delivered.
+      if (!offered.has(a.runtime) && !result) await this.journal.remove(a.taskId);
     }
+    const needed = tasks.flatMap(({ assignment: a }) => [...a.inputs.map((i) => i.sha256), ...(a.checkpoint ? [a.checkpoint] : [])]);
+    await this.cache.keepOnly(new Set(needed));
+    await rm(join(this.opts.workDir, 'scratch'), { recursive: true, force: true });
   }
 
   // ── work ─────────────────────────────────────────────────────────────────
@@ -184,7 +203,7 @@ export class Agent {
   private startTask(a: TaskAssignment, mode: 'run' | 'reattach'): void {
     const runtime = this.opts.runtimes.find((r) => r.kind === a.runtime)?.runtime;
     const dirs = this.journal.dirs(a.taskId);
-    const r: Running = { a, abort: new AbortController(), log: new LogBuffer(), outputsDir: dirs.outputs, checkpoint: a.checkpoint };
+    const r: Running = { a, abort: new AbortController(), log: new LogBuffer(), outputsDir: dirs.outputs, checkpoint: a.checkpoint, saving: null };
     this.running.set(a.taskId, r);
     if (mode === 'run') this.stats.started++;
     else this.stats.reattached++;
@@ -194,7 +213,7 @@ export class Agent {
         this.outbox.set(a.taskId, result);
         this.opts.log('info', `task ${a.taskId} (job ${a.jobId}): ${describeOutcome(result.outcome)}`);
       })
-      .catch((e) => this.opts.log('error', `task ${a.taskId}: could not record its result (${(e as Error).message}); it will be reported lost`))
+      .catch((e) => this.opts.log('error', `task ${a.taskId}: could not record its result (${(e as Error).message}); its lease will run out and its job run again`))
       .finally(() => {
         this.running.delete(a.taskId);
         this.tasks.delete(done);
@@ -209,40 +228,62 @@ export class Agent {
   private async execute(r: Running, runtime: TaskRuntime | undefined, mode: 'run' | 'reattach'): Promise<PendingResult> {
     const a = r.a;
     const started = Date.now();
-    const failed = (outcome: TaskOutcome): PendingResult => ({ outcome, durationMs: Date.now() - started, usage: null, outputs: [], log: r.log.final('') });
+    const failed = (outcome: TaskOutcome): PendingResult => ({
+      outcome, durationMs: Date.now() - started, usage: null, outputs: [], log: r.log.final(''), collected: true,
+    });
     if (!runtime) return failed({ kind: 'agent_error', message: `this host does not offer the ${a.runtime} runtime` });
     let dirs: TaskDirs;
     let result: TaskRunResult;
     try {
-      dirs = mode === 'run' ? await this.stage(a, r.abort.signal) : this.journal.dirs(a.taskId);
+      dirs = mode === 'run' ? await this.stage(a) : this.journal.dirs(a.taskId);
       const spec = this.spec(a, dirs, r);
-      const saving = a.checkpointing ? setInterval(() => void this.saveCheckpoint(r, dirs), this.opts.checkpointSeconds * 1000) : null;
+      // One save at a time: a slow one is not overtaken by the next tick.
+      const tick = (): void => {
+        r.saving ??= this.saveCheckpoint(r, dirs, runtime).finally(() => (r.saving = null));
+      };
+      const saving = a.checkpointing ? setInterval(tick, this.opts.checkpointSeconds * 1000) : null;
       try {
         result = mode === 'run' ? await runtime.run(spec, r.abort.signal) : await runtime.reattach(spec, r.abort.signal);
       } finally {
         if (saving) clearInterval(saving);
       }
+      await r.saving;
       // Released while stopping: the next host resumes from what the task had saved.
-      if (a.checkpointing && result.outcome.kind === 'aborted' && this.stopping) await this.saveCheckpoint(r, dirs);
+      if (a.checkpointing && result.outcome.kind === 'aborted' && this.stopping) await this.saveCheckpoint(r, dirs, null);
     } catch (e) {
       if (r.abort.signal.aborted) return failed({ kind: 'aborted' });
       return failed({ kind: 'agent_error', message: `staging failed: ${(e as Error).message}` });
     }
-    const base = { durationMs: result.durationMs, usage: result.usage, log: r.log.final(result.logTail) };
-    if (result.outcome.kind !== 'succeeded') return { ...base, outcome: result.outcome, outputs: [] };
-    const { files, refused } = await collectOutputs(dirs.outputs, this.opts.maxOutputBytes);
-    const outputs = files.filter((f) => f.name !== PROGRESS_FILE);
-    if (refused.length > 0) return { ...base, outcome: { kind: 'output_error', message: refused.join('; ') }, outputs: [] };
-    return { ...base, outcome: result.outcome, outputs };
+    // On disk before the outputs are hashed (which can take long): a crash from here on loses
+    // no finished work, as a restart collects the outputs itself.
+    const ran: PendingResult = {
+      outcome: result.outcome, durationMs: result.durationMs, usage: result.usage, log: r.log.final(result.logTail), outputs: [], collected: false,
+    };
+    await this.journal.saveResult(a.taskId, ran);
+    return this.collect(a, ran);
+  }
+
+  /** A finished task's outputs (only a success has any), hashed and checked. */
+  private async collect(a: TaskAssignment, ran: PendingResult): Promise<PendingResult> {
+    const done: PendingResult = { ...ran, collected: true };
+    if (ran.outcome.kind !== 'succeeded') return done;
+    try {
+      const { files, refused } = await collectOutputs(this.journal.dirs(a.taskId).outputs, this.opts.maxOutputBytes);
+      if (refused.length > 0) return { ...done, outcome: { kind: 'output_error', message: refused.join('; ') } };
+      return { ...done, outputs: files.filter((f) => f.name !== PROGRESS_FILE) };
+    } catch (e) {
+      return { ...done, outcome: { kind: 'agent_error', message: `collecting the outputs failed: ${(e as Error).message}` } };
+    }
   }
 
   /**
    * The task's directories, with its inputs fetched (or found in the cache), verified and
    * linked in, and the checkpoint it resumes from unpacked.
    */
-  private async stage(a: TaskAssignment, signal: AbortSignal): Promise<TaskDirs> {
+  private async stage(a: TaskAssignment): Promise<TaskDirs> {
     const dirs = await this.journal.create(a);
-    const fetch = (sha256: string) => this.cache.get(sha256, () => this.client.downloadTaskInput(a.taskId, sha256, signal));
+    // Not tied to this task's abort: another task may be waiting for the same download.
+    const fetch = (sha256: string) => this.cache.get(sha256, () => this.client.downloadTaskInput(a.taskId, sha256));
     for (const input of a.inputs) await placeInput(await fetch(input.sha256), dirs.inputs, input.name);
     if (a.checkpointing && a.checkpoint !== null) {
       const owner = a.runtime === 'docker' && process.getuid?.() === 0 ? TASK_UID : null;
@@ -251,15 +292,34 @@ export class Agent {
     return dirs;
   }
 
-  /** Uploads /checkpoint when it changed; a failure is only logged (the next interval tries again). */
-  private async saveCheckpoint(r: Running, dirs: TaskDirs): Promise<void> {
+  /**
+   * Uploads /checkpoint when it changed; a failure is only logged (the next interval tries
+   * again). While the task runs (`runtime` given) its processes are frozen for the packing, so
+   * it cannot swap a file for a link to the agent's own files between the packer's check and
+   * its read; a runtime that cannot freeze gets no checkpoints while running, only on release.
+   */
+  private async saveCheckpoint(r: Running, dirs: TaskDirs, runtime: TaskRuntime | null): Promise<void> {
+    const file = join(dirs.root, `checkpoint-${randomUUID()}.tgz`);
     try {
-      const packed = await packCheckpoint(dirs.checkpoint, join(dirs.root, 'checkpoint.tgz'));
+      let packed: { sha256: string; size: number } | null;
+      if (runtime) {
+        const thaw = (await runtime.freeze?.(r.a.taskId)) ?? null;
+        if (!thaw) return;
+        try {
+          packed = await packCheckpoint(dirs.checkpoint, file);
+        } finally {
+          await thaw();
+        }
+      } else {
+        packed = await packCheckpoint(dirs.checkpoint, file);
+      }
       if (packed === null || packed.sha256 === r.checkpoint) return;
-      await this.client.uploadCheckpoint(r.a.taskId, join(dirs.root, 'checkpoint.tgz'), packed.sha256, packed.size);
+      await this.client.uploadCheckpoint(r.a.taskId, file, packed.sha256, packed.size);
       r.checkpoint = packed.sha256;
     } catch (e) {
       this.opts.log('warn', `task ${r.a.taskId}: saving its checkpoint failed (${(e as Error).message})`);
+    } finally {
+      await rm(file, { force: true });
     }
   }
 
@@ -293,7 +353,7 @@ export class Agent {
     let failures = 0;
     while (!stop.aborted) {
       await this.beat.wait(failures > 0 ? Math.min(this.backoff(failures), this.heartbeatSeconds * 1000) : this.heartbeatSeconds * 1000, stop);
-      if (stop.aborted || this.running.size === 0) continue;
+      if (stop.aborted || this.running.size + this.outbox.size === 0) continue;
       try {
         await this.heartbeat();
         failures = 0;
@@ -314,6 +374,8 @@ export class Agent {
         return { taskId: r.a.taskId, ...(progress === undefined ? {} : { progress }), ...(log ? { log } : {}) };
       }),
     );
+    // Finished results waiting for delivery keep their leases too (a long upload, an outage).
+    for (const taskId of this.outbox.keys()) if (!this.running.has(taskId)) body.push({ taskId });
     const answer = await this.client.heartbeat({ tasks: body });
     this.heartbeatSeconds = answer.heartbeatSeconds;
     const sent = new Map(body.map((b) => [b.taskId, b.log]));
@@ -342,12 +404,13 @@ export class Agent {
           this.stats.delivered++;
           failures = 0;
         } catch (e) {
-          if (e instanceof BoxgridError && !e.retryable) {
+          if (e instanceof BoxgridError && FINAL_REFUSALS.has(e.code)) {
             // The server will never take it (its lease expired, say): keeping it helps nobody.
             this.opts.log('warn', `task ${taskId}: the server refused its result (${e.message}); dropping it`);
             this.stats.dropped++;
             await this.forget(taskId);
           } else {
+            // Unreachable, or an answer that may change (a 5xx, a credential being fixed): keep it.
             unreachable = true;
             this.opts.log('warn', `task ${taskId}: delivering its result failed (${(e as Error).message}); it waits on disk`);
             break;
@@ -362,7 +425,20 @@ export class Agent {
 
   /** Outputs first (content-addressed, so repeats are free), then the report that names them. */
   private async deliver(taskId: number, result: PendingResult): Promise<void> {
-    for (const f of result.outputs) await this.client.uploadTaskFile(taskId, f.path, f.sha256, f.size);
+    try {
+      for (const f of result.outputs) await this.client.uploadTaskFile(taskId, f.path, f.sha256, f.size);
+    } catch (e) {
+      if (!(e instanceof BoxgridError)) throw e;
+      if (e.code === 'payload_too_large') {
+        // Over the server's blob limit: the task's outputs are refused, and the report says so.
+        result = { ...result, outcome: { kind: 'output_error', message: `the server refused an output: ${e.message}` }, outputs: [] };
+        await this.journal.saveResult(taskId, result);
+      } else if (e.code !== 'conflict') {
+        throw e;
+      }
+      // conflict: the task has ended on the server (a report that got through before a crash,
+      // say); the report below is then a replay, or says why it is refused.
+    }
     await this.client.reportTask(taskId, {
       outcome: result.outcome, durationMs: result.durationMs,
       ...(result.usage ? { usage: result.usage } : {}),
@@ -421,11 +497,22 @@ class Waker {
   }
 }
 
+/**
+ * The number a task wrote to its progress file. The task controls that path: a FIFO would block
+ * a plain read for ever and a link could point anywhere, so it is opened without following
+ * links or waiting, must be a regular file, and only its first bytes are read.
+ */
 async function readProgress(outputsDir: string): Promise<number | undefined> {
+  let handle: FileHandle | undefined;
   try {
-    const n = Number((await readFile(join(outputsDir, PROGRESS_FILE), 'utf8')).trim());
+    handle = await open(join(outputsDir, PROGRESS_FILE), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    if (!(await handle.stat()).isFile()) return undefined;
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(32), 0, 32, 0);
+    const n = Number(buffer.subarray(0, bytesRead).toString('utf8').trim());
     return Number.isFinite(n) ? Math.min(1, Math.max(0, n)) : undefined;
   } catch {
     return undefined;
+  } finally {
+    await handle?.close();
   }
 }

@@ -1,9 +1,10 @@
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BoxgridClient } from '../client/client.js';
 import type { Resources } from '../domain/resources.js';
 import { BoxgridError } from '../domain/errors.js';
 import { newCredential } from '../service/credentials.js';
+import { atomicWrite } from './atomic-write.js';
 
 /** What a host keeps to speak for itself: the server it enrolled with, its id and its credential. */
 export interface HostCredential {
@@ -46,20 +47,13 @@ export async function enroll(
   } catch {
     const c = newCredential('host');
     pending = { token: c.token, id: c.id, hash: c.secretHash.toString('hex') };
-    await writeSecret(pendingPath, JSON.stringify(pending));
+    await atomicWrite(pendingPath, JSON.stringify(pending), 0o600);
   }
   const answer = await new BoxgridClient({ url: server }).enroll({
     enrollToken, name: host.name, resources: host.resources, platform: host.platform, credentialId: pending.id, credentialHash: pending.hash,
   });
   const credential: HostCredential = { server, hostId: answer.hostId, name: answer.name, token: pending.token };
-  await writeSecret(join(workDir, FILE), JSON.stringify(credential, null, 2) + '\n');
+  await atomicWrite(join(workDir, FILE), JSON.stringify(credential, null, 2) + '\n', 0o600);
   await rm(pendingPath, { force: true });
   return credential;
-}
-
-async function writeSecret(path: string, text: string): Promise<void> {
-  const temp = `${path}.tmp`;
-  await writeFile(temp, text, { mode: 0o600 });
-  await chmod(temp, 0o600); // the mode above applies only to a new file
-  await rename(temp, path);
 }

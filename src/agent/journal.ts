@@ -1,4 +1,5 @@
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { atomicWrite } from './atomic-write.js';
 import { join } from 'node:path';
 import type { LogChunk, TaskAssignment, TaskOutcome, TaskUsage } from '../client/types.js';
 import type { OutputFileOnDisk } from './staging.js';
@@ -11,6 +12,8 @@ export interface PendingResult {
   outputs: OutputFileOnDisk[];
   /** The output not yet sent in a heartbeat. */
   log: LogChunk | null;
+  /** False between the task's end and the hashing of its outputs (a restart then does it). */
+  collected: boolean;
 }
 
 export interface TaskDirs {
@@ -26,8 +29,7 @@ export const TASK_UID = 65534;
 /**
  * The agent's memory across restarts: one directory per task it holds, with the assignment
  * (task.json), the staged files, and once the task has ended its result (result.json) until
- * the server has acknowledged it. Files are replaced atomically (write, then rename), so a
- * crash leaves the old version or the new one, never half of one.
+ * the server has acknowledged it. Files are replaced atomically (see atomic-write.ts).
  */
 export class TaskJournal {
   private readonly dir: string;
@@ -58,12 +60,12 @@ export class TaskJournal {
       if (process.getuid?.() === 0) await chown(writable, TASK_UID, TASK_UID);
       else await chmod(writable, 0o777);
     }
-    await atomicWrite(join(d.root, 'task.json'), JSON.stringify(a));
+    await atomicWrite(join(d.root, 'task.json'), JSON.stringify(a), 0o600);
     return d;
   }
 
   async saveResult(taskId: number, r: PendingResult): Promise<void> {
-    await atomicWrite(join(this.dirs(taskId).root, 'result.json'), JSON.stringify(r));
+    await atomicWrite(join(this.dirs(taskId).root, 'result.json'), JSON.stringify(r), 0o600);
   }
 
   /** Every task on disk, with its result when it has ended. Unreadable entries come back as `broken`. */
@@ -76,8 +78,7 @@ export class TaskJournal {
       const root = join(this.dir, name);
       try {
         const assignment = JSON.parse(await readFile(join(root, 'task.json'), 'utf8')) as TaskAssignment;
-        const result = await readFile(join(root, 'result.json'), 'utf8').then((t) => JSON.parse(t) as PendingResult, () => null);
-        tasks.push({ assignment, result });
+        tasks.push({ assignment, result: await readResult(join(root, 'result.json')) });
       } catch {
         broken.push(Number(name)); // crashed before task.json was whole: nothing to resume
       }
@@ -90,8 +91,11 @@ export class TaskJournal {
   }
 }
 
-async function atomicWrite(path: string, text: string): Promise<void> {
-  const temp = `${path}.tmp`;
-  await writeFile(temp, text, { mode: 0o600 });
-  await rename(temp, path);
+/** The saved result, or null when there is none or it cannot be read (the task then counts as lost). */
+async function readResult(path: string): Promise<PendingResult | null> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as PendingResult;
+  } catch {
+    return null;
+  }
 }

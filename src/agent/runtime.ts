@@ -23,6 +23,12 @@ export interface TaskRuntime {
   reattach(spec: TaskRunSpec, signal?: AbortSignal): Promise<TaskRunResult>;
   /** Removes whatever is left of a task (its container); nothing when there is none. */
   remove(taskId: number): Promise<void>;
+  /**
+   * Stops every process of a running task until the returned function is called (Docker:
+   * the cgroup freezer), so the agent can read the task's files while nothing can change them
+   * under it (a checkpoint packed while running). Absent, or null, where that is not possible.
+   */
+  freeze?(taskId: number): Promise<(() => Promise<void>) | null>;
 }
 
 export interface TaskRunSpec {
@@ -40,7 +46,7 @@ export interface TaskRunSpec {
   inputsDir: string;
   outputsDir: string;
   checkpointDir: string | null;
-  /** uid:gid inside the container; nobody unless the app says otherwise. */
+  /** uid:gid inside the container: nobody (apps cannot choose another user yet). */
   user: string;
   /** Called with stdout/stderr bytes as the task writes them (for live logs); optional. */
   onOutput?: (chunk: Buffer) => void;

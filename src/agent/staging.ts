@@ -34,10 +34,14 @@ export class InputCache {
     return path;
   }
 
-  /** Removes partial downloads a crash left behind. */
-  async sweep(): Promise<void> {
+  /**
+   * Removes every cached file but `keep` (the inputs and checkpoints of the tasks the agent
+   * holds), and partial downloads a crash left behind. Run at start, so the cache holds at
+   * most what one run of the agent fetched.
+   */
+  async keepOnly(keep: Set<string>): Promise<void> {
     const names = await readdir(this.dir).catch(() => [] as string[]);
-    await Promise.all(names.filter((n) => n.includes('.partial-')).map((n) => rm(join(this.dir, n), { force: true })));
+    await Promise.all(names.filter((n) => !keep.has(n)).map((n) => rm(join(this.dir, n), { force: true })));
   }
 }
 

@@ -75,7 +75,13 @@ export class AgentProtocolService {
   async requestWork(host: Host, req: WorkRequest): Promise<{ tasks: TaskAssignment[]; retryAfterMs: number; heartbeatSeconds: number; replayed: boolean }> {
     if (!REQUEST_ID_RE.test(req.requestId)) throw invalid('requestId', 'must be 8–64 letters, digits, "-" or "_" (a UUID will do)');
     if (new Set(req.runtimes).size !== req.runtimes.length) throw invalid('runtimes', 'lists a runtime twice');
-    const offer = { free: req.free, maxTasks: req.maxTasks, platform: host.platform, runtimes: req.runtimes };
+    // Never more than the host enrolled with: an untrusted host cannot hoard the queue by
+    // claiming a machine it does not have.
+    const free = {
+      cores: Math.min(req.free.cores, host.resources.cores), memoryMiB: Math.min(req.free.memoryMiB, host.resources.memoryMiB),
+      diskMiB: Math.min(req.free.diskMiB, host.resources.diskMiB), gpus: Math.min(req.free.gpus, host.resources.gpus),
+    };
+    const offer = { free, maxTasks: req.maxTasks, platform: host.platform, runtimes: req.runtimes };
     const result = await this.ctx.store.claimTasks(
       { hostId: host.id, requestId: req.requestId, scan: SCAN, leaseMs: this.ctx.timing.leaseSeconds * 1000, choose: (c) => matchOffer(offer, c) },
       this.ctx.now(),

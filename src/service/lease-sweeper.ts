@@ -27,10 +27,16 @@ export class LeaseSweeper {
     }
   }
 
+  /**
+   * Sweeps every `sweepSeconds`, but only once a whole lease has passed since the start:
+   * leases ran on while the server was down, and its hosts need one lease period to heartbeat
+   * again before their tasks can be counted lost.
+   */
   start(): void {
     if (this.timer) return;
+    const graceUntil = this.ctx.now() + this.ctx.timing.leaseSeconds * 1000;
     this.timer = setInterval(() => {
-      if (this.running) return; // a slow pass is not overtaken by the next one
+      if (this.running || this.ctx.now() < graceUntil) return; // a slow pass is not overtaken by the next one
       this.running = this.sweep()
         .catch(() => 0) // the next tick tries again; a store outage shows on /readyz
         .finally(() => (this.running = null));

@@ -145,6 +145,18 @@ describe('agent and server on a real Docker engine', { skip: suite.skip }, () =>
     assert.match((await grid.admin.taskLog(P, { task: taskId })).text, /started/);
   });
 
+  test('a task that makes its progress file a FIFO does not stall the heartbeat', async () => {
+    const { jobIds } = await grid.admin.submitJob(P, { app: 'sh', args: ['mkfifo /out/.boxgrid-progress && echo fifo made; sleep 300'] });
+    const jobId = jobIds![0]!;
+    await eventually(async () => {
+      const task = (await grid.admin.getJob(P, jobId)).tasks[0];
+      return task && (await grid.admin.taskLog(P, { task: task.id })).text.includes('fifo made') ? true : undefined;
+    }, 'the FIFO to exist');
+    await agent.agent.heartbeat(); // a blocking open of the FIFO would never return
+    await grid.admin.cancelJob(P, jobId);
+    await eventually(async () => ((await grid.admin.getJob(P, jobId)).tasks[0]!.state === 'aborted' ? true : undefined), 'the task to stop');
+  });
+
   test('a task that leaves a symbolic link in /out is refused, not uploaded', async () => {
     const { jobIds } = await grid.admin.submitJob(P, { app: 'sh', args: ['echo ok > /out/fine.txt; ln -s /etc/passwd /out/leak'] });
     const jobId = jobIds![0]!;

@@ -32,7 +32,7 @@ interface Host {
 
 interface Grid {
   s: TestServer;
-  host(opts?: { platform?: string; name?: string }): Promise<Host>;
+  host(opts?: { platform?: string; name?: string; resources?: typeof BIG }): Promise<Host>;
   /** Moves the server's clock forward (leases, heartbeats and the sweeper all read it). */
   advance(ms: number): void;
   job(jobId: number, project?: string): Promise<{ job: any; tasks: any[] }>;
@@ -60,7 +60,7 @@ async function withGrid(fn: (g: Grid) => Promise<void>, opts: { timing?: Partial
       const e = await s.call('POST', '/agent/v1/enroll', {
         token: null,
         body: {
-          enrollToken: t.body.token, name: o.name ?? `node-${++n}`, resources: BIG, platform: o.platform ?? 'linux/amd64',
+          enrollToken: t.body.token, name: o.name ?? `node-${++n}`, resources: o.resources ?? BIG, platform: o.platform ?? 'linux/amd64',
           credentialId: credential.id, credentialHash: credential.secretHash.toString('hex'),
         },
       });
@@ -675,6 +675,17 @@ describe('agent protocol: blobs and checkpoints', () => {
       const raw = await fetch(`${g.s.url}/agent/v1/tasks/${b.taskId}/blobs/${digest}`, { headers: { authorization: `Bearer ${other.token}` } });
       assert.equal(raw.status, 200);
       assert.deepEqual(Buffer.from(await raw.arrayBuffer()), tar);
+    }));
+});
+
+describe('agent protocol: a host gets no more than it enrolled with', () => {
+  it('free capacity beyond the enrolled resources is ignored', () =>
+    withGrid(async (g) => {
+      await createApp(g.s, P, 'one-core', { resources: { cores: 1, memoryMiB: 512 } });
+      for (let i = 0; i < 5; i++) await submitJob(g.s, P, { app: 'one-core' });
+      const small = await g.host({ resources: { cores: 2, memoryMiB: 4096, diskMiB: 100_000, gpus: 0 } });
+      const tasks = await small.claim({ free: { cores: 4096, memoryMiB: 1_000_000 }, maxTasks: 100 });
+      assert.equal(tasks.length, 2, 'two 1-core tasks on a 2-core host, whatever it claims');
     }));
 });
 

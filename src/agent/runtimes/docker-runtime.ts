@@ -174,6 +174,20 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
     }
   }
 
+  async freeze(taskId: number): Promise<(() => Promise<void>) | null> {
+    const [newest] = await this.taskContainers(taskId);
+    if (!newest || newest.State !== 'running') return null;
+    const container = this.docker.getContainer(newest.Id);
+    try {
+      await container.pause();
+    } catch {
+      return null; // it ended meanwhile
+    }
+    return async () => {
+      await container.unpause().catch(ignoreGone);
+    };
+  }
+
   async remove(taskId: number): Promise<void> {
     for (const c of await this.taskContainers(taskId)) {
       await this.docker.getContainer(c.Id).remove({ force: true, v: true }).catch(ignoreGone);

@@ -79,7 +79,7 @@ const Outcome = Type.Unsafe<TaskOutcome>({
 const ReportBody = Type.Object(
   {
     outcome: Outcome,
-    durationMs: Type.Integer({ minimum: 0 }),
+    durationMs: Type.Integer({ minimum: 0, maximum: 10 * 365 * 86_400_000 }),
     usage: Type.Optional(Usage),
     outputs: Type.Optional(Type.Record(Type.String({ maxLength: 255 }), Type.Object({ sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }), size: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }))),
     log: Type.Optional(Log),
