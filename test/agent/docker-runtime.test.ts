@@ -13,7 +13,8 @@ import Docker from 'dockerode';
 import { LOG_TAIL_BYTES, describeOutcome, type TaskRunSpec } from '../../src/agent/runtime.js';
 import { ImageLedger } from '../../src/agent/runtimes/docker-image-ledger.js';
 import { DockerRuntime, LABEL_OWNER, LABEL_TASK, classify, demultiplex, pullRef, repositoryOf } from '../../src/agent/runtimes/docker-runtime.js';
-import { FrameDecoder, TailBuffer, UsageMeter } from '../../src/agent/runtimes/docker-streams.js';
+import { FrameDecoder, UsageMeter } from '../../src/agent/runtimes/docker-streams.js';
+import { TailBuffer } from '../../src/agent/tail-buffer.js';
 import { buildImage, dockerSuite, ensureTestImage, hasImage, pushAndForget, registrySuite, startRegistry, type LocalRegistry } from '../helpers/docker.js';
 
 const suite = await dockerSuite();

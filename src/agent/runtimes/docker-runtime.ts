@@ -3,7 +3,8 @@ import Docker from 'dockerode';
 import type { RuntimeProbe } from '../probe.js';
 import { LOG_TAIL_BYTES, type TaskOutcome, type TaskRunResult, type TaskRunSpec, type TaskRuntime, type TaskUsage } from '../runtime.js';
 import { ImageLedger, type LedgerEntry } from './docker-image-ledger.js';
-import { FrameDecoder, JsonLines, TailBuffer, UsageMeter, type StatsSample } from './docker-streams.js';
+import { FrameDecoder, JsonLines, UsageMeter, type StatsSample } from './docker-streams.js';
+import { TailBuffer } from '../tail-buffer.js';
 
 /** Labels that tie a container to its task, so a restarted agent can find (or clean up) its own. */
 export const LABEL_TASK = 'io.boxgrid.task';

@@ -28,38 +28,6 @@ export class FrameDecoder {
   }
 }
 
-/** Keeps the last `limit` bytes of a stream without holding the whole stream. */
-export class TailBuffer {
-  private chunks: Buffer[] = [];
-  private size = 0;
-  private truncated = false;
-
-  constructor(private readonly limit: number) {}
-
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    // Compact only once twice the limit is held, so a stream of small chunks costs O(1) each.
-    if (this.size > 2 * this.limit) this.compact();
-  }
-
-  /** The tail as text; when it had to be cut, starts after the first newline (whole lines only). */
-  text(): string {
-    this.compact();
-    const all = Buffer.concat(this.chunks);
-    if (!this.truncated) return all.toString('utf8');
-    const nl = all.indexOf(0x0a);
-    return (nl >= 0 && nl < all.length - 1 ? all.subarray(nl + 1) : all).toString('utf8');
-  }
-
-  private compact(): void {
-    if (this.size <= this.limit) return;
-    const all = Buffer.concat(this.chunks);
-    this.chunks = [all.subarray(all.length - this.limit)];
-    this.size = this.limit;
-    this.truncated = true;
-  }
-}
 
 /** Splits a stream of newline-delimited JSON (engine stats, pull progress) into objects. */
 export class JsonLines {

@@ -60,6 +60,7 @@ import { delimiter, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { RuntimeProbe } from '../probe.js';
 import { LOG_TAIL_BYTES, type TaskOutcome, type TaskRunResult, type TaskRunSpec, type TaskRuntime, type TaskUsage } from '../runtime.js';
+import { TailBuffer } from '../tail-buffer.js';
 
 const exec = promisify(execFile);
 
@@ -367,8 +368,8 @@ interface Execution {
  * finishing dying when this returns.)
  */
 async function execute(argv: string[], cwd: string, env: Record<string, string>, fd3: number, sandboxed: boolean, spec: TaskRunSpec, signal?: AbortSignal): Promise<Execution> {
-  const tail = new Tail(LOG_TAIL_BYTES);
-  const errTail = new Tail(4096);
+  const tail = new TailBuffer(LOG_TAIL_BYTES);
+  const errTail = new TailBuffer(4096);
   const [file, ...args] = argv as [string, ...string[]];
   const child = spawn(file, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe', fd3, sandboxed ? 'pipe' : 'ignore'] });
   const stdout = child.stdout!;
@@ -456,30 +457,6 @@ async function running(pid: number): Promise<boolean> {
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
-  }
-}
-
-/** The last `limit` bytes of a stream, kept as chunks and cut only when read. */
-class Tail {
-  private chunks: Buffer[] = [];
-  private size = 0;
-  constructor(private readonly limit: number) {}
-
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.chunks.length > 1 && this.size - this.chunks[0]!.length >= this.limit) this.size -= this.chunks.shift()!.length;
-  }
-
-  text(): string {
-    const all = Buffer.concat(this.chunks);
-    // Cut at a line start when one is near, so the tail does not begin mid-character.
-    let from = Math.max(0, all.length - this.limit);
-    if (from > 0) {
-      const nl = all.indexOf(0x0a, from);
-      if (nl !== -1 && nl - from < 1024) from = nl + 1;
-    }
-    return all.subarray(from).toString('utf8');
   }
 }
 
