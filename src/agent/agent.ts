@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BoxgridClient } from '../client/client.js';
-import type { TaskAssignment, TaskOutcome } from '../client/types.js';
+import type { TaskAssignment, TaskOutcome, TaskUsage } from '../client/types.js';
 import { describeOutcome } from '../domain/outcomes.js';
 import { BoxgridError } from '../domain/errors.js';
 import { subtract, type Resources } from '../domain/resources.js';
@@ -52,6 +52,8 @@ interface Running {
   checkpoint: string | null;
   /** A checkpoint save in progress. */
   saving: Promise<void> | null;
+  /** The latest usage the runtime measured, sent with heartbeats. */
+  usage: TaskUsage | null;
 }
 
 /** Runtimes that can keep the image cache in a budget (the Docker runtime). */
@@ -203,7 +205,7 @@ export class Agent {
   private startTask(a: TaskAssignment, mode: 'run' | 'reattach'): void {
     const runtime = this.opts.runtimes.find((r) => r.kind === a.runtime)?.runtime;
     const dirs = this.journal.dirs(a.taskId);
-    const r: Running = { a, abort: new AbortController(), log: new LogBuffer(), outputsDir: dirs.outputs, checkpoint: a.checkpoint, saving: null };
+    const r: Running = { a, abort: new AbortController(), log: new LogBuffer(), outputsDir: dirs.outputs, checkpoint: a.checkpoint, saving: null, usage: null };
     this.running.set(a.taskId, r);
     if (mode === 'run') this.stats.started++;
     else this.stats.reattached++;
@@ -329,6 +331,7 @@ export class Agent {
       resources: a.resources, maxRuntimeSeconds: a.maxRuntimeSeconds, inputsDir: dirs.inputs, outputsDir: dirs.outputs,
       checkpointDir: a.checkpointing ? dirs.checkpoint : null, user: `${TASK_UID}:${TASK_UID}`,
       onOutput: (chunk) => r.log.push(chunk),
+      onUsage: (usage) => (r.usage = usage),
     };
   }
 
@@ -371,7 +374,7 @@ export class Agent {
       tasks.map(async (r) => {
         const progress = await readProgress(r.outputsDir);
         const log = r.log.take();
-        return { taskId: r.a.taskId, ...(progress === undefined ? {} : { progress }), ...(log ? { log } : {}) };
+        return { taskId: r.a.taskId, ...(progress === undefined ? {} : { progress }), ...(r.usage ? { usage: r.usage } : {}), ...(log ? { log } : {}) };
       }),
     );
     // Finished results waiting for delivery keep their leases too (a long upload, an outage).

@@ -50,6 +50,8 @@ export interface TaskRunSpec {
   user: string;
   /** Called with stdout/stderr bytes as the task writes them (for live logs); optional. */
   onOutput?: (chunk: Buffer) => void;
+  /** Called with the usage so far whenever the runtime measures it while the task runs; optional. */
+  onUsage?: (usage: TaskUsage) => void;
 }
 
 export interface TaskRunResult {

@@ -145,6 +145,19 @@ describe('agent and server on a real Docker engine', { skip: suite.skip }, () =>
     assert.match((await grid.admin.taskLog(P, { task: taskId })).text, /started/);
   });
 
+  test('heartbeats carry a running task\'s progress and measured usage to the server', async () => {
+    const { jobIds } = await grid.admin.submitJob(P, { app: 'sh', args: ['echo 0.25 > /out/.boxgrid-progress; sleep 300'] });
+    const jobId = jobIds![0]!;
+    const task = await eventually(async () => {
+      const t = (await grid.admin.getJob(P, jobId)).tasks[0];
+      return t && t.progress === 0.25 && t.usage !== null ? t : undefined;
+    }, 'progress and usage to arrive');
+    assert.equal(task.state, 'running');
+    assert.ok(task.usage!.peakMemoryMiB > 0);
+    await grid.admin.cancelJob(P, jobId);
+    await eventually(async () => ((await grid.admin.getJob(P, jobId)).tasks[0]!.state === 'aborted' ? true : undefined), 'the task to stop');
+  });
+
   test('a task that makes its progress file a FIFO does not stall the heartbeat', async () => {
     const { jobIds } = await grid.admin.submitJob(P, { app: 'sh', args: ['mkfifo /out/.boxgrid-progress && echo fifo made; sleep 300'] });
     const jobId = jobIds![0]!;

@@ -405,7 +405,7 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
    */
   private async follow(container: Docker.Container, waited: Promise<unknown>, spec: TaskRunSpec, signal: AbortSignal | undefined, startedAt: number, enforce: boolean): Promise<Ended> {
     const output = this.followOutput(container, spec.onOutput);
-    const meter = this.meterUsage(container);
+    const meter = this.meterUsage(container, spec.onUsage);
     try {
       const stopReason = enforce ? await this.waitForEnd(container, waited, spec, signal, startedAt) : null;
       const state = (await container.inspect()).State;
@@ -489,7 +489,7 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   }
 
   /** Samples the container's stats while it runs; see UsageMeter for what this misses. */
-  private meterUsage(container: Docker.Container): { usage(): TaskUsage | null; stop(): void } {
+  private meterUsage(container: Docker.Container, onUsage?: (u: TaskUsage) => void): { usage(): TaskUsage | null; stop(): void } {
     const meter = new UsageMeter();
     const lines = new JsonLines();
     let stream: Readable | undefined;
@@ -499,7 +499,17 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
       .then((s) => {
         stream = s as Readable;
         if (stopped) stream.destroy();
-        stream.on('data', (chunk: Buffer) => lines.push(chunk).forEach((x) => meter.add(x as StatsSample)));
+        stream.on('data', (chunk: Buffer) => {
+          lines.push(chunk).forEach((x) => meter.add(x as StatsSample));
+          const now = meter.usage();
+          if (now && onUsage) {
+            try {
+              onUsage(now);
+            } catch {
+              // the agent's bookkeeping must not break the measurement
+            }
+          }
+        });
         stream.on('error', () => undefined); // a broken stream costs the figures, not the task
       })
       .catch(() => undefined);
