@@ -3,6 +3,7 @@ import { FsBlobStore } from '../blobs/fs-blob-store.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMING, type AgentTiming, type Limits, type ServiceContext } from '../service/context.js';
 import { EventBus } from '../service/events.js';
 import { LeaseSweeper } from '../service/lease-sweeper.js';
+import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../scheduling/options.js';
 import { AccessService } from '../service/access.js';
 import { SqliteStore } from '../store/sqlite/sqlite-store.js';
 import type { Store } from '../store/store.js';
@@ -19,6 +20,7 @@ export interface ServerOptions {
   logger?: boolean | object;
   limits?: Partial<Limits>;
   timing?: Partial<AgentTiming>;
+  scheduling?: Partial<SchedulingOptions>;
   http?: Partial<HttpOptions>;
   /** Use this store instead of the data dir's SQLite file (conformance and PostgreSQL runs). */
   store?: Store;
@@ -54,6 +56,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     now: Date.now,
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
     timing: { ...DEFAULT_TIMING, ...opts.timing },
+    scheduling: { ...DEFAULT_SCHEDULING, ...opts.scheduling },
   };
   const adminToken = await new AccessService(ctx).bootstrap(async (token) => {
     await writeFile(files.adminToken, token + '\n', { mode: 0o600 });

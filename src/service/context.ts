@@ -1,5 +1,6 @@
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { Store } from '../store/store.js';
+import type { SchedulingOptions } from '../scheduling/options.js';
 import type { EventBus } from './events.js';
 
 export interface Limits {
@@ -42,4 +43,5 @@ export interface ServiceContext {
   now: () => number;
   limits: Limits;
   timing: AgentTiming;
+  scheduling: SchedulingOptions;
 }
