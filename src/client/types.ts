@@ -39,7 +39,7 @@ export interface SubmitView { batch: BatchView | null; jobCount: number; jobIds?
 export interface JobView {
   id: number; app: string; appVersion: number; batchId: number | null; state: JobState; args: string[];
   env: Record<string, string>; inputs: Record<string, string>; resources: Partial<Resources>; priority: number;
-  deadline: string | null; labels: Record<string, string>; params: Record<string, string | number>; attempts: number;
+  deadline: string | null; labels: Record<string, string>; selector: Record<string, string>; retryAt: string | null; params: Record<string, string | number>; attempts: number;
   reason: string | null; createdAt: string; updatedAt: string; finishedAt: string | null; checkpoint: string | null;
 }
 export interface TaskView {

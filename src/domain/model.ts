@@ -88,6 +88,8 @@ export interface JobSpec {
   priority: number;
   deadline: Millis | null;
   labels: Record<string, string>;
+  /** Labels a host must carry (each with this value) to run the job. */
+  selector: Record<string, string>;
   /** Sweep parameters this job was expanded from, if any. */
   params: Record<string, string | number>;
 }
@@ -107,6 +109,8 @@ export interface Job extends JobSpec {
   finishedAt: Millis | null;
   /** The latest checkpoint a task of this job uploaded (sha256 of a tar of /checkpoint); the next task resumes from it. */
   checkpoint: string | null;
+  /** A requeued job waits out a backoff: it may not run before this time (null: it may now). */
+  retryAt: Millis | null;
 }
 
 export interface Batch {
@@ -176,6 +180,8 @@ export interface Host {
   state: HostState;
   resources: Resources;
   platform: string;
+  /** Labels the host's agent declares (`--label k=v`), matched against jobs' selectors. */
+  labels: Record<string, string>;
   createdAt: Millis;
   lastSeenAt: Millis | null;
 }

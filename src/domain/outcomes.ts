@@ -51,24 +51,39 @@ export interface Settlement {
   reason: string | null;
   /** Whether this attempt counts against the app's max attempts (a release does not). */
   countsAsAttempt: boolean;
+  /** The job goes back to the queue after a failure: it waits out a backoff first. */
+  backoff: boolean;
+}
+
+/** What else settling a task depends on besides its outcome. */
+export interface SettleContext {
+  /** Other tasks of the job that are still active (speculative duplicates, replicas). */
+  othersActive: number;
+  /** The task had been counted lost when its report came: a late result. */
+  late: boolean;
 }
 
 /**
- * The pure rule for a task's report. A success ends the job; a failure requeues it until the
- * app's attempts are spent; an aborted task of a job that is still running was released by
- * its agent (shutting down) and goes back to the queue without spending an attempt. A job that
- * already ended (cancelled, say) is left alone whatever its task says.
+ * The pure rule for a task's report. A success ends the job while it is open — even a late
+ * one, from a task already counted lost and its job requeued; the job's other tasks are then
+ * aborted. A failure requeues the job (after a backoff) until the app's attempts are spent,
+ * unless another task of the job still runs, which then carries it. An aborted task of an open
+ * job was released by its agent (shutting down): the job goes back to the queue without
+ * spending an attempt. A job that already ended (cancelled, say) is left alone whatever its
+ * task says, and a late failure changes nothing (its loss was counted already).
  */
-export function settle(outcome: TaskOutcome, job: { state: JobState; attempts: number }, maxAttempts: number): Settlement {
-  const open = job.state === 'running';
-  if (outcome.kind === 'succeeded') return { task: 'succeeded', job: open ? 'succeeded' : null, reason: null, countsAsAttempt: true };
-  if (outcome.kind === 'aborted') {
-    return { task: 'aborted', job: open ? 'queued' : null, reason: open ? 'released by its host' : null, countsAsAttempt: false };
+export function settle(outcome: TaskOutcome, job: { state: JobState; attempts: number }, maxAttempts: number, ctx: SettleContext): Settlement {
+  const open = job.state === 'running' || (ctx.late && job.state === 'queued');
+  const alone = ctx.othersActive === 0 && !ctx.late;
+  if (outcome.kind === 'succeeded') return { task: 'succeeded', job: open ? 'succeeded' : null, reason: null, countsAsAttempt: true, backoff: false };
+  if (outcome.kind === 'aborted' && !ctx.late) {
+    const release = open && alone;
+    return { task: 'aborted', job: release ? 'queued' : null, reason: release ? 'released by its host' : null, countsAsAttempt: !release, backoff: false };
   }
   const why = describeOutcome(outcome);
-  if (!open) return { task: 'failed', job: null, reason: why, countsAsAttempt: true };
+  if (!open || !alone) return { task: 'failed', job: null, reason: why, countsAsAttempt: true, backoff: false };
   if (job.attempts >= maxAttempts) {
-    return { task: 'failed', job: 'failed', reason: `${why} (attempt ${job.attempts} of ${maxAttempts})`, countsAsAttempt: true };
+    return { task: 'failed', job: 'failed', reason: `${why} (attempt ${job.attempts} of ${maxAttempts})`, countsAsAttempt: true, backoff: false };
   }
-  return { task: 'failed', job: 'queued', reason: `attempt ${job.attempts} ${why}; retrying`, countsAsAttempt: true };
+  return { task: 'failed', job: 'queued', reason: `attempt ${job.attempts} ${why}; retrying`, countsAsAttempt: true, backoff: true };
 }

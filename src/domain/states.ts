@@ -7,7 +7,8 @@ export const jobMachine = new StateMachine<JobState>(
   'job',
   JOB_STATES,
   {
-    queued: ['running', 'cancelled', 'failed'], // failed: deadline passed while queued
+    // failed: its deadline passed while it waited; succeeded: a task presumed lost reported late
+    queued: ['running', 'cancelled', 'failed', 'succeeded'],
     running: ['queued', 'succeeded', 'failed', 'cancelled'], // queued: its task was lost, try again
     succeeded: [],
     failed: [],
@@ -27,11 +28,18 @@ export const taskMachine = new StateMachine<TaskState>(
     running: ['succeeded', 'failed', 'lost', 'aborted'],
     succeeded: [],
     failed: [],
-    lost: [],
+    // A lost task's host may only have been cut off: its result is still taken while the job is open.
+    lost: ['succeeded', 'failed'],
     aborted: [],
   },
-  ['succeeded', 'failed', 'lost', 'aborted'],
+  ['succeeded', 'failed', 'aborted'],
 );
+
+/** Tasks that hold a lease and resources on their host. */
+export const ACTIVE_TASK_STATES: readonly TaskState[] = ['assigned', 'running'];
+export function isActiveTask(s: TaskState): boolean {
+  return s === 'assigned' || s === 'running';
+}
 
 /** A host's credential is live until an operator revokes it. Online/offline is derived from last-seen. */
 export const HOST_STATES = ['active', 'revoked'] as const;

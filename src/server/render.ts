@@ -17,7 +17,7 @@ export function renderJob(j: Job) {
   return {
     id: j.id, app: j.appName, appVersion: j.appVersion, batchId: j.batchId, state: j.state, args: j.args, env: j.env,
     inputs: j.inputs, resources: j.resources, priority: j.priority, deadline: isoOrNull(j.deadline), labels: j.labels,
-    params: j.params, attempts: j.attempts, reason: j.reason, createdAt: iso(j.createdAt), updatedAt: iso(j.updatedAt),
+    selector: j.selector, retryAt: isoOrNull(j.retryAt), params: j.params, attempts: j.attempts, reason: j.reason, createdAt: iso(j.createdAt), updatedAt: iso(j.updatedAt),
     finishedAt: isoOrNull(j.finishedAt), checkpoint: j.checkpoint,
   };
 }

@@ -61,6 +61,9 @@ const JobFields = {
   priority: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
   deadline: Type.Optional(Type.String({ maxLength: 40, description: 'ISO 8601 time' })),
   labels: Type.Optional(Type.Record(Type.String(), Type.String({ maxLength: 256 }), { maxProperties: 32 })),
+  selector: Type.Optional(
+    Type.Record(Type.String(), Type.String({ maxLength: 256 }), { maxProperties: 16, description: 'labels a host must carry (key: value) to run the job' }),
+  ),
 };
 export const JobTemplate = Type.Object(JobFields, Strict);
 const AppRefFields = { app: Name, appVersion: Type.Optional(Type.Integer({ minimum: 1 })) };
@@ -92,6 +95,8 @@ export const Job = Type.Object({
   state: JobStateSchema, args: Type.Array(Type.String()), env: Type.Record(Type.String(), Type.String()),
   inputs: Type.Record(Type.String(), Type.String()), resources: Type.Object({}, { additionalProperties: Type.Number() }),
   priority: Type.Integer(), deadline: Nullable(Type.String()), labels: Type.Record(Type.String(), Type.String()),
+  selector: Type.Record(Type.String(), Type.String()),
+  retryAt: Nullable(Type.String({ description: 'a requeued job waits out a backoff: it does not run before this time' })),
   params: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number()])), attempts: Type.Integer(),
   reason: Nullable(Type.String()), createdAt: Type.String(), updatedAt: Type.String(), finishedAt: Nullable(Type.String()),
   checkpoint: Nullable(Type.String({ description: 'sha256 of the latest checkpoint (a tar of /checkpoint) a task uploaded; the next task resumes from it' })),

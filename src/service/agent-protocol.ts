@@ -5,8 +5,10 @@ import type { App, BlobRecord, Host, Job, OutputFile, RuntimeKind, Task } from '
 import { OUTCOME_KINDS, type TaskOutcome, type TaskUsage } from '../domain/outcomes.js';
 import { isOutputName } from '../domain/file-names.js';
 import { withOverrides, type Resources } from '../domain/resources.js';
-import { taskMachine } from '../domain/states.js';
-import { matchOffer } from '../scheduling/match.js';
+import { isActiveTask } from '../domain/states.js';
+import { planClaim } from '../scheduling/plan.js';
+import { chooseDuplicates } from '../scheduling/speculation.js';
+import type { Offer } from '../scheduling/placement.js';
 import type { ClaimedTask, LogChunk } from '../store/store.js';
 import type { OpenBlob } from './blobs.js';
 import { BlobService } from './blobs.js';
@@ -40,6 +42,10 @@ export interface WorkRequest {
   free: Resources;
   maxTasks: number;
   runtimes: RuntimeKind[];
+  /** The host's labels (`agent --label`), matched against jobs' selectors; omitted: unchanged. */
+  labels?: Record<string, string>;
+  /** Images the host holds (references and digests): tasks of those apps come to it first. */
+  images?: string[];
 }
 
 export interface HeartbeatInput {
@@ -54,8 +60,10 @@ export interface ReportInput {
   log?: LogChunk;
 }
 
-/** Most queued jobs one work request looks at; the policy chooses among them. */
-const SCAN = 500;
+/** Most queues one work request looks at (each read at its head only). */
+const MAX_QUEUES = 500;
+/** Most running tasks one idle host looks at for a speculative duplicate (the oldest). */
+const DUPLICATE_SCAN = 200;
 const REQUEST_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
 const MAX_OUTPUTS = 1000;
 
@@ -81,13 +89,32 @@ export class AgentProtocolService {
       cores: Math.min(req.free.cores, host.resources.cores), memoryMiB: Math.min(req.free.memoryMiB, host.resources.memoryMiB),
       diskMiB: Math.min(req.free.diskMiB, host.resources.diskMiB), gpus: Math.min(req.free.gpus, host.resources.gpus),
     };
-    const offer = { free, maxTasks: req.maxTasks, platform: host.platform, runtimes: req.runtimes };
+    let labels = host.labels;
+    if (req.labels !== undefined && canonicalHash(req.labels) !== canonicalHash(host.labels)) {
+      await this.ctx.store.setHostLabels(host.id, req.labels);
+      labels = req.labels;
+    }
+    const offer: Omit<Offer, 'cooledApps'> = {
+      hostId: host.id, capacity: host.resources, free, maxTasks: req.maxTasks, platform: host.platform, runtimes: req.runtimes,
+      labels, images: new Set(req.images ?? []),
+    };
+    const o = this.ctx.scheduling;
+    const now = this.ctx.now();
     const result = await this.ctx.store.claimTasks(
-      { hostId: host.id, requestId: req.requestId, scan: SCAN, leaseMs: this.ctx.timing.leaseSeconds * 1000, choose: (c) => matchOffer(offer, c) },
-      this.ctx.now(),
+      {
+        hostId: host.id, requestId: req.requestId, leaseMs: this.ctx.timing.leaseSeconds * 1000,
+        maxQueues: MAX_QUEUES, headsPerQueue: Math.min(req.maxTasks, 64) + 2,
+        plan: (g) => planClaim({ ...g, offer: { ...offer, cooledApps: g.cooledApps }, now }, o),
+        duplicates: {
+          scan: DUPLICATE_SCAN,
+          choose: (running, active, cooledApps) => chooseDuplicates({ ...offer, cooledApps }, running, active, o, now),
+        },
+      },
+      now,
     );
     if (!result.replayed) {
       for (const c of result.tasks) {
+        if (c.task.replica > 0) continue; // a speculative copy: its job was running already
         this.ctx.events.publish(c.job.projectId, { type: 'job', jobId: c.job.id, batchId: c.job.batchId, state: 'running', reason: null });
       }
     }
@@ -165,7 +192,10 @@ export class AgentProtocolService {
     }
     const reportHash = canonicalHash({ outcome: input.outcome, outputs, durationMs: input.durationMs });
     const r = await this.ctx.store.reportTask(
-      { hostId: host.id, taskId, outcome: input.outcome, durationMs: input.durationMs, usage: input.usage ?? null, outputs, log: input.log ?? null, reportHash },
+      {
+        hostId: host.id, taskId, outcome: input.outcome, durationMs: input.durationMs, usage: input.usage ?? null, outputs, log: input.log ?? null,
+        reportHash, rules: this.ctx.scheduling,
+      },
       this.ctx.now(),
     );
     if (!r.replayed && r.job.state !== r.jobStateBefore) {
@@ -208,7 +238,7 @@ export class AgentProtocolService {
   private async liveTask(host: Host, taskId: number): Promise<{ task: Task; job: Job }> {
     const found = await this.ctx.store.getHostTask(host.id, taskId);
     if (!found) throw notFound(`task ${taskId}`);
-    if (taskMachine.isTerminal(found.task.state)) {
+    if (!isActiveTask(found.task.state)) {
       throw new BoxgridError('conflict', `task ${taskId} has ended (${found.task.state}); it takes no more files`);
     }
     return found;

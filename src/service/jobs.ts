@@ -3,7 +3,7 @@ import { SHA256_RE } from '../blobs/blob-store.js';
 import { BoxgridError, invalid, notFound } from '../domain/errors.js';
 import type { App, Batch, Job, JobSpec, StateCounts, Task } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
-import { jobMachine, taskMachine, type JobState, type TaskState } from '../domain/states.js';
+import { isActiveTask, jobMachine, type JobState, type TaskState } from '../domain/states.js';
 import { expandSweep, substitute, sweepSize, type SweepPoint, type SweepSpec } from '../domain/sweep.js';
 import type { JobFilter } from '../store/store.js';
 import type { ProjectAccess } from './access.js';
@@ -19,6 +19,8 @@ export interface JobTemplate {
   /** ISO 8601 time after which the job fails instead of running. */
   deadline?: string;
   labels?: Record<string, string>;
+  /** Labels a host must carry to run the job (`gpu-model: a100`, `site: lab-2`). */
+  selector?: Record<string, string>;
 }
 
 export interface AppRef {
@@ -160,7 +162,7 @@ export class JobService {
     const start = Math.min(Math.max(after, textStart), log.endOffset);
     return {
       taskId: log.taskId, jobId: log.jobId, state: log.state, text: log.text.slice(start - textStart), start, end: log.endOffset,
-      done: taskMachine.isTerminal(log.state),
+      done: !isActiveTask(log.state),
     };
   }
 
@@ -255,6 +257,7 @@ export class JobService {
       priority: t.priority ?? 0,
       deadline,
       labels: isEmpty(extraLabels) ? t.labels ?? {} : { ...extraLabels, ...t.labels },
+      selector: t.selector ?? {},
       params: {},
     };
   }
@@ -274,6 +277,7 @@ export class JobService {
       if (!SHA256_RE.test(t.inputs[k]!)) throw invalid(fieldAt(at, `inputs/${k}`), 'must be the sha256 of an uploaded blob (64 hex digits)');
     }
     if (t.labels) checkLabels(t.labels, at, 'labels');
+    if (t.selector) checkLabels(t.selector, at, 'selector');
     if (t.deadline === undefined) return null;
     const deadline = isoTime(t.deadline);
     if (Number.isNaN(deadline)) throw invalid(fieldAt(at, 'deadline'), `"${t.deadline}" is not an ISO 8601 time`);
@@ -304,6 +308,7 @@ function mergeSpec(base: JobSpec, raw: JobTemplate, deadline: number | null): Jo
     priority: raw.priority !== undefined ? raw.priority : base.priority,
     deadline: raw.deadline !== undefined ? deadline : base.deadline,
     labels: mergeMap(base.labels, raw.labels),
+    selector: mergeMap(base.selector, raw.selector),
     params: {},
   };
 }

@@ -1,3 +1,4 @@
+import type { Job } from '../domain/model.js';
 import type { ServiceContext } from './context.js';
 
 /** Most leases one pass expires per transaction; a backlog takes several (short) transactions. */
@@ -5,7 +6,8 @@ const PER_PASS = 500;
 
 /**
  * Expires the leases of tasks whose hosts stopped reporting: the task is lost and its job goes
- * back to the queue (or fails when its attempts are spent). A reconcile loop: each pass looks
+ * back to the queue after a backoff (or fails when its attempts are spent); and fails the jobs
+ * whose deadline passed. A reconcile loop: each pass looks
  * at the store afresh, so it is safe after a crash and alongside other servers.
  */
 export class LeaseSweeper {
@@ -14,17 +16,24 @@ export class LeaseSweeper {
 
   constructor(private readonly ctx: ServiceContext) {}
 
-  /** One full pass; returns how many tasks it found lost. */
+  /** One full pass; returns how many tasks it found lost. Jobs past their deadline fail too. */
   async sweep(): Promise<number> {
     let total = 0;
     for (;;) {
-      const expired = await this.ctx.store.expireLeases(this.ctx.now(), PER_PASS);
-      for (const { job, jobChanged } of expired) {
-        if (jobChanged) this.ctx.events.publish(job.projectId, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
-      }
+      const expired = await this.ctx.store.expireLeases(this.ctx.now(), PER_PASS, this.ctx.scheduling);
+      for (const { job, jobChanged } of expired) if (jobChanged) this.publish(job);
       total += expired.length;
-      if (expired.length < PER_PASS) return total;
+      if (expired.length < PER_PASS) break;
     }
+    for (;;) {
+      const late = await this.ctx.store.failPastDeadline(this.ctx.now(), PER_PASS);
+      for (const job of late) this.publish(job);
+      if (late.length < PER_PASS) return total;
+    }
+  }
+
+  private publish(job: Job): void {
+    this.ctx.events.publish(job.projectId, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
   }
 
   /**

@@ -6,7 +6,11 @@ import type { Role } from '../domain/roles.js';
 import type { JobState, TaskState } from '../domain/states.js';
 import type { TaskOutcome, TaskUsage } from '../domain/outcomes.js';
 import type { OutputFile } from '../domain/model.js';
-import type { Candidate, Match } from '../scheduling/match.js';
+import type { ClaimPlan, QueueView } from '../scheduling/plan.js';
+import type { ProjectShare } from '../scheduling/fair-share.js';
+import type { RunningTask } from '../scheduling/speculation.js';
+import type { SchedulingOptions } from '../scheduling/options.js';
+import type { RuntimeKind } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
 
 /**
@@ -86,7 +90,9 @@ export interface Store {
   // ── sites and hosts ─────────────────────────────────────────────────────
   createSite(name: string, now: Millis): Promise<Site>;
   getSiteByName(name: string): Promise<Site | null>;
-  createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state'>, now: Millis): Promise<Host>;
+  createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels'> & { labels?: Record<string, string> }, now: Millis): Promise<Host>;
+  /** Replaces the labels a host declares (its agent restarted with other `--label`s). */
+  setHostLabels(hostId: number, labels: Record<string, string>): Promise<void>;
   getHost(id: number): Promise<Host | null>;
   /** Every host with its site's name and how many tasks it holds (assigned or running). */
   listHosts(): Promise<HostSummary[]>;
@@ -104,11 +110,16 @@ export interface Store {
 
   // ── the agent protocol ──────────────────────────────────────────────────
   /**
-   * Hands a host work, in one transaction: reads up to `scan` queued jobs (priority, then
-   * age), lets `choose` (pure scheduling policy) pick among them, and for each pick creates an
-   * `assigned` task under a lease and moves the job to `running`, counting an attempt. A
-   * repeated `requestId` from the same host is a retry: the tasks it created come back (those
-   * still active) and nothing new is claimed. Marks the host seen (idle hosts only ask for work).
+   * Hands a host work, in one transaction. First jobs whose backoff has passed return to their
+   * queues. Then the adapter gathers what the policy decides on — the heads of up to
+   * `maxQueues` queues (`headsPerQueue` eligible jobs each, by priority then age), the
+   * projects' fair-share passes, the host's reservation and cool-downs — and applies what
+   * `plan` (pure scheduling policy) returns: for each pick an `assigned` task under a lease and
+   * the job `running` (one more attempt), the new passes, the reservation. When the plan hands
+   * out nothing and the host is not being kept free, `duplicates` may add speculative copies
+   * of running tasks (same attempt, next replica number) of jobs the host does not run yet.
+   * A repeated `requestId` from the same host is a retry: the tasks it created come back
+   * (those still active) and nothing new is claimed. Marks the host seen.
    */
   claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult>;
   /**
@@ -124,16 +135,22 @@ export interface Store {
    * `lease_expired`. Marks the host seen.
    */
   reportTask(req: ReportRequest, now: Millis): Promise<ReportResult>;
+  /**
+   * Fails every queued or running job whose deadline passed before `now` (their tasks are then
+   * aborted through heartbeats). Safe to run again; returns the jobs it failed.
+   */
+  failPastDeadline(now: Millis, limit: number): Promise<Job[]>;
   /** A task of this host with its job (for its inputs and project), or null. */
   getHostTask(hostId: number, taskId: number): Promise<{ task: Task; job: Job } | null>;
   /** Records the job's latest checkpoint; only while the task is active on that host. */
   recordCheckpoint(hostId: number, taskId: number, sha256: string, now: Millis): Promise<boolean>;
   /**
    * Marks every active task whose lease ended before `now` as lost and puts its job back in
-   * the queue (or fails it when its attempts are spent). Safe to run again, and from several
-   * servers: a task is expired once.
+   * the queue after a backoff (or fails it when its attempts are spent); a job another task
+   * still runs stays running. Safe to run again, and from several servers: a task is expired
+   * once.
    */
-  expireLeases(now: Millis, limit: number): Promise<ExpiredTask[]>;
+  expireLeases(now: Millis, limit: number, rules: SchedulingOptions): Promise<ExpiredTask[]>;
   /** A task of the project (through its job) with its stored log tail. */
   getTaskLog(projectId: number, taskId: number): Promise<TaskLog | null>;
 }
@@ -141,10 +158,29 @@ export interface Store {
 export interface ClaimRequest {
   hostId: number;
   requestId: string;
-  /** How many queued jobs to consider. */
-  scan: number;
   leaseMs: number;
-  choose: (candidates: Candidate[]) => Match[];
+  /** Most queues (with eligible jobs) to look at. */
+  maxQueues: number;
+  /** Jobs read from the head of each queue. */
+  headsPerQueue: number;
+  plan: (input: ClaimGathered) => ClaimPlan;
+  /** Speculative duplicates when the plan handed out nothing; null: none. */
+  duplicates: {
+    /** Most running tasks (oldest first) to consider. */
+    scan: number;
+    choose: (running: RunningTask[], activeDuplicates: number, cooledApps: ReadonlySet<number>) => Array<{ jobId: number; runtime: RuntimeKind }>;
+  } | null;
+}
+
+/** What the store gathers for the policy in a claim. */
+export interface ClaimGathered {
+  queues: QueueView[];
+  projects: Map<number, ProjectShare>;
+  /** The job this host is kept free for, if any. */
+  reservation: number | null;
+  reservedElsewhere: Set<number>;
+  /** Apps this host is cooling down from. */
+  cooledApps: Set<number>;
 }
 
 export interface ClaimedTask {
@@ -186,6 +222,8 @@ export interface ReportRequest {
   log: LogChunk | null;
   /** A hash of the report's content: a replay carries the same one. */
   reportHash: string;
+  /** Backoff and host cool-down rules. */
+  rules: SchedulingOptions;
 }
 
 export interface ReportResult {

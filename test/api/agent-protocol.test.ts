@@ -134,7 +134,10 @@ describe('agent protocol: work requests', () => {
 
       for (const id of [...big, grown]) assert.equal((await g.job(id)).job.state, 'queued');
       const roomy = await g.host();
-      assert.deepEqual(ids(await roomy.claim({ free: BIG, maxTasks: 10 })), [grown, ...big]);
+      // Priority first; among equals the policy packs (larger shares of the host first), so only the set is fixed.
+      const all = ids(await roomy.claim({ free: BIG, maxTasks: 10 }));
+      assert.equal(all[0], grown);
+      assert.deepEqual(all.slice(1).sort((a, b) => a - b), big);
 
       const { job, tasks } = await g.job(high);
       assert.equal(job.state, 'running');
@@ -431,6 +434,10 @@ describe('agent protocol: reports', () => {
       assert.equal(tasks[0].state, 'failed');
       assert.equal(tasks[0].exitCode, 3);
       assert.match(tasks[0].reason, /exited with code 3/);
+      // The retry waits out a backoff (10 s after a first attempt, by default).
+      assert.equal(Date.parse(job.retryAt), Date.parse(job.updatedAt) + 10_000);
+      assert.deepEqual(await h.claim(), [], 'not before its backoff has passed');
+      g.advance(10_000);
       const [a2] = await h.claim();
       assert.equal(a2.jobId, jobId);
       assert.equal(a2.attempt, 2);
@@ -536,9 +543,9 @@ describe('agent protocol: reports', () => {
       assert.equal((await g.job(jobId)).job.state, 'running');
     }));
 
-  it('after its lease expires and the sweeper runs, a report is lease_expired and the job is queued again, then failed when attempts are spent', () =>
+  it('after its lease expires and the sweeper runs, the task is lost and the job queued again after a backoff that doubles, then failed when attempts are spent', () =>
     withGrid(async (g) => {
-      await createApp(g.s, P, 'sim', { maxAttempts: 2 });
+      await createApp(g.s, P, 'sim', { maxAttempts: 3 });
       const jobId = await submitJob(g.s, P, { app: 'sim' });
       const h = await g.host();
       const [a] = await h.claim();
@@ -549,24 +556,62 @@ describe('agent protocol: reports', () => {
       assert.equal(await g.s.sweeper.sweep(), 0, 'a lost task is lost once');
       let { job, tasks } = await g.job(jobId);
       assert.equal(job.state, 'queued');
+      assert.equal(job.attempts, 1);
       assert.match(job.reason, /stopped reporting/);
       assert.equal(tasks[0].state, 'lost');
-      assertError(await h.report(a.taskId, ok), 409, 'lease_expired');
+      assert.equal(Date.parse(job.retryAt) - Date.parse(job.updatedAt), 10_000, 'first backoff: the base');
       const hb = await h.heartbeat([{ taskId: a.taskId }]);
       assert.deepEqual(hb.body.leases, []);
       assert.match(hb.body.abort[0].reason, /lost/);
       assertError(await h.upload(a.taskId, Buffer.from('late')), 409, 'conflict');
 
+      assert.deepEqual(await h.claim(), [], 'the job waits out its backoff');
+      g.advance(10_000);
       const [b] = await h.claim();
       assert.equal(b.attempt, 2);
       g.advance(TIMING.leaseSeconds * 1000 + 1_000);
       assert.equal(await g.s.sweeper.sweep(), 1);
+      ({ job } = await g.job(jobId));
+      assert.equal(Date.parse(job.retryAt) - Date.parse(job.updatedAt), 20_000, 'second backoff: twice the first');
+      g.advance(19_000);
+      assert.deepEqual(await h.claim(), []);
+      g.advance(1_000);
+      const [c] = await h.claim();
+      assert.equal(c.attempt, 3);
+      g.advance(TIMING.leaseSeconds * 1000 + 1_000);
+      assert.equal(await g.s.sweeper.sweep(), 1);
       ({ job, tasks } = await g.job(jobId));
       assert.equal(job.state, 'failed');
-      assert.match(job.reason, /2 of 2/);
+      assert.match(job.reason, /3 of 3/);
+      assert.equal(job.retryAt, null);
       assert.ok(job.finishedAt);
-      assert.deepEqual(tasks.map((t: { state: string }) => t.state), ['lost', 'lost']);
-      assertError(await h.report(b.taskId, ok), 409, 'lease_expired');
+      assert.deepEqual(tasks.map((t: { state: string }) => t.state), ['lost', 'lost', 'lost']);
+      assertError(await h.report(c.taskId, ok), 409, 'lease_expired'); // a late report once the job has ended is refused
+    }));
+
+  it('a late result from a task counted lost is still accepted while its job is open, and ends it', () =>
+    withGrid(async (g) => {
+      await createApp(g.s, P, 'sim', { maxAttempts: 3 });
+      const jobId = await submitJob(g.s, P, { app: 'sim' });
+      const cutOff = await g.host();
+      const other = await g.host();
+      const [a] = await cutOff.claim();
+      g.advance(TIMING.leaseSeconds * 1000 + 1_000);
+      assert.equal(await g.s.sweeper.sweep(), 1);
+      g.advance(10_000);
+      const [b] = await other.claim();
+      assert.equal(b.jobId, jobId);
+      // The first host was only cut off; its result arrives while the second attempt runs.
+      const late = await cutOff.report(a.taskId, ok);
+      assert.equal(late.status, 200, late.text);
+      assert.deepEqual(late.body, { taskState: 'succeeded', jobState: 'succeeded', replayed: false });
+      const { job, tasks } = await g.job(jobId);
+      assert.equal(job.state, 'succeeded');
+      assert.deepEqual(tasks.map((t: { state: string }) => t.state), ['succeeded', 'assigned']);
+      const hb = await other.heartbeat([{ taskId: b.taskId }]);
+      assert.deepEqual(hb.body.leases, []);
+      assert.match(hb.body.abort[0].reason, /succeeded/, 'the second attempt is told to stop');
+      assert.equal((await cutOff.report(a.taskId, ok)).status, 200, 'the same report again is a replay');
     }));
 
   it('a heartbeat keeps a lease past its first expiry, so the sweeper leaves it alone', () =>

@@ -15,7 +15,7 @@ const CASES = [
     machine: jobMachine as StateMachine<string>,
     states: JOB_STATES as readonly string[],
     legal: {
-      queued: ['running', 'cancelled', 'failed'],
+      queued: ['running', 'cancelled', 'failed', 'succeeded'],
       running: ['queued', 'succeeded', 'failed', 'cancelled'],
       succeeded: [],
       failed: [],
@@ -31,10 +31,10 @@ const CASES = [
       running: ['succeeded', 'failed', 'lost', 'aborted'],
       succeeded: [],
       failed: [],
-      lost: [],
+      lost: ['succeeded', 'failed'],
       aborted: [],
     } as Record<string, string[]>,
-    terminal: ['succeeded', 'failed', 'lost', 'aborted'],
+    terminal: ['succeeded', 'failed', 'aborted'],
   },
   {
     machine: hostMachine as StateMachine<string>,

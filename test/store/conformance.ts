@@ -16,8 +16,11 @@ import { BoxgridError, type ErrorCode } from '../../src/domain/errors.js';
 import type { AppSpec, JobSpec, TokenRecord, EnrollTokenRecord } from '../../src/domain/model.js';
 import type { TaskOutcome, TaskUsage } from '../../src/domain/outcomes.js';
 import { JOB_STATES } from '../../src/domain/states.js';
-import type { Candidate, Match } from '../../src/scheduling/match.js';
-import type { InsertJobsRequest, LogChunk, ReportRequest, Store } from '../../src/store/store.js';
+import type { RuntimeKind } from '../../src/domain/model.js';
+import type { Resources } from '../../src/domain/resources.js';
+import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../src/scheduling/options.js';
+import type { ClaimPlan } from '../../src/scheduling/plan.js';
+import type { ClaimGathered, ClaimRequest, InsertJobsRequest, LogChunk, ReportRequest, Store } from '../../src/store/store.js';
 
 export type OpenStore = () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
 
@@ -55,6 +58,7 @@ export function jobSpec(overrides: Partial<JobSpec> = {}): JobSpec {
     priority: 0,
     deadline: null,
     labels: {},
+    selector: {},
     params: {},
     ...overrides,
   };
@@ -363,6 +367,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           priority: -3,
           deadline: T0 + 60_000,
           labels: { run: 'r1', kind: 'test' },
+          selector: { 'gpu-model': 'a100', site: 'lab-2' },
           params: { x: 1, y: 'b', z: 0.1 },
         });
         const r = await s.insertJobs(req({ projectId: project.id, app, jobs: [spec], now: T0 + 10 }));
@@ -387,6 +392,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           updatedAt: T0 + 10,
           finishedAt: null,
           checkpoint: null,
+          retryAt: null,
         });
       });
 
@@ -755,13 +761,17 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         const resources = { cores: 12.5, memoryMiB: 65536, diskMiB: 1_000_000, gpus: 2 };
         const h = await s.createHost({ siteId: site.id, name: 'node-1', resources, platform: 'linux/arm64' }, T0 + 3);
         assert.deepEqual(h, {
-          id: h.id, siteId: site.id, name: 'node-1', state: 'active', resources, platform: 'linux/arm64',
+          id: h.id, siteId: site.id, name: 'node-1', state: 'active', resources, platform: 'linux/arm64', labels: {},
           createdAt: T0 + 3, lastSeenAt: null,
         });
         assert.deepEqual(await s.getHost(h.id), h);
-        const h2 = await s.createHost({ siteId: site.id, name: 'node-2', resources, platform: 'linux/amd64' }, T0 + 4);
+        const h2 = await s.createHost({ siteId: site.id, name: 'node-2', resources, platform: 'linux/amd64', labels: { zone: 'b' } }, T0 + 4);
         assert.notEqual(h2.id, h.id);
         assert.deepEqual(await s.getHost(h2.id), h2);
+        assert.deepEqual(h2.labels, { zone: 'b' });
+        await s.setHostLabels(h2.id, { zone: 'c', gpu: 'none' });
+        assert.deepEqual((await s.getHost(h2.id))?.labels, { zone: 'c', gpu: 'none' });
+        assert.deepEqual((await s.getHost(h.id))?.labels, {}, 'only that host changed');
         assert.equal(await s.getHost(Math.max(h.id, h2.id) + 1000), null);
       });
     });
@@ -830,8 +840,27 @@ export function runStoreConformance(name: string, open: OpenStore): void {
       const LEASE = 60_000;
       const T = T0 + 1_000_000;
       /** Takes every candidate, in the order offered, under the docker runtime. */
+      /** The queue heads a claim gathered, flattened to one list in (priority, age) order. */
+      interface Candidate { jobId: number; resources: Resources; platforms: readonly string[]; runtimes: readonly RuntimeKind[] }
+      interface Match { jobId: number; runtime: RuntimeKind }
       const takeAll = (cs: Candidate[]): Match[] => cs.map((c) => ({ jobId: c.jobId, runtime: 'docker' as const }));
       const takeNone = (): Match[] => [];
+      /** Backoff off, so the tests that are not about it can claim a requeued job at once. */
+      const RULES: SchedulingOptions = { ...DEFAULT_SCHEDULING, backoffBaseSeconds: 0 };
+      function flatten(g: ClaimGathered): Array<Candidate & { queueId: number; priority: number }> {
+        return g.queues
+          .flatMap((q) => q.heads.map((h) => ({ jobId: h.jobId, resources: q.resources, platforms: q.platforms, runtimes: q.runtimes, queueId: q.queueId, priority: h.priority })))
+          .sort((a, b) => b.priority - a.priority || a.jobId - b.jobId);
+      }
+      /** A plan from a choice among the flattened heads (the tests decide; the policy has its own tests). */
+      function planOf(choose: (cs: Candidate[]) => Match[]): (g: ClaimGathered) => ClaimPlan {
+        return (g) => {
+          const all = flatten(g);
+          const picks = choose(all.map(({ jobId, resources, platforms, runtimes }) => ({ jobId, resources, platforms, runtimes })))
+            .map((m) => ({ ...m, queueId: all.find((c) => c.jobId === m.jobId)?.queueId ?? 0 }));
+          return { picks, passes: new Map(), reserve: undefined };
+        };
+      }
 
       /** Projects p and q, apps (sim: 3 attempts; once: 1; native: also runs natively), a site and two hosts. */
       async function grid(s: Store) {
@@ -846,12 +875,12 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         const h2 = await s.createHost({ siteId: site.id, name: 'h2', resources, platform: 'linux/amd64' }, T0);
         const jobs = async (app: typeof sim, specs: Array<Partial<JobSpec>>, now = T0 + 10): Promise<number[]> =>
           (await s.insertJobs({ projectId: app.projectId, app, batch: null, jobs: specs.map((x) => jobSpec(x)), idempotency: null, now })).jobIds;
-        const claim = (hostId: number, requestId: string, now: number, choose: (cs: Candidate[]) => Match[] = takeAll, scan = 500) =>
-          s.claimTasks({ hostId, requestId, scan, leaseMs: LEASE, choose }, now);
+        const claim = (hostId: number, requestId: string, now: number, choose: (cs: Candidate[]) => Match[] = takeAll, heads = 500, over: Partial<ClaimRequest> = {}) =>
+          s.claimTasks({ hostId, requestId, leaseMs: LEASE, maxQueues: 100, headsPerQueue: heads, plan: planOf(choose), duplicates: null, ...over }, now);
         const beat = (hostId: number, now: number, tasks: Array<{ taskId: number; progress?: number; usage?: TaskUsage; log?: LogChunk }>) =>
           s.heartbeat({ hostId, leaseMs: LEASE, tasks: tasks.map((t) => ({ taskId: t.taskId, progress: t.progress ?? null, usage: t.usage ?? null, log: t.log ?? null })) }, now);
         const report = (hostId: number, taskId: number, outcome: TaskOutcome, now: number, over: Partial<ReportRequest> = {}) =>
-          s.reportTask({ hostId, taskId, outcome, durationMs: 1000, usage: null, outputs: {}, log: null, reportHash: JSON.stringify(outcome), ...over }, now);
+          s.reportTask({ hostId, taskId, outcome, durationMs: 1000, usage: null, outputs: {}, log: null, reportHash: JSON.stringify(outcome), rules: RULES, ...over }, now);
         return { p, q, sim, once, native, h1, h2, jobs, claim, beat, report };
       }
 
@@ -898,7 +927,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         assert.equal((await s.getHost(g.h1.id))?.lastSeenAt, T);
         assert.equal((await s.listHosts()).find((h) => h.id === g.h1.id)?.activeTasks, 2);
 
-        // scan bounds how many candidates are read; the running jobs are no longer offered.
+        // headsPerQueue bounds how many jobs of each queue are read; the running jobs are no longer offered.
         let seen: number[] = [];
         const none = await g.claim(g.h2.id, 'request-2', T + 1, (cs) => ((seen = cs.map((c) => c.jobId)), []), 2);
         assert.deepEqual(seen, [low, mid]);
@@ -1094,8 +1123,8 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         await g.report(g.h1.id, tdone!.task.id, { kind: 'succeeded' }, T + 1);
         assert.equal(tdone!.job.id, done);
 
-        assert.deepEqual(await s.expireLeases(T + LEASE - 1, 100), [], 'no lease has ended yet');
-        const first = await s.expireLeases(T + LEASE + 1, 100);
+        assert.deepEqual(await s.expireLeases(T + LEASE - 1, 100, RULES), [], 'no lease has ended yet');
+        const first = await s.expireLeases(T + LEASE + 1, 100, RULES);
         assert.deepEqual(first.map((x) => x.taskId).sort((x, y) => x - y), [ta!.task.id, to!.task.id].sort((x, y) => x - y));
         const ja = first.find((x) => x.taskId === ta!.task.id)!.job;
         assert.deepEqual([ja.id, ja.state, ja.attempts, ja.finishedAt, ja.updatedAt], [a, 'queued', 1, null, T + LEASE + 1]);
@@ -1106,27 +1135,30 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         const [lost] = await s.listTasks(a!);
         assert.deepEqual([lost!.state, lost!.endedAt], ['lost', T + LEASE + 1]);
         assert.ok(lost!.reason && lost!.reason.length > 0);
-        assert.deepEqual(await s.expireLeases(T + LEASE + 1, 100), [], 'expiring again finds nothing more');
+        assert.deepEqual(await s.expireLeases(T + LEASE + 1, 100, RULES), [], 'expiring again finds nothing more');
         assert.equal((await s.listTasks(done!))[0]!.state, 'succeeded', 'an ended task is never lost');
         assert.equal((await s.listTasks(b!))[0]!.state, 'assigned', 'a later lease is still live');
 
-        // The lost task's report comes too late; its heartbeat is answered with an abort.
-        await rejectsWithCode(g.report(g.h1.id, ta!.task.id, { kind: 'succeeded' }, T + LEASE + 2), 'lease_expired');
+        // The lost task's heartbeat is answered with an abort; its late failure is taken but
+        // changes nothing (the loss was counted); a late report once the job ended is refused.
         const hb = await g.beat(g.h1.id, T + LEASE + 3, [{ taskId: ta!.task.id }]);
         assert.deepEqual(hb.leases, []);
         assert.match(hb.abort[0]!.reason, /lost/);
-        assert.equal((await s.getJob(g.p.id, a!))?.state, 'queued', 'the late report changed nothing');
+        const lateFail = await g.report(g.h1.id, ta!.task.id, { kind: 'failed', exitCode: 1 }, T + LEASE + 4);
+        assert.deepEqual([lateFail.task.state, lateFail.job.state, lateFail.job.attempts], ['failed', 'queued', 1]);
+        assert.equal((await s.getJob(g.p.id, a!))?.state, 'queued', 'the late failure changed nothing');
+        await rejectsWithCode(g.report(g.h1.id, to!.task.id, { kind: 'succeeded' }, T + LEASE + 5), 'lease_expired');
 
         // A heartbeat keeps a lease; the limit bounds one call.
         await g.beat(g.h2.id, T + 30_000 + LEASE - 1, [{ taskId: tb.task.id }]);
-        assert.deepEqual(await s.expireLeases(T + 30_000 + LEASE + 1, 100), []);
+        assert.deepEqual(await s.expireLeases(T + 30_000 + LEASE + 1, 100, RULES), []);
         await g.report(g.h2.id, tb.task.id, { kind: 'succeeded' }, T + 100_000);
         await g.jobs(g.sim, [{}, {}]);
         const more = (await g.claim(g.h1.id, 'r-3', T + 200_000)).tasks;
         assert.equal(more.length, 3, 'a again, and the two new jobs');
         assert.equal(more[0]!.task.attempt, 2, 'the requeued job runs its second attempt');
-        assert.equal((await s.expireLeases(T + 200_000 + LEASE + 1, 2)).length, 2);
-        assert.equal((await s.expireLeases(T + 200_000 + LEASE + 1, 2)).length, 1);
+        assert.equal((await s.expireLeases(T + 200_000 + LEASE + 1, 2, RULES)).length, 2);
+        assert.equal((await s.expireLeases(T + 200_000 + LEASE + 1, 2, RULES)).length, 1);
       });
 
       test('expireLeases of a task whose job was cancelled leaves the job cancelled', async (s) => {
@@ -1134,7 +1166,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         const [j] = await g.jobs(g.sim, [{}]);
         const [c] = (await g.claim(g.h1.id, 'r-1', T)).tasks;
         const cancelled = await s.cancelJob(g.p.id, j!, T + 5);
-        const expired = await s.expireLeases(T + LEASE + 1, 100);
+        const expired = await s.expireLeases(T + LEASE + 1, 100, RULES);
         assert.deepEqual(expired.map((x) => [x.taskId, x.job.state]), [[c!.task.id, 'cancelled']]);
         assert.deepEqual(await s.getJob(g.p.id, j!), cancelled);
         assert.equal((await s.listTasks(j!))[0]!.state, 'lost');

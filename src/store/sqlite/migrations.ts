@@ -181,4 +181,62 @@ CREATE TABLE task_logs (
 );
 `,
   },
+  {
+    version: 4,
+    name: 'scheduling',
+    // A queue per app version and shape: jobs_queue_heads gives each queue's next jobs in
+    // (priority, age) order, and a work request reads only the heads, whatever the depth.
+    // A job backing off after a failure has not_before set and leaves that index until the
+    // time comes (jobs_backoff finds the ones whose time has come).
+    sql: `
+CREATE TABLE queues (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL,
+  app_id INTEGER NOT NULL,
+  cores REAL NOT NULL,
+  memory_mib INTEGER NOT NULL,
+  disk_mib INTEGER NOT NULL,
+  gpus INTEGER NOT NULL,
+  selector TEXT NOT NULL,
+  estimated_ms REAL,
+  UNIQUE (app_id, cores, memory_mib, disk_mib, gpus, selector)
+);
+ALTER TABLE jobs ADD COLUMN queue_id INTEGER;
+ALTER TABLE jobs ADD COLUMN not_before INTEGER;
+INSERT OR IGNORE INTO queues (project_id, app_id, cores, memory_mib, disk_mib, gpus, selector)
+  SELECT DISTINCT j.project_id, j.app_id,
+    coalesce(json_extract(j.spec, '$.resources.cores'), json_extract(a.spec, '$.resources.cores')),
+    coalesce(json_extract(j.spec, '$.resources.memoryMiB'), json_extract(a.spec, '$.resources.memoryMiB')),
+    coalesce(json_extract(j.spec, '$.resources.diskMiB'), json_extract(a.spec, '$.resources.diskMiB')),
+    coalesce(json_extract(j.spec, '$.resources.gpus'), json_extract(a.spec, '$.resources.gpus')),
+    '{}'
+  FROM jobs j JOIN apps a ON a.id = j.app_id WHERE j.state IN ('queued', 'running');
+UPDATE jobs SET queue_id = (
+  SELECT q.id FROM queues q JOIN apps a ON a.id = jobs.app_id
+  WHERE q.app_id = jobs.app_id AND q.selector = '{}'
+    AND q.cores = coalesce(json_extract(jobs.spec, '$.resources.cores'), json_extract(a.spec, '$.resources.cores'))
+    AND q.memory_mib = coalesce(json_extract(jobs.spec, '$.resources.memoryMiB'), json_extract(a.spec, '$.resources.memoryMiB'))
+    AND q.disk_mib = coalesce(json_extract(jobs.spec, '$.resources.diskMiB'), json_extract(a.spec, '$.resources.diskMiB'))
+    AND q.gpus = coalesce(json_extract(jobs.spec, '$.resources.gpus'), json_extract(a.spec, '$.resources.gpus'))
+) WHERE state IN ('queued', 'running');
+DROP INDEX jobs_queued;
+CREATE INDEX jobs_queue_heads ON jobs (queue_id, priority DESC, id) WHERE state = 'queued' AND not_before IS NULL;
+CREATE INDEX jobs_backoff ON jobs (not_before) WHERE not_before IS NOT NULL;
+CREATE INDEX jobs_deadline ON jobs (deadline) WHERE deadline IS NOT NULL AND state IN ('queued', 'running');
+ALTER TABLE projects ADD COLUMN fair_pass REAL NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE hosts ADD COLUMN reserved_job INTEGER;
+ALTER TABLE hosts ADD COLUMN reserved_at INTEGER;
+CREATE INDEX hosts_reserved ON hosts (reserved_job) WHERE reserved_job IS NOT NULL;
+CREATE TABLE host_app_health (
+  host_id INTEGER NOT NULL,
+  app_id INTEGER NOT NULL,
+  failures INTEGER NOT NULL,
+  cooldown_until INTEGER,
+  PRIMARY KEY (host_id, app_id)
+) WITHOUT ROWID;
+CREATE INDEX tasks_active_by_start ON tasks (created_at) WHERE state IN ('assigned', 'running');
+CREATE INDEX tasks_active_duplicates ON tasks (job_id) WHERE replica > 0 AND state IN ('assigned', 'running');
+`,
+  },
 ];

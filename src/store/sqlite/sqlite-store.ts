@@ -8,13 +8,18 @@ import type {
 } from '../../domain/model.js';
 import type { OutputFile, RuntimeKind } from '../../domain/model.js';
 import { describeOutcome, settle, type TaskOutcome, type TaskUsage } from '../../domain/outcomes.js';
-import { withOverrides } from '../../domain/resources.js';
+import { withOverrides, type Resources } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
-import type { Candidate } from '../../scheduling/match.js';
-import { JOB_STATES, TASK_STATES, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
+import { learnDuration } from '../../scheduling/fair-share.js';
+import type { ProjectShare } from '../../scheduling/fair-share.js';
+import type { SchedulingOptions } from '../../scheduling/options.js';
+import type { QueueView } from '../../scheduling/plan.js';
+import { nextHealth, retryDelayMs, type HostAppHealth } from '../../scheduling/retry.js';
+import type { RunningTask } from '../../scheduling/speculation.js';
+import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { checksum, type Migration } from '../migration.js';
 import type {
-  Bootstrap, ClaimedTask, ClaimRequest, ClaimResult, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
+  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -40,9 +45,9 @@ function streamWhere(s: IdStream, alias = ''): string {
 type StoredJobSpec = Omit<JobSpec, 'priority' | 'deadline'>;
 
 const CANCELLABLE = jobMachine.sourcesOf('cancelled');
-const ACTIVE_TASK_SQL = TASK_STATES.filter((s) => !taskMachine.isTerminal(s)).map((s) => `'${s}'`).join(', ');
+const ACTIVE_TASK_SQL = ACTIVE_TASK_STATES.map((s) => `'${s}'`).join(', ');
 const JOB_CHUNK = 100;
-const ROW_PARAMS = 3;
+const ROW_PARAMS = 4;
 const LABEL_CHUNK = 250;
 const LABEL_PARAMS = 4;
 /** How much of a task's output the store keeps (the tail), UTF-16 code units. */
@@ -295,6 +300,7 @@ export class SqliteStore implements Store {
     const encode = specEncoder();
     // Columns the whole insert shares are bound once per statement, by name.
     const shared = { projectId, appId: app.id, appName: app.name, appVersion: app.version, batchId, now };
+    const queueOf = this.queueFinder(projectId, app);
     for (let start = 0; start < jobs.length; start += JOB_CHUNK) {
       const n = Math.min(JOB_CHUNK, jobs.length - start);
       const params = new Array<unknown>(n * ROW_PARAMS);
@@ -304,6 +310,7 @@ export class SqliteStore implements Store {
         params[at] = j.priority;
         params[at + 1] = j.deadline;
         params[at + 2] = encode(j);
+        params[at + 3] = queueOf(j);
       }
       const last = Number(this.jobInsert(n).run(params, shared).lastInsertRowid);
       for (let k = 0; k < n; k++) ids[start + k] = last - n + 1 + k;
@@ -333,6 +340,39 @@ export class SqliteStore implements Store {
     if (n > 0) this.labelInsert(n).run(params.slice(0, n * LABEL_PARAMS));
   }
 
+  /** Queue ids by app id and shape; queues are never changed or deleted, so this never goes stale. */
+  private readonly queueIds = new Map<string, number>();
+
+  /**
+   * The queue each job of an insert belongs to: its app version and shape (resources with the
+   * job's overrides, selector). Jobs of one batch usually share one, so the last is remembered.
+   */
+  private queueFinder(projectId: number, app: App): (j: JobSpec) => number {
+    let lastResources: object | null = null;
+    let lastSelector: object | null = null;
+    let lastId = 0;
+    return (j) => {
+      if (j.resources === lastResources && j.selector === lastSelector) return lastId;
+      const r = withOverrides(app.resources, j.resources);
+      const selector = canonicalSelector(j.selector);
+      const key = `${app.id}|${r.cores}|${r.memoryMiB}|${r.diskMiB}|${r.gpus}|${selector}`;
+      let id = this.queueIds.get(key);
+      if (id === undefined) {
+        const args = [app.id, r.cores, r.memoryMiB, r.diskMiB, r.gpus, selector];
+        this.stmt(
+          `INSERT OR IGNORE INTO queues (project_id, app_id, cores, memory_mib, disk_mib, gpus, selector) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        ).run(projectId, ...args);
+        id = this.stmt(`SELECT id FROM queues WHERE app_id = ? AND cores = ? AND memory_mib = ? AND disk_mib = ? AND gpus = ? AND selector = ?`)
+          .pluck().get(...args) as number;
+        this.queueIds.set(key, id);
+      }
+      lastResources = j.resources;
+      lastSelector = j.selector;
+      lastId = id;
+      return id;
+    };
+  }
+
   private readonly jobInserts = new Map<number, Database.Statement>();
   private readonly labelInserts = new Map<number, Database.Statement>();
 
@@ -340,9 +380,9 @@ export class SqliteStore implements Store {
   private jobInsert(n: number): Database.Statement {
     let st = this.jobInserts.get(n);
     if (!st) {
-      const rows = new Array<string>(n).fill(`(@projectId, @appId, @appName, @appVersion, @batchId, 'queued', ?, ?, ?, @now, @now)`);
+      const rows = new Array<string>(n).fill(`(@projectId, @appId, @appName, @appVersion, @batchId, 'queued', ?, ?, ?, ?, @now, @now)`);
       st = this.db.prepare(
-        `INSERT INTO jobs (project_id, app_id, app_name, app_version, batch_id, state, priority, deadline, spec, created_at, updated_at)
+        `INSERT INTO jobs (project_id, app_id, app_name, app_version, batch_id, state, priority, deadline, spec, queue_id, created_at, updated_at)
          VALUES ${rows.join(', ')}`,
       );
       this.jobInserts.set(n, st);
@@ -590,11 +630,16 @@ export class SqliteStore implements Store {
     return r ? { id: r.id as number, name: r.name as string, createdAt: r.created_at as number } : null;
   }
 
-  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state'>, now: Millis): Promise<Host> {
+  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels'> & { labels?: Record<string, string> }, now: Millis): Promise<Host> {
+    const labels = h.labels ?? {};
     const r = this.db
-      .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, created_at) VALUES (?, ?, 'active', ?, ?, ?)`)
-      .run(h.siteId, h.name, JSON.stringify(h.resources), h.platform, now);
-    return { ...h, id: Number(r.lastInsertRowid), state: 'active', createdAt: now, lastSeenAt: null };
+      .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, labels, created_at) VALUES (?, ?, 'active', ?, ?, ?, ?)`)
+      .run(h.siteId, h.name, JSON.stringify(h.resources), h.platform, JSON.stringify(labels), now);
+    return { ...h, labels, id: Number(r.lastInsertRowid), state: 'active', createdAt: now, lastSeenAt: null };
+  }
+
+  async setHostLabels(hostId: number, labels: Record<string, string>): Promise<void> {
+    this.stmt('UPDATE hosts SET labels = ? WHERE id = ?').run(JSON.stringify(labels), hostId);
   }
 
   async createEnrollToken(t: EnrollTokenRecord): Promise<void> {
@@ -662,52 +707,150 @@ export class SqliteStore implements Store {
       this.stmt('UPDATE hosts SET last_seen_at = ? WHERE id = ?').run(now, req.hostId);
       const prior = this.stmt(`SELECT * FROM tasks WHERE host_id = ? AND request_id = ? ORDER BY id`).all(req.hostId, req.requestId) as Row[];
       if (prior.length > 0) {
-        const live = prior.map(mapTask).filter((t) => !taskMachine.isTerminal(t.state));
+        const live = prior.map(mapTask).filter((t) => isActiveTask(t.state));
         return { tasks: live.map((t) => this.claimed(t)), replayed: true };
       }
-      const rows = this.stmt(`SELECT * FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id LIMIT ?`).all(req.scan) as Row[];
-      const apps = new Map<number, App>();
-      const appOf = (id: number): App => {
-        let a = apps.get(id);
-        if (!a) {
-          a = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(id) as Row);
-          apps.set(id, a);
-        }
-        return a;
-      };
-      const jobs = new Map(rows.map((r) => [r.id as number, mapJob(r)]));
-      const candidates: Candidate[] = [...jobs.values()].map((j) => {
-        const app = appOf(j.appId);
-        return {
-          jobId: j.id, resources: withOverrides(app.resources, j.resources), platforms: app.platforms,
-          runtimes: app.nativeCommand ? ['docker', 'native'] : ['docker'],
-        };
-      });
-      const picks = req.choose(candidates);
-      const insert = this.stmt(
-        `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs)
-         VALUES (?, ?, ?, 0, 'assigned', ?, ?, ?, ?, '{}')`,
-      );
-      const start = this.stmt(`UPDATE jobs SET state = 'running', attempts = attempts + 1, reason = NULL, updated_at = ? WHERE id = ? AND state = 'queued'`);
+      // Jobs whose backoff is over go back to their queues.
+      this.stmt('UPDATE jobs SET not_before = NULL WHERE not_before IS NOT NULL AND not_before <= ?').run(now);
+      const gathered = this.gatherForClaim(req, now);
+      const plan = req.plan(gathered);
       const tasks: ClaimedTask[] = [];
-      for (const pick of picks) {
-        const job = jobs.get(pick.jobId);
-        if (!job) throw new Error(`scheduling chose job ${pick.jobId}, which was not a candidate`);
-        start.run(now, job.id);
-        const attempt = job.attempts + 1;
-        const r = insert.run(job.id, req.hostId, attempt, pick.runtime, now + req.leaseMs, now, req.requestId);
-        const task = this.taskRow(Number(r.lastInsertRowid))!;
-        tasks.push({ task, job: { ...job, state: 'running', attempts: attempt, reason: null, updatedAt: now }, app: appOf(job.appId), projectName: this.projectName(job.projectId) });
+      const start = this.stmt(`UPDATE jobs SET state = 'running', attempts = attempts + 1, reason = NULL, updated_at = ? WHERE id = ? AND state = 'queued'`);
+      for (const pick of plan.picks) {
+        if (start.run(now, pick.jobId).changes !== 1) throw new Error(`scheduling chose job ${pick.jobId}, which is not queued`);
+        const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
+        tasks.push(this.newTask(req, job, job.attempts, 0, pick.runtime, now));
+      }
+      for (const [projectId, pass] of plan.passes) this.stmt('UPDATE projects SET fair_pass = ? WHERE id = ?').run(pass, projectId);
+      let reservation = gathered.reservation;
+      if (plan.reserve !== undefined) {
+        reservation = plan.reserve;
+        this.stmt('UPDATE hosts SET reserved_job = ?, reserved_at = ? WHERE id = ?').run(reservation, reservation === null ? null : now, req.hostId);
+      }
+      if (plan.picks.length === 0 && reservation === null && req.duplicates) {
+        const running = this.runningForDuplicates(req.hostId, req.duplicates.scan);
+        const active = this.stmt(`SELECT count(*) FROM tasks WHERE replica > 0 AND state IN (${ACTIVE_TASK_SQL})`).pluck().get() as number;
+        for (const pick of req.duplicates.choose(running, active, gathered.cooledApps)) {
+          const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
+          if (job.state !== 'running') throw new Error(`scheduling duplicated job ${pick.jobId}, which is not running`);
+          const replica = (this.stmt('SELECT max(replica) FROM tasks WHERE job_id = ?').pluck().get(job.id) as number) + 1;
+          tasks.push(this.newTask(req, job, job.attempts, replica, pick.runtime, now));
+        }
       }
       return { tasks, replayed: false };
     }).immediate();
   }
 
+  private newTask(req: ClaimRequest, job: Job, attempt: number, replica: number, runtime: RuntimeKind, now: Millis): ClaimedTask {
+    const r = this.stmt(
+      `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs)
+       VALUES (?, ?, ?, ?, 'assigned', ?, ?, ?, ?, '{}')`,
+    ).run(job.id, req.hostId, attempt, replica, runtime, now + req.leaseMs, now, req.requestId);
+    return { task: this.taskRow(Number(r.lastInsertRowid))!, job, app: this.appRow(job.appId), projectName: this.projectName(job.projectId) };
+  }
+
+  /**
+   * What the policy decides a claim on. The queues with eligible jobs are found by skipping
+   * through jobs_queue_heads one queue at a time (a loose index scan), so a claim costs the
+   * same with a thousand queued jobs or a million.
+   */
+  private gatherForClaim(req: ClaimRequest, now: Millis): ClaimGathered {
+    const queueIds = this.stmt(
+      `WITH RECURSIVE q(id) AS (
+         SELECT (SELECT min(queue_id) FROM jobs WHERE state = 'queued' AND not_before IS NULL)
+         UNION ALL
+         SELECT (SELECT min(queue_id) FROM jobs WHERE state = 'queued' AND not_before IS NULL AND queue_id > q.id) FROM q WHERE q.id IS NOT NULL
+       ) SELECT id FROM q WHERE id IS NOT NULL LIMIT ?`,
+    ).pluck().all(req.maxQueues) as number[];
+    const heads = this.stmt(
+      `SELECT id, priority, updated_at, deadline FROM jobs WHERE queue_id = ? AND state = 'queued' AND not_before IS NULL
+       ORDER BY priority DESC, id LIMIT ?`,
+    );
+    const queues: QueueView[] = [];
+    const projects = new Map<number, ProjectShare>();
+    for (const id of queueIds) {
+      const q = this.queueView(id);
+      q.heads = (heads.all(id, req.headsPerQueue) as Row[]).map((r) => ({
+        jobId: r.id as number, priority: r.priority as number, queuedAt: r.updated_at as number, deadline: (r.deadline as number | null) ?? null,
+      }));
+      queues.push(q);
+      if (!projects.has(q.projectId)) {
+        const p = this.stmt('SELECT share_weight, fair_pass FROM projects WHERE id = ?').get(q.projectId) as Row;
+        projects.set(q.projectId, { projectId: q.projectId, weight: p.share_weight as number, pass: p.fair_pass as number });
+      }
+    }
+    const reservation = (this.stmt('SELECT reserved_job FROM hosts WHERE id = ?').pluck().get(req.hostId) as number | null) ?? null;
+    const reservedElsewhere = new Set(
+      this.stmt('SELECT reserved_job FROM hosts WHERE reserved_job IS NOT NULL AND id != ?').pluck().all(req.hostId) as number[],
+    );
+    return { queues, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now) };
+  }
+
+  private cooledApps(hostId: number, now: Millis): Set<number> {
+    return new Set(this.stmt('SELECT app_id FROM host_app_health WHERE host_id = ? AND cooldown_until > ?').pluck().all(hostId, now) as number[]);
+  }
+
+  /** A queue's placement (fixed for its life) with its learned duration (read fresh). */
+  private queueView(id: number): QueueView {
+    let def = this.queueDefs.get(id);
+    if (!def) {
+      const q = this.stmt('SELECT * FROM queues WHERE id = ?').get(id) as Row;
+      const app = this.appRow(q.app_id as number);
+      def = {
+        queueId: id, projectId: q.project_id as number, appId: app.id,
+        resources: { cores: q.cores as number, memoryMiB: q.memory_mib as number, diskMiB: q.disk_mib as number, gpus: q.gpus as number },
+        platforms: app.platforms, runtimes: app.nativeCommand ? ['docker', 'native'] : ['docker'],
+        selector: JSON.parse(q.selector as string) as Record<string, string>,
+        images: app.imageDigest ? [app.image, app.imageDigest] : [app.image],
+      };
+      this.queueDefs.set(id, def);
+    }
+    const estimatedMs = (this.stmt('SELECT estimated_ms FROM queues WHERE id = ?').pluck().get(id) as number | null) ?? null;
+    return { ...def, estimatedMs, heads: [] };
+  }
+
+  private readonly queueDefs = new Map<number, Omit<QueueView, 'estimatedMs' | 'heads'>>();
+
+  /**
+   * The oldest active first tasks of running jobs, with what speculation decides on; jobs that
+   * already have a task on this host are left out (two copies of a job never share a host).
+   */
+  private runningForDuplicates(hostId: number, scan: number): RunningTask[] {
+    const rows = this.stmt(
+      `SELECT t.id, t.job_id, t.created_at, t.started_at, t.progress, j.queue_id FROM tasks t JOIN jobs j ON j.id = t.job_id
+       WHERE t.state IN (${ACTIVE_TASK_SQL}) AND t.replica = 0 AND j.state = 'running' AND j.queue_id IS NOT NULL
+       ORDER BY t.created_at LIMIT ?`,
+    ).all(scan) as Row[];
+    const out: RunningTask[] = [];
+    for (const r of rows) {
+      const c = this.stmt(`SELECT count(*) AS n, sum(host_id = ?) AS here FROM tasks WHERE job_id = ? AND state IN (${ACTIVE_TASK_SQL})`)
+        .get(hostId, r.job_id) as Row;
+      if ((c.here as number) > 0) continue;
+      const q = this.queueView(r.queue_id as number);
+      out.push({
+        ...q, jobId: r.job_id as number, taskId: r.id as number, startedAt: (r.started_at as number | null) ?? (r.created_at as number),
+        progress: (r.progress as number | null) ?? null, copies: c.n as number,
+      });
+    }
+    return out;
+  }
+
+  private readonly apps = new Map<number, App>();
+
+  /** App versions are immutable: each is read once. */
+  private appRow(id: number): App {
+    let a = this.apps.get(id);
+    if (!a) {
+      a = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(id) as Row);
+      this.apps.set(id, a);
+    }
+    return a;
+  }
+
   /** A claimed task as a retried work request sees it again. */
   private claimed(task: Task): ClaimedTask {
     const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row);
-    const app = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(job.appId) as Row);
-    return { task, job, app, projectName: this.projectName(job.projectId) };
+    return { task, job, app: this.appRow(job.appId), projectName: this.projectName(job.projectId) };
   }
 
   private projectName(id: number): string {
@@ -732,7 +875,7 @@ export class SqliteStore implements Store {
         ).get(report.taskId, req.hostId) as Row | undefined;
         const why = !r
           ? 'the server knows no such task of this host'
-          : taskMachine.isTerminal(r.task_state as TaskState)
+          : !isActiveTask(r.task_state as TaskState)
             ? `the task is ${r.task_state as string}${r.task_reason ? ` (${r.task_reason as string})` : ''}`
             : r.job_state !== 'running'
               ? `its job is ${r.job_state as string}`
@@ -779,15 +922,17 @@ export class SqliteStore implements Store {
       const task = mapTask(row);
       const jobRow = this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row;
       const job = mapJob(jobRow);
-      if (taskMachine.isTerminal(task.state)) {
+      const late = task.state === 'lost';
+      if (!isActiveTask(task.state)) {
         if (row.report_hash === req.reportHash) return { task, job, jobStateBefore: job.state, replayed: true };
-        if (task.state === 'lost') {
-          throw new BoxgridError('lease_expired', `task ${task.id}'s lease expired before its report; the task was counted lost (its job is ${job.state})`);
+        if (late && jobMachine.isTerminal(job.state)) {
+          throw new BoxgridError('lease_expired', `task ${task.id}'s lease expired before its report; the task was counted lost and its job is ${job.state}`);
         }
-        throw new BoxgridError('conflict', `task ${task.id} was already reported (${task.state}) with a different result`);
+        if (!late) throw new BoxgridError('conflict', `task ${task.id} was already reported (${task.state}) with a different result`);
       }
-      const app = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(job.appId) as Row);
-      const s = settle(req.outcome, job, app.maxAttempts);
+      const app = this.appRow(job.appId);
+      const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND id != ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(job.id, task.id) as number;
+      const s = settle(req.outcome, job, app.maxAttempts, { othersActive, late });
       taskMachine.assert(task.state, s.task, `task ${task.id}`);
       const exitCode = req.outcome.kind === 'succeeded' ? 0 : req.outcome.kind === 'failed' ? req.outcome.exitCode : null;
       const reason = req.outcome.kind === 'succeeded' ? null : describeOutcome(req.outcome);
@@ -801,15 +946,40 @@ export class SqliteStore implements Store {
       if (req.log) this.appendLog(task.id, req.log);
       let after = job;
       if (s.job !== null) {
-        jobMachine.assert(job.state, s.job, `job ${job.id}`);
-        const finished = jobMachine.isTerminal(s.job) ? now : null;
         const attempts = s.countsAsAttempt ? job.attempts : job.attempts - 1;
-        this.stmt('UPDATE jobs SET state = ?, reason = ?, attempts = ?, updated_at = ?, finished_at = ? WHERE id = ?')
-          .run(s.job, s.reason, attempts, now, finished, job.id);
-        after = { ...job, state: s.job, reason: s.reason, attempts, updatedAt: now, finishedAt: finished };
+        after = this.moveJob(job, s.job, s.reason, attempts, s.backoff ? retryTime(attempts, req.rules, now) : null, now);
+      }
+      if (!late) this.recordHealth(req.hostId, job.appId, req.outcome.kind, req.rules, now);
+      const queueId = (jobRow.queue_id as number | null) ?? null;
+      if (req.outcome.kind === 'succeeded' && queueId !== null) {
+        const prev = (this.stmt('SELECT estimated_ms FROM queues WHERE id = ?').pluck().get(queueId) as number | null) ?? null;
+        this.stmt('UPDATE queues SET estimated_ms = ? WHERE id = ?').run(learnDuration(prev, req.durationMs), queueId);
       }
       return { task: this.taskRow(task.id)!, job: after, jobStateBefore: job.state, replayed: false };
     }).immediate();
+  }
+
+  /**
+   * Moves a job to its next state (checked against the job machine); a job requeued after a
+   * failure waits out its backoff (not_before) before it shows in its queue's heads again.
+   */
+  private moveJob(job: Job, to: JobState, reason: string | null, attempts: number, retryAt: Millis | null, now: Millis): Job {
+    jobMachine.assert(job.state, to, `job ${job.id}`);
+    const finished = jobMachine.isTerminal(to) ? now : null;
+    this.stmt('UPDATE jobs SET state = ?, reason = ?, attempts = ?, updated_at = ?, finished_at = ?, not_before = ? WHERE id = ?')
+      .run(to, reason, attempts, now, finished, retryAt, job.id);
+    return { ...job, state: to, reason, attempts, updatedAt: now, finishedAt: finished, retryAt };
+  }
+
+  private recordHealth(hostId: number, appId: number, outcome: TaskOutcome['kind'], rules: SchedulingOptions, now: Millis): void {
+    const r = this.stmt('SELECT failures, cooldown_until FROM host_app_health WHERE host_id = ? AND app_id = ?').get(hostId, appId) as Row | undefined;
+    const prev: HostAppHealth = { failures: (r?.failures as number | undefined) ?? 0, cooldownUntil: (r?.cooldown_until as number | null | undefined) ?? null };
+    const next = nextHealth(prev, outcome, rules, now);
+    if (next.failures === prev.failures && next.cooldownUntil === prev.cooldownUntil) return;
+    this.stmt(
+      `INSERT INTO host_app_health (host_id, app_id, failures, cooldown_until) VALUES (?, ?, ?, ?)
+       ON CONFLICT (host_id, app_id) DO UPDATE SET failures = excluded.failures, cooldown_until = excluded.cooldown_until`,
+    ).run(hostId, appId, next.failures, next.cooldownUntil);
   }
 
   async getHostTask(hostId: number, taskId: number): Promise<{ task: Task; job: Job } | null> {
@@ -827,7 +997,7 @@ export class SqliteStore implements Store {
     return r.changes === 1;
   }
 
-  async expireLeases(now: Millis, limit: number): Promise<ExpiredTask[]> {
+  async expireLeases(now: Millis, limit: number, rules: SchedulingOptions): Promise<ExpiredTask[]> {
     return this.db.transaction((): ExpiredTask[] => {
       const rows = this.stmt(
         `SELECT * FROM tasks WHERE state IN (${ACTIVE_TASK_SQL}) AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?`,
@@ -836,20 +1006,30 @@ export class SqliteStore implements Store {
       for (const task of rows.map(mapTask)) {
         this.stmt(`UPDATE tasks SET state = 'lost', ended_at = ?, reason = 'its lease expired: the host stopped reporting' WHERE id = ?`).run(now, task.id);
         const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row);
-        if (job.state !== 'running') {
-          out.push({ taskId: task.id, job, jobChanged: false });
+        const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(job.id) as number;
+        if (job.state !== 'running' || othersActive > 0) {
+          out.push({ taskId: task.id, job, jobChanged: false }); // ended already, or another task carries it
           continue;
         }
-        const app = mapApp(this.stmt('SELECT * FROM apps WHERE id = ?').get(job.appId) as Row);
+        const app = this.appRow(job.appId);
         const spent = job.attempts >= app.maxAttempts;
-        const state: JobState = spent ? 'failed' : 'queued';
-        const reason = spent
-          ? `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`
-          : `attempt ${job.attempts} lost: its host stopped reporting; retrying`;
-        this.stmt('UPDATE jobs SET state = ?, reason = ?, updated_at = ?, finished_at = ? WHERE id = ?').run(state, reason, now, spent ? now : null, job.id);
-        out.push({ taskId: task.id, job: { ...job, state, reason, updatedAt: now, finishedAt: spent ? now : null }, jobChanged: true });
+        const after = spent
+          ? this.moveJob(job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`, job.attempts, null, now)
+          : this.moveJob(job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, retryTime(job.attempts, rules, now), now);
+        out.push({ taskId: task.id, job: after, jobChanged: true });
       }
       return out;
+    }).immediate();
+  }
+
+  async failPastDeadline(now: Millis, limit: number): Promise<Job[]> {
+    return this.db.transaction((): Job[] => {
+      const rows = this.stmt(
+        `SELECT * FROM jobs WHERE deadline IS NOT NULL AND deadline <= ? AND state IN ('queued', 'running') ORDER BY deadline LIMIT ?`,
+      ).all(now, limit) as Row[];
+      return rows.map(mapJob).map((job) =>
+        this.moveJob(job, 'failed', `its deadline passed (${new Date(job.deadline!).toISOString()}) before it finished`, job.attempts, null, now),
+      );
     }).immediate();
   }
 
@@ -913,16 +1093,29 @@ function specEncoder(): (j: JobSpec) => string {
       return json;
     };
   };
-  const [args, env, inputs, resources, labels, params] = [memo(), memo(), memo(), memo(), memo(), memo()];
+  const [args, env, inputs, resources, labels, selector, params] = [memo(), memo(), memo(), memo(), memo(), memo(), memo()];
   return (j) => {
     let s = '{"args":' + args(j.args);
     if (!isEmpty(j.env)) s += ',"env":' + env(j.env);
     if (!isEmpty(j.inputs)) s += ',"inputs":' + inputs(j.inputs);
     if (!isEmpty(j.resources)) s += ',"resources":' + resources(j.resources);
     if (!isEmpty(j.labels)) s += ',"labels":' + labels(j.labels);
+    if (j.selector && !isEmpty(j.selector)) s += ',"selector":' + selector(j.selector);
     if (!isEmpty(j.params)) s += ',"params":' + params(j.params);
     return s + '}';
   };
+}
+
+/** When a job requeued after its attempt number `attempts` failed may run again (null: now). */
+function retryTime(attempts: number, rules: SchedulingOptions, now: Millis): Millis | null {
+  const delay = retryDelayMs(attempts, rules);
+  return delay > 0 ? now + delay : null;
+}
+
+/** A selector as stored in a queue's key: keys sorted, so equal selectors are equal strings. */
+function canonicalSelector(selector: Record<string, string> | undefined): string {
+  if (!selector || isEmpty(selector)) return '{}';
+  return JSON.stringify(Object.fromEntries(Object.keys(selector).sort().map((k) => [k, selector[k]])));
 }
 
 function isEmpty(o: object): boolean {
@@ -934,7 +1127,7 @@ function mapJob(r: Row): Job {
   const stored = JSON.parse(r.spec as string) as Partial<StoredJobSpec>;
   const s: StoredJobSpec = {
     args: stored.args ?? [], env: stored.env ?? {}, inputs: stored.inputs ?? {}, resources: stored.resources ?? {},
-    labels: stored.labels ?? {}, params: stored.params ?? {},
+    labels: stored.labels ?? {}, selector: stored.selector ?? {}, params: stored.params ?? {},
   };
   return {
     id: r.id as number,
@@ -949,6 +1142,7 @@ function mapJob(r: Row): Job {
     inputs: s.inputs,
     resources: s.resources,
     labels: s.labels,
+    selector: s.selector,
     params: s.params,
     priority: r.priority as number,
     deadline: (r.deadline as number | null) ?? null,
@@ -958,13 +1152,14 @@ function mapJob(r: Row): Job {
     updatedAt: r.updated_at as number,
     finishedAt: (r.finished_at as number | null) ?? null,
     checkpoint: (r.checkpoint as string | null) ?? null,
+    retryAt: (r.not_before as number | null) ?? null,
   };
 }
 
 function mapHost(r: Row): Host {
   return {
     id: r.id as number, siteId: r.site_id as number, name: r.name as string, state: r.state as Host['state'],
-    resources: JSON.parse(r.resources as string), platform: r.platform as string,
+    resources: JSON.parse(r.resources as string), platform: r.platform as string, labels: JSON.parse((r.labels as string | undefined) ?? '{}'),
     createdAt: r.created_at as number, lastSeenAt: (r.last_seen_at as number | null) ?? null,
   };
 }

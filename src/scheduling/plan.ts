@@ -1,0 +1,209 @@
+import type { RuntimeKind } from '../domain/model.js';
+import { fits, type Resources } from '../domain/resources.js';
+import { charged, effectivePass, taskCost, type ProjectShare } from './fair-share.js';
+import type { SchedulingOptions } from './options.js';
+import { alignment } from './packing.js';
+import { holdsImage, mismatch, runtimeFor, takeFrom, type Offer, type Placement } from './placement.js';
+
+/**
+ * One queue per app version and shape ("application-oriented scheduling"): every job in it
+ * asks the same of a host, so if its head does not fit, none of its jobs does, and a work
+ * request needs to look only at the heads of the queues, however deep they are.
+ */
+export interface QueueView extends Placement {
+  queueId: number;
+  projectId: number;
+  /** Typical duration of the queue's tasks (learned), or null before the first one ends. */
+  estimatedMs: number | null;
+  /** The first eligible jobs of the queue, best first: priority, then submission order. */
+  heads: JobHead[];
+}
+
+export interface JobHead {
+  jobId: number;
+  priority: number;
+  /** When the job (last) entered the queue. */
+  queuedAt: number;
+  deadline: number | null;
+}
+
+export interface ClaimInput {
+  offer: Offer;
+  queues: QueueView[];
+  projects: ReadonlyMap<number, ProjectShare>;
+  /** The job this host is being kept free for, if any. */
+  reservation: number | null;
+  /** Jobs other hosts are being kept free for: not this host's to take or reserve. */
+  reservedElsewhere: ReadonlySet<number>;
+  now: number;
+}
+
+export interface Pick {
+  jobId: number;
+  queueId: number;
+  runtime: RuntimeKind;
+}
+
+export interface ClaimPlan {
+  picks: Pick[];
+  /** New passes of the projects that were charged. */
+  passes: Map<number, number>;
+  /** undefined: keep the host's reservation as it is; null: clear it; a job id: reserve it. */
+  reserve: number | null | undefined;
+}
+
+/** The scheduling decision for one work request: which jobs, in which order, for this host. */
+export function planClaim(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
+  return o.policy === 'fifo' ? planFifo(input) : planFair(input, o);
+}
+
+interface Candidate {
+  queue: QueueView;
+  /** Index of the queue's next untaken head. */
+  next: number;
+  runtime: RuntimeKind;
+  held: boolean;
+}
+
+function usable(input: ClaimInput): Candidate[] {
+  const out: Candidate[] = [];
+  for (const queue of input.queues) {
+    if (mismatch(input.offer, queue) !== null) continue;
+    out.push({ queue, next: 0, runtime: runtimeFor(input.offer, queue)!, held: holdsImage(input.offer, queue) });
+  }
+  return out;
+}
+
+/** Moves past heads that cannot be handed out: past their deadline, or kept for another host. */
+function head(c: Candidate, input: ClaimInput): JobHead | undefined {
+  for (;;) {
+    const h = c.queue.heads[c.next];
+    if (h === undefined) return undefined;
+    if ((h.deadline !== null && h.deadline <= input.now) || input.reservedElsewhere.has(h.jobId)) {
+      c.next++;
+      continue;
+    }
+    return h;
+  }
+}
+
+/**
+ * The baseline: all heads in (priority, submission) order, first fit. No fair share, no
+ * packing, no reservations — what a plain batch queue does, kept so the simulator can show
+ * what the policy buys.
+ */
+function planFifo(input: ClaimInput): ClaimPlan {
+  const { offer } = input;
+  const all: Array<{ h: JobHead; c: Candidate }> = [];
+  for (const c of usable(input)) {
+    for (; ; c.next++) {
+      const h = head(c, input);
+      if (!h) break;
+      all.push({ h, c });
+    }
+  }
+  all.sort((a, b) => b.h.priority - a.h.priority || a.h.jobId - b.h.jobId);
+  const picks: Pick[] = [];
+  let free = offer.free;
+  for (const { h, c } of all) {
+    if (picks.length >= offer.maxTasks) break;
+    if (!fits(c.queue.resources, free)) continue;
+    picks.push({ jobId: h.jobId, queueId: c.queue.queueId, runtime: c.runtime });
+    free = takeFrom(free, c.queue.resources);
+  }
+  return { picks, passes: new Map(), reserve: undefined };
+}
+
+/**
+ * boxgrid's policy, one task at a time until the host is full:
+ *  1. a job this host is reserved for comes first; until it fits, the host takes nothing else;
+ *  2. across projects, weighted fair share (fair-share.ts): the project with work that fits
+ *     and the lowest pass;
+ *  3. within the project, the queue whose head has the highest priority; then, between heads
+ *     whose waits differ by more than `starvationSeconds`, the older; then a queue whose image
+ *     the host already holds; then the best packing (packing.ts); then submission order.
+ * Afterwards, if a job has waited `starvationSeconds` and still does not fit, this host is
+ * reserved for it (a large job is not starved by a stream of small ones that keep every host
+ * a little busy).
+ */
+function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
+  const { offer } = input;
+  const candidates = usable(input);
+  const picks: Pick[] = [];
+  const passes = new Map<number, number>();
+  let free = offer.free;
+  let reserve: number | null | undefined = undefined;
+
+  const take = (c: Candidate, h: JobHead): void => {
+    picks.push({ jobId: h.jobId, queueId: c.queue.queueId, runtime: c.runtime });
+    free = takeFrom(free, c.queue.resources);
+    c.next++;
+    const share = shareOf(c.queue.projectId);
+    passes.set(share.projectId, charged(passOf(share), taskCost(c.queue.resources, offer.capacity, c.queue.estimatedMs), share.weight));
+  };
+
+  // The grid's virtual time: the lowest pass among projects with work queued.
+  let virtualTime = Infinity;
+  for (const c of candidates) virtualTime = Math.min(virtualTime, shareOf(c.queue.projectId).pass);
+  if (!Number.isFinite(virtualTime)) virtualTime = 0;
+  function shareOf(projectId: number): ProjectShare {
+    return input.projects.get(projectId) ?? { projectId, weight: 1, pass: 0 };
+  }
+  function passOf(share: ProjectShare): number {
+    return passes.get(share.projectId) ?? effectivePass(share, virtualTime);
+  }
+
+  if (input.reservation !== null) {
+    const c = candidates.find((x) => head(x, input)?.jobId === input.reservation);
+    if (!c) {
+      reserve = null; // started elsewhere, cancelled, or this host no longer suits it
+    } else if (fits(c.queue.resources, free) && offer.maxTasks > 0) {
+      take(c, head(c, input)!);
+      reserve = null;
+    } else {
+      return { picks, passes, reserve: undefined }; // drain: take nothing until it fits
+    }
+  }
+
+  const starvationMs = o.starvationSeconds * 1000;
+  while (picks.length < offer.maxTasks) {
+    let best: { c: Candidate; h: JobHead } | null = null;
+    let bestPass = Infinity;
+    for (const c of candidates) {
+      const h = head(c, input);
+      if (!h || !fits(c.queue.resources, free)) continue;
+      const pass = passOf(shareOf(c.queue.projectId));
+      if (best === null || pass < bestPass || (pass === bestPass && c.queue.projectId < best.c.queue.projectId)) {
+        best = { c, h };
+        bestPass = pass;
+      } else if (c.queue.projectId === best.c.queue.projectId && better(c, h, best.c, best.h, free, offer.capacity, starvationMs)) {
+        best = { c, h };
+      }
+    }
+    if (!best) break;
+    take(best.c, best.h);
+  }
+
+  if (reserve === undefined && input.reservation === null && starvationMs > 0) {
+    let starved: JobHead | null = null;
+    for (const c of candidates) {
+      const h = head(c, input);
+      if (!h || input.now - h.queuedAt < starvationMs || fits(c.queue.resources, free)) continue;
+      if (!starved || h.priority > starved.priority || (h.priority === starved.priority && h.queuedAt < starved.queuedAt)) starved = h;
+    }
+    if (starved) reserve = starved.jobId;
+  }
+  return { picks, passes, reserve };
+}
+
+/** Whether queue a's head should go before queue b's, within one project. */
+function better(a: Candidate, ah: JobHead, b: Candidate, bh: JobHead, free: Resources, capacity: Resources, starvationMs: number): boolean {
+  if (ah.priority !== bh.priority) return ah.priority > bh.priority;
+  const waited = bh.queuedAt - ah.queuedAt; // > 0: a has waited longer
+  if (Math.abs(waited) >= starvationMs && starvationMs > 0) return waited > 0;
+  if (a.held !== b.held) return a.held;
+  const sa = alignment(a.queue.resources, free, capacity);
+  const sb = alignment(b.queue.resources, free, capacity);
+  if (sa !== sb) return sa > sb;
+  return ah.jobId < bh.jobId;
+}
