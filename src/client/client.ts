@@ -42,6 +42,9 @@ export class BoxgridClient {
   createProject(name: string, shareWeight?: number): Promise<T.ProjectView> {
     return this.json('POST', '/v1/projects', shareWeight === undefined ? { name } : { name, shareWeight });
   }
+  setShareWeight(project: string, shareWeight: number): Promise<T.ProjectView> {
+    return this.json('PATCH', `/v1/projects/${enc(project)}`, { shareWeight });
+  }
   setMember(project: string, user: string, role: T.Role): Promise<unknown> {
     return this.json('PUT', `/v1/projects/${enc(project)}/members/${enc(user)}`, { role });
   }

@@ -15,7 +15,7 @@ export interface ProjectView { name: string; shareWeight: number; createdAt: str
 export interface Me { user: UserView; projects: ProjectView[] }
 export interface EnrollTokenView { token: string; id: string; site: string; usesLeft: number | null; expiresAt: string | null }
 export interface HostView {
-  id: number; name: string; site: string; state: string; platform: string; resources: Resources;
+  id: number; name: string; site: string; state: string; platform: string; labels: Record<string, string>; resources: Resources;
   enrolledAt: string; lastSeenAt: string | null; activeTasks: number;
 }
 export interface TokenView { token: string; id: string; user: string; expiresAt: string | null }
@@ -61,7 +61,10 @@ export interface EnrollBody {
 }
 export interface EnrollView { hostId: number; name: string; siteId: number; replayed: boolean }
 export interface AgentSelf { id: number; name: string; state: string; resources: Resources; platform: string }
-export interface WorkRequestBody { requestId: string; free: Resources; maxTasks: number; runtimes: RuntimeKind[] }
+export interface WorkRequestBody {
+  requestId: string; free: Resources; maxTasks: number; runtimes: RuntimeKind[];
+  labels?: Record<string, string>; images?: string[];
+}
 export interface TaskAssignment {
   taskId: number; jobId: number; project: string; attempt: number; runtime: RuntimeKind; leaseExpiresAt: string;
   image: string; imageDigest: string | null; command: string[]; env: Record<string, string>; resources: Resources;

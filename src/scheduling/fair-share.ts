@@ -8,9 +8,10 @@ import { dominantShare } from './packing.js';
  * Two backlogged projects of weights 2 and 1 thus get tasks of equal cost in a 2:1 ratio,
  * however long the tasks run and however fast hosts ask.
  *
- * A task's cost is the resource-time it is expected to hold: its dominant share of the host it
- * lands on, in cores, times the typical duration of its queue — so a project of long or large
- * tasks does not get as many of them as a project of short small ones.
+ * A task's cost is the resource-time it holds: its dominant share of the host it lands on, in
+ * cores, times its duration — so a project of long or large tasks does not get as many of them
+ * as a project of short small ones. The duration is not known when the task is handed out: it
+ * is charged the typical duration of its queue then, and the difference when it ends.
  */
 export interface ProjectShare {
   projectId: number;
@@ -30,8 +31,9 @@ export function taskCost(need: Resources, capacity: Resources, estimatedMs: numb
 
 /**
  * A project that had no work keeps its old pass, which may lie far behind the others': counting
- * from there it would take every task until it caught up. It starts instead from the lowest pass
- * among projects that do have work (the grid's virtual time), so idleness earns no credit.
+ * from there it would take every task until it caught up. It starts instead from the grid's
+ * virtual time — the pass of the project served last (start-time fair queueing) — so idleness
+ * earns no credit.
  */
 export function effectivePass(share: ProjectShare, virtualTime: number): number {
   return Math.max(share.pass, virtualTime);
@@ -39,6 +41,15 @@ export function effectivePass(share: ProjectShare, virtualTime: number): number 
 
 export function charged(pass: number, cost: number, weight: number): number {
   return pass + cost / Math.max(weight, 1e-9);
+}
+
+/**
+ * A task's true cost once it ended (or was lost) after `heldMs`, against what was charged when it
+ * was handed out: the project's pass moves by the difference.
+ */
+export function settledPass(pass: number, charge: number, need: Resources, capacity: Resources, heldMs: number, weight: number): number {
+  const actual = taskCost(need, capacity, Math.max(heldMs, 0));
+  return charged(pass, actual - charge, weight);
 }
 
 /** Typical duration of a queue's tasks: an exponentially weighted mean of the latest ones. */

@@ -35,6 +35,8 @@ export interface ClaimInput {
   reservation: number | null;
   /** Jobs other hosts are being kept free for: not this host's to take or reserve. */
   reservedElsewhere: ReadonlySet<number>;
+  /** The fair-share clock: the pass of the last project served (see fair-share.ts). */
+  virtualTime: number;
   now: number;
 }
 
@@ -42,6 +44,8 @@ export interface Pick {
   jobId: number;
   queueId: number;
   runtime: RuntimeKind;
+  /** What the task is charged to its project's fair share now (settled against its real duration when it ends). */
+  cost: number;
 }
 
 export interface ClaimPlan {
@@ -50,6 +54,8 @@ export interface ClaimPlan {
   passes: Map<number, number>;
   /** undefined: keep the host's reservation as it is; null: clear it; a job id: reserve it. */
   reserve: number | null | undefined;
+  /** The fair-share clock after this plan. */
+  virtualTime: number;
 }
 
 /** The scheduling decision for one work request: which jobs, in which order, for this host. */
@@ -108,10 +114,10 @@ function planFifo(input: ClaimInput): ClaimPlan {
   for (const { h, c } of all) {
     if (picks.length >= offer.maxTasks) break;
     if (!fits(c.queue.resources, free)) continue;
-    picks.push({ jobId: h.jobId, queueId: c.queue.queueId, runtime: c.runtime });
+    picks.push({ jobId: h.jobId, queueId: c.queue.queueId, runtime: c.runtime, cost: 0 });
     free = takeFrom(free, c.queue.resources);
   }
-  return { picks, passes: new Map(), reserve: undefined };
+  return { picks, passes: new Map(), reserve: undefined, virtualTime: input.virtualTime };
 }
 
 /**
@@ -134,24 +140,21 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
   let free = offer.free;
   let reserve: number | null | undefined = undefined;
 
+  // Start-time fair queueing: a project's pass never lags the clock (the pass of the last
+  // project served), so a project back from idleness starts level with the others.
+  let virtualTime = input.virtualTime;
+  const shareOf = (projectId: number): ProjectShare => input.projects.get(projectId) ?? { projectId, weight: 1, pass: 0 };
+  const passOf = (share: ProjectShare): number => passes.get(share.projectId) ?? effectivePass(share, virtualTime);
   const take = (c: Candidate, h: JobHead): void => {
-    picks.push({ jobId: h.jobId, queueId: c.queue.queueId, runtime: c.runtime });
+    const share = shareOf(c.queue.projectId);
+    const pass = passOf(share);
+    const cost = taskCost(c.queue.resources, offer.capacity, c.queue.estimatedMs);
+    picks.push({ jobId: h.jobId, queueId: c.queue.queueId, runtime: c.runtime, cost });
     free = takeFrom(free, c.queue.resources);
     c.next++;
-    const share = shareOf(c.queue.projectId);
-    passes.set(share.projectId, charged(passOf(share), taskCost(c.queue.resources, offer.capacity, c.queue.estimatedMs), share.weight));
+    virtualTime = Math.max(virtualTime, pass);
+    passes.set(share.projectId, charged(pass, cost, share.weight));
   };
-
-  // The grid's virtual time: the lowest pass among projects with work queued.
-  let virtualTime = Infinity;
-  for (const c of candidates) virtualTime = Math.min(virtualTime, shareOf(c.queue.projectId).pass);
-  if (!Number.isFinite(virtualTime)) virtualTime = 0;
-  function shareOf(projectId: number): ProjectShare {
-    return input.projects.get(projectId) ?? { projectId, weight: 1, pass: 0 };
-  }
-  function passOf(share: ProjectShare): number {
-    return passes.get(share.projectId) ?? effectivePass(share, virtualTime);
-  }
 
   if (input.reservation !== null) {
     const c = candidates.find((x) => head(x, input)?.jobId === input.reservation);
@@ -161,7 +164,7 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
       take(c, head(c, input)!);
       reserve = null;
     } else {
-      return { picks, passes, reserve: undefined }; // drain: take nothing until it fits
+      return { picks, passes, reserve: undefined, virtualTime }; // drain: take nothing until it fits
     }
   }
 
@@ -193,7 +196,7 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
     }
     if (starved) reserve = starved.jobId;
   }
-  return { picks, passes, reserve };
+  return { picks, passes, reserve, virtualTime };
 }
 
 /** Whether queue a's head should go before queue b's, within one project. */

@@ -8,6 +8,7 @@ import { mismatch, runtimeFor, takeFrom, type Offer, type Placement } from './pl
 export interface RunningTask extends Placement {
   jobId: number;
   taskId: number;
+  /** When the task was handed out: its time includes staging and image pulls, which a slow host is slow at too. */
   startedAt: number;
   /** 0..1 as the task last reported it, or null. */
   progress: number | null;

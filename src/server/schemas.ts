@@ -155,7 +155,9 @@ export const AppParams = Type.Object({ project: Type.String({ maxLength: 63 }), 
 export const BlobParams = Type.Object({ project: Type.String({ maxLength: 63 }), sha256: Type.String({ maxLength: 64 }) });
 
 export const UserCreate = Type.Object({ name: Name, operator: Type.Optional(Type.Boolean()) }, Strict);
-export const ProjectCreate = Type.Object({ name: Name, shareWeight: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1000 })) }, Strict);
+const ShareWeight = Type.Number({ exclusiveMinimum: 0, maximum: 1000, description: 'fair-share weight: backlogged projects get throughput in proportion to their weights' });
+export const ProjectCreate = Type.Object({ name: Name, shareWeight: Type.Optional(ShareWeight) }, Strict);
+export const ProjectPatch = Type.Object({ shareWeight: ShareWeight }, Strict);
 export const RoleSchema = StringEnum(ROLES);
 export const MemberPut = Type.Object({ role: RoleSchema }, Strict);
 export const TokenCreate = Type.Object(

@@ -94,6 +94,15 @@ export class AccessService {
     return this.ctx.store.createProject(name, shareWeight, this.ctx.now());
   }
 
+  /** Operators set how much of the grid a project gets against the others (fair share). */
+  async setShareWeight(actor: User, projectName: string, shareWeight: number): Promise<Project> {
+    this.requireOperator(actor);
+    const project = await this.ctx.store.getProjectByName(projectName);
+    if (!project) throw notFound(`project "${projectName}"`);
+    await this.ctx.store.setShareWeight(project.id, shareWeight);
+    return { ...project, shareWeight };
+  }
+
   async setMember(actor: User, projectName: string, userName: string, role: Role): Promise<void> {
     const { project } = await this.project(actor, projectName, 'manage');
     const user = await this.ctx.store.getUserByName(userName);

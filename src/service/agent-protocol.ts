@@ -4,6 +4,7 @@ import { BoxgridError, invalid, notFound } from '../domain/errors.js';
 import type { App, BlobRecord, Host, Job, OutputFile, RuntimeKind, Task } from '../domain/model.js';
 import { OUTCOME_KINDS, type TaskOutcome, type TaskUsage } from '../domain/outcomes.js';
 import { isOutputName } from '../domain/file-names.js';
+import { checkLabelKeys } from '../domain/labels.js';
 import { withOverrides, type Resources } from '../domain/resources.js';
 import { isActiveTask } from '../domain/states.js';
 import { planClaim } from '../scheduling/plan.js';
@@ -89,6 +90,7 @@ export class AgentProtocolService {
       cores: Math.min(req.free.cores, host.resources.cores), memoryMiB: Math.min(req.free.memoryMiB, host.resources.memoryMiB),
       diskMiB: Math.min(req.free.diskMiB, host.resources.diskMiB), gpus: Math.min(req.free.gpus, host.resources.gpus),
     };
+    if (req.labels !== undefined) checkLabelKeys(req.labels, 'labels');
     let labels = host.labels;
     if (req.labels !== undefined && canonicalHash(req.labels) !== canonicalHash(host.labels)) {
       await this.ctx.store.setHostLabels(host.id, req.labels);

@@ -3,6 +3,7 @@ import { SHA256_RE } from '../blobs/blob-store.js';
 import { BoxgridError, invalid, notFound } from '../domain/errors.js';
 import type { App, Batch, Job, JobSpec, StateCounts, Task } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
+import { checkLabelKeys } from '../domain/labels.js';
 import { isActiveTask, jobMachine, type JobState, type TaskState } from '../domain/states.js';
 import { expandSweep, substitute, sweepSize, type SweepPoint, type SweepSpec } from '../domain/sweep.js';
 import type { JobFilter } from '../store/store.js';
@@ -61,7 +62,6 @@ function isoTime(text: string): number {
 const SWEEP_VALUE_ALLOWANCE = 64;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const INPUT_NAME_RE = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
-const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
 
 export interface Idempotency {
   key: string;
@@ -326,7 +326,7 @@ function applyPoint(base: JobSpec, point: SweepPoint): JobSpec {
 }
 
 function checkLabels(labels: Record<string, string>, at: string | number, field: string): void {
-  for (const k in labels) if (!LABEL_KEY_RE.test(k)) throw invalid(fieldAt(at, `${field}/${k}`), 'label keys are letters, digits, ".", "_", "/" and "-"');
+  checkLabelKeys(labels, fieldAt(at, field));
 }
 
 /** A field name in an error: `at` is '' (top level), a prefix such as 'template', or a "jobs" index. */

@@ -35,6 +35,8 @@ export interface Store {
   getUserByName(name: string): Promise<User | null>;
   createProject(name: string, shareWeight: number, now: Millis): Promise<Project>;
   getProjectByName(name: string): Promise<Project | null>;
+  /** Changes a project's fair-share weight. */
+  setShareWeight(projectId: number, shareWeight: number): Promise<void>;
   /** All projects for operators; otherwise those the user is a member of, with the role. */
   listProjectsFor(user: User): Promise<Array<Project & { role: Role }>>;
   setMembership(projectId: number, userId: number, role: Role): Promise<void>;
@@ -115,7 +117,9 @@ export interface Store {
    * `maxQueues` queues (`headsPerQueue` eligible jobs each, by priority then age), the
    * projects' fair-share passes, the host's reservation and cool-downs — and applies what
    * `plan` (pure scheduling policy) returns: for each pick an `assigned` task under a lease and
-   * the job `running` (one more attempt), the new passes, the reservation. When the plan hands
+   * the job `running` (one more attempt) with the cost charged, the new passes and fair-share
+   * clock, the reservation. When a task ends (reported or lost) its project's pass is settled
+   * against the resource-time it really held (scheduling/fair-share.ts `settledPass`). When the plan hands
    * out nothing and the host is not being kept free, `duplicates` may add speculative copies
    * of running tasks (same attempt, next replica number) of jobs the host does not run yet.
    * A repeated `requestId` from the same host is a retry: the tasks it created come back
@@ -181,6 +185,8 @@ export interface ClaimGathered {
   reservedElsewhere: Set<number>;
   /** Apps this host is cooling down from. */
   cooledApps: Set<number>;
+  /** The fair-share clock (the plan returns its next value). */
+  virtualTime: number;
 }
 
 export interface ClaimedTask {

@@ -83,6 +83,13 @@ export function registerIdentity(program: Command, ctx: CliContext): void {
       emit(ctx.globals().json, p, () => `created project ${p.name}\n  add members: boxgrid project grant ${p.name} USER submitter`);
     });
   project
+    .command('set-share <project> <weight>')
+    .description('operators: change a project\'s fair-share weight (backlogged projects get throughput in proportion)')
+    .action(async (name: string, weight: string) => {
+      const p = await ctx.client().setShareWeight(name, parseNumber(weight, 'weight'));
+      emit(ctx.globals().json, p, () => `project ${p.name} now has fair-share weight ${p.shareWeight}`);
+    });
+  project
     .command('grant <project> <user> <role>')
     .description(`give a user a role in a project (${ROLES.join(', ')})`)
     .action(async (p: string, u: string, role: string) => {

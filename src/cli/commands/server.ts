@@ -1,12 +1,53 @@
 import type { Command } from 'commander';
 import { defaultDataDir, DEFAULT_PORT } from '../config.js';
 import { CliExit, parseNumber } from '../output.js';
+import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../scheduling/options.js';
 
 export function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
   const port = Number(m?.[3]);
   if (!m || port > 65535) throw new CliExit(2, `error: --listen "${text}" is not HOST:PORT (e.g. 127.0.0.1:${DEFAULT_PORT})`);
   return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
+interface ServerFlags {
+  data: string;
+  listen: string;
+  logLevel: string;
+  maxBlobBytes?: number;
+  lease?: number;
+  heartbeat?: number;
+  policy?: string;
+  retryBackoff?: number;
+  retryBackoffMax?: number;
+  hostFailures?: number;
+  hostCooldown?: number;
+  starvation?: number;
+  speculation?: number;
+  speculateAfter?: number;
+}
+
+/** The scheduling flags given, laid over the defaults (src/scheduling/options.ts). */
+export function schedulingFrom(o: ServerFlags): Partial<SchedulingOptions> {
+  if (o.policy !== undefined && o.policy !== 'fair' && o.policy !== 'fifo') throw new CliExit(2, `error: --policy must be "fair" or "fifo", not "${o.policy}"`);
+  for (const [flag, v] of Object.entries({ '--retry-backoff': o.retryBackoff, '--retry-backoff-max': o.retryBackoffMax, '--host-cooldown': o.hostCooldown, '--starvation': o.starvation, '--speculation': o.speculation, '--speculate-after': o.speculateAfter })) {
+    if (v !== undefined && v < 0) throw new CliExit(2, `error: ${flag} must not be negative`);
+  }
+  if (o.hostFailures !== undefined && (o.hostFailures < 1 || !Number.isInteger(o.hostFailures))) throw new CliExit(2, 'error: --host-failures must be a whole number, at least 1');
+  const out: Partial<SchedulingOptions> = {};
+  if (o.policy !== undefined) out.policy = o.policy as SchedulingOptions['policy'];
+  if (o.retryBackoff !== undefined) out.backoffBaseSeconds = o.retryBackoff;
+  if (o.retryBackoffMax !== undefined) out.backoffMaxSeconds = o.retryBackoffMax;
+  if (o.hostFailures !== undefined) out.hostFailureLimit = o.hostFailures;
+  if (o.hostCooldown !== undefined) out.hostCooldownSeconds = o.hostCooldown;
+  if (o.starvation !== undefined) out.starvationSeconds = o.starvation;
+  if (o.speculation !== undefined || o.speculateAfter !== undefined) {
+    const d = DEFAULT_SCHEDULING.speculation;
+    out.speculation = {
+      ...d, enabled: o.speculation !== 0, maxActive: o.speculation ?? d.maxActive, minRunSeconds: o.speculateAfter ?? d.minRunSeconds,
+    };
+  }
+  return out;
 }
 
 export function registerServer(program: Command): void {
@@ -19,7 +60,15 @@ export function registerServer(program: Command): void {
     .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => parseNumber(v, '--max-blob-bytes'))
     .option('--lease <seconds>', 'how long a task stays with a host that stopped heartbeating (default 180)', (v) => parseNumber(v, '--lease'))
     .option('--heartbeat <seconds>', 'how often agents heartbeat (default 30; keep it well under --lease)', (v) => parseNumber(v, '--heartbeat'))
-    .action(async (o: { data: string; listen: string; logLevel: string; maxBlobBytes?: number; lease?: number; heartbeat?: number }) => {
+    .option('--policy <name>', 'scheduling policy: "fair" (fair share, packing, reservations, speculation) or "fifo" (first fit in submission order)')
+    .option('--retry-backoff <seconds>', 'a requeued job first waits this long, doubling with each attempt (default 10; 0: no backoff)', (v) => parseNumber(v, '--retry-backoff'))
+    .option('--retry-backoff-max <seconds>', 'longest backoff (default 600)', (v) => parseNumber(v, '--retry-backoff-max'))
+    .option('--host-failures <n>', 'failures of one app in a row that send a host into a cool-down for that app (default 3)', (v) => parseNumber(v, '--host-failures'))
+    .option('--host-cooldown <seconds>', 'how long that cool-down lasts (default 3600)', (v) => parseNumber(v, '--host-cooldown'))
+    .option('--starvation <seconds>', 'a job waiting this long overrides image affinity and gets a host reserved (default 600)', (v) => parseNumber(v, '--starvation'))
+    .option('--speculation <n>', 'most speculative duplicates of slow tasks running at once (default 100; 0: none)', (v) => parseNumber(v, '--speculation'))
+    .option('--speculate-after <seconds>', 'a task is duplicated only after running this long (default 60)', (v) => parseNumber(v, '--speculate-after'))
+    .action(async (o: ServerFlags) => {
       if (o.lease !== undefined && o.heartbeat !== undefined && o.heartbeat * 2 > o.lease) {
         throw new CliExit(2, `error: --heartbeat ${o.heartbeat} must be at most half of --lease ${o.lease}, or one late heartbeat loses the task`);
       }
@@ -34,6 +83,7 @@ export function registerServer(program: Command): void {
           ...(o.lease === undefined ? {} : { leaseSeconds: o.lease }),
           ...(o.heartbeat === undefined ? {} : { heartbeatSeconds: o.heartbeat }),
         },
+        scheduling: schedulingFrom(o),
       });
       // One write, so that readers of a pipe see the banner whole (writes under 4 KiB are atomic).
       process.stderr.write(

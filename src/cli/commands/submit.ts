@@ -12,6 +12,7 @@ interface SubmitFlags {
   env?: string[];
   input?: string[];
   label?: string[];
+  selector?: string[];
   priority?: string;
   deadline?: string;
   cores?: string;
@@ -31,6 +32,7 @@ export function registerSubmit(program: Command, ctx: CliContext): void {
     .option('--env <KEY=VALUE...>', 'environment variables for the job')
     .option('--input <name=path...>', 'upload a local file and give it to the job as an input')
     .option('--label <key=value...>', 'labels to filter by later')
+    .option('--selector <key=value...>', 'run only on hosts with these labels (agent --label)')
     .option('--priority <n>', 'higher runs first within the project (-1000..1000)')
     .option('--deadline <iso-time>', 'fail instead of running after this time')
     .option('--cores <n>', 'override the app\'s cores')
@@ -48,6 +50,8 @@ export function registerSubmit(program: Command, ctx: CliContext): void {
       const env = parseKeyValues(o.env, '--env');
       if (Object.keys(env).length > 0) template.env = env;
       const labels = parseKeyValues(o.label, '--label');
+      const selector = parseKeyValues(o.selector, '--selector');
+      if (Object.keys(selector).length > 0) template.selector = selector;
       if (o.priority !== undefined) template.priority = parseNumber(o.priority, '--priority');
       if (o.deadline !== undefined) template.deadline = o.deadline;
       const resources = resourceFlags(o);

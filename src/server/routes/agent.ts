@@ -20,6 +20,14 @@ const WorkBody = Type.Object(
     free: FreeResources,
     maxTasks: Type.Integer({ minimum: 0, maximum: 256 }),
     runtimes: Type.Array(RuntimeSchema, { minItems: 1, maxItems: 2, description: 'in order of preference' }),
+    labels: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 256 }), {
+        maxProperties: 32, description: "the host's labels (agent --label), matched against jobs' selectors; omitted: as before",
+      }),
+    ),
+    images: Type.Optional(
+      Type.Array(Type.String({ maxLength: 512 }), { maxItems: 512, description: 'images the host holds (references or digests): tasks of their apps come to it first' }),
+    ),
   },
   { additionalProperties: false },
 );

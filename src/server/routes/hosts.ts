@@ -47,6 +47,7 @@ export function registerHostRoutes(app: Api, s: Services): void {
             hosts: Type.Array(
               Type.Object({
                 id: Type.Integer(), name: Type.String(), site: Type.String(), state: Type.String(), platform: Type.String(),
+                labels: Type.Record(Type.String(), Type.String()),
                 resources: Type.Object({ cores: Type.Number(), memoryMiB: Type.Integer(), diskMiB: Type.Integer(), gpus: Type.Integer() }),
                 enrolledAt: Type.String(), lastSeenAt: Type.Union([Type.String(), Type.Null()]), activeTasks: Type.Integer(),
               }),
@@ -59,7 +60,7 @@ export function registerHostRoutes(app: Api, s: Services): void {
       const hosts = await s.hosts.list(currentUser(req));
       return {
         hosts: hosts.map((h) => ({
-          id: h.id, name: h.name, site: h.siteName, state: h.state, platform: h.platform, resources: h.resources,
+          id: h.id, name: h.name, site: h.siteName, state: h.state, platform: h.platform, labels: h.labels, resources: h.resources,
           enrolledAt: iso(h.createdAt), lastSeenAt: h.lastSeenAt === null ? null : iso(h.lastSeenAt), activeTasks: h.activeTasks,
         })),
       };

@@ -1,7 +1,7 @@
 import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import { currentCredential, currentUser, type Services } from '../services.js';
-import { MemberPut, ProjectCreate, RoleSchema, TokenCreate, UserCreate } from '../schemas.js';
+import { MemberPut, ProjectCreate, ProjectPatch, RoleSchema, TokenCreate, UserCreate } from '../schemas.js';
 import type { Api } from '../server.js';
 
 const User = Type.Object({ id: Type.Integer(), name: Type.String(), operator: Type.Boolean(), createdAt: Type.String() });
@@ -33,6 +33,15 @@ export function registerIdentityRoutes(app: Api, s: Services): void {
     const p = await inPart('body', s.access.createProject(currentUser(req), req.body.name, req.body.shareWeight ?? 1));
     return reply.code(201).send({ name: p.name, shareWeight: p.shareWeight, createdAt: iso(p.createdAt) });
   });
+
+  app.patch(
+    '/projects/:project',
+    { schema: { tags, params: Type.Object({ project: Type.String({ maxLength: 63 }) }), body: ProjectPatch, response: { 200: Project }, description: 'Operators: change a project\'s fair-share weight.' } },
+    async (req) => {
+      const p = await s.access.setShareWeight(currentUser(req), req.params.project, req.body.shareWeight);
+      return { name: p.name, shareWeight: p.shareWeight, createdAt: iso(p.createdAt) };
+    },
+  );
 
   app.put(
     '/projects/:project/members/:user',

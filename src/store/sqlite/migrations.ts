@@ -236,6 +236,9 @@ CREATE TABLE host_app_health (
   PRIMARY KEY (host_id, app_id)
 ) WITHOUT ROWID;
 CREATE INDEX tasks_active_by_start ON tasks (created_at) WHERE state IN ('assigned', 'running');
+ALTER TABLE tasks ADD COLUMN charge REAL;
+CREATE TABLE fair_share_clock (id INTEGER PRIMARY KEY CHECK (id = 1), virtual_time REAL NOT NULL);
+INSERT INTO fair_share_clock (id, virtual_time) VALUES (1, 0);
 CREATE INDEX tasks_active_duplicates ON tasks (job_id) WHERE replica > 0 AND state IN ('assigned', 'running');
 `,
   },

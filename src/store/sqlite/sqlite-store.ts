@@ -10,7 +10,7 @@ import type { OutputFile, RuntimeKind } from '../../domain/model.js';
 import { describeOutcome, settle, type TaskOutcome, type TaskUsage } from '../../domain/outcomes.js';
 import { withOverrides, type Resources } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
-import { learnDuration } from '../../scheduling/fair-share.js';
+import { learnDuration, settledPass } from '../../scheduling/fair-share.js';
 import type { ProjectShare } from '../../scheduling/fair-share.js';
 import type { SchedulingOptions } from '../../scheduling/options.js';
 import type { QueueView } from '../../scheduling/plan.js';
@@ -142,6 +142,10 @@ export class SqliteStore implements Store {
     } catch (e) {
       throw uniqueViolation(e, () => alreadyExists(`project "${name}"`, 'name'));
     }
+  }
+
+  async setShareWeight(projectId: number, shareWeight: number): Promise<void> {
+    this.stmt('UPDATE projects SET share_weight = ? WHERE id = ?').run(shareWeight, projectId);
   }
 
   async getProjectByName(name: string): Promise<Project | null> {
@@ -719,9 +723,10 @@ export class SqliteStore implements Store {
       for (const pick of plan.picks) {
         if (start.run(now, pick.jobId).changes !== 1) throw new Error(`scheduling chose job ${pick.jobId}, which is not queued`);
         const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
-        tasks.push(this.newTask(req, job, job.attempts, 0, pick.runtime, now));
+        tasks.push(this.newTask(req, job, job.attempts, 0, pick.runtime, pick.cost, now));
       }
       for (const [projectId, pass] of plan.passes) this.stmt('UPDATE projects SET fair_pass = ? WHERE id = ?').run(pass, projectId);
+      if (plan.virtualTime !== gathered.virtualTime) this.stmt('UPDATE fair_share_clock SET virtual_time = ? WHERE id = 1').run(plan.virtualTime);
       let reservation = gathered.reservation;
       if (plan.reserve !== undefined) {
         reservation = plan.reserve;
@@ -734,18 +739,18 @@ export class SqliteStore implements Store {
           const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
           if (job.state !== 'running') throw new Error(`scheduling duplicated job ${pick.jobId}, which is not running`);
           const replica = (this.stmt('SELECT max(replica) FROM tasks WHERE job_id = ?').pluck().get(job.id) as number) + 1;
-          tasks.push(this.newTask(req, job, job.attempts, replica, pick.runtime, now));
+          tasks.push(this.newTask(req, job, job.attempts, replica, pick.runtime, 0, now));
         }
       }
       return { tasks, replayed: false };
     }).immediate();
   }
 
-  private newTask(req: ClaimRequest, job: Job, attempt: number, replica: number, runtime: RuntimeKind, now: Millis): ClaimedTask {
+  private newTask(req: ClaimRequest, job: Job, attempt: number, replica: number, runtime: RuntimeKind, charge: number, now: Millis): ClaimedTask {
     const r = this.stmt(
-      `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs)
-       VALUES (?, ?, ?, ?, 'assigned', ?, ?, ?, ?, '{}')`,
-    ).run(job.id, req.hostId, attempt, replica, runtime, now + req.leaseMs, now, req.requestId);
+      `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs, charge)
+       VALUES (?, ?, ?, ?, 'assigned', ?, ?, ?, ?, '{}', ?)`,
+    ).run(job.id, req.hostId, attempt, replica, runtime, now + req.leaseMs, now, req.requestId, charge);
     return { task: this.taskRow(Number(r.lastInsertRowid))!, job, app: this.appRow(job.appId), projectName: this.projectName(job.projectId) };
   }
 
@@ -783,7 +788,8 @@ export class SqliteStore implements Store {
     const reservedElsewhere = new Set(
       this.stmt('SELECT reserved_job FROM hosts WHERE reserved_job IS NOT NULL AND id != ?').pluck().all(req.hostId) as number[],
     );
-    return { queues, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now) };
+    const virtualTime = this.stmt('SELECT virtual_time FROM fair_share_clock WHERE id = 1').pluck().get() as number;
+    return { queues, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now), virtualTime };
   }
 
   private cooledApps(hostId: number, now: Millis): Set<number> {
@@ -817,7 +823,7 @@ export class SqliteStore implements Store {
    */
   private runningForDuplicates(hostId: number, scan: number): RunningTask[] {
     const rows = this.stmt(
-      `SELECT t.id, t.job_id, t.created_at, t.started_at, t.progress, j.queue_id FROM tasks t JOIN jobs j ON j.id = t.job_id
+      `SELECT t.id, t.job_id, t.created_at, t.progress, j.queue_id FROM tasks t JOIN jobs j ON j.id = t.job_id
        WHERE t.state IN (${ACTIVE_TASK_SQL}) AND t.replica = 0 AND j.state = 'running' AND j.queue_id IS NOT NULL
        ORDER BY t.created_at LIMIT ?`,
     ).all(scan) as Row[];
@@ -828,7 +834,7 @@ export class SqliteStore implements Store {
       if ((c.here as number) > 0) continue;
       const q = this.queueView(r.queue_id as number);
       out.push({
-        ...q, jobId: r.job_id as number, taskId: r.id as number, startedAt: (r.started_at as number | null) ?? (r.created_at as number),
+        ...q, jobId: r.job_id as number, taskId: r.id as number, startedAt: r.created_at as number,
         progress: (r.progress as number | null) ?? null, copies: c.n as number,
       });
     }
@@ -949,7 +955,10 @@ export class SqliteStore implements Store {
         const attempts = s.countsAsAttempt ? job.attempts : job.attempts - 1;
         after = this.moveJob(job, s.job, s.reason, attempts, s.backoff ? retryTime(attempts, req.rules, now) : null, now);
       }
-      if (!late) this.recordHealth(req.hostId, job.appId, req.outcome.kind, req.rules, now);
+      if (!late) {
+        this.recordHealth(req.hostId, job.appId, req.outcome.kind, req.rules, now);
+        this.settleCharge(row, jobRow, req.durationMs);
+      }
       const queueId = (jobRow.queue_id as number | null) ?? null;
       if (req.outcome.kind === 'succeeded' && queueId !== null) {
         const prev = (this.stmt('SELECT estimated_ms FROM queues WHERE id = ?').pluck().get(queueId) as number | null) ?? null;
@@ -969,6 +978,16 @@ export class SqliteStore implements Store {
     this.stmt('UPDATE jobs SET state = ?, reason = ?, attempts = ?, updated_at = ?, finished_at = ?, not_before = ? WHERE id = ?')
       .run(to, reason, attempts, now, finished, retryAt, job.id);
     return { ...job, state: to, reason, attempts, updatedAt: now, finishedAt: finished, retryAt };
+  }
+
+  /** A task ended: its project pays for the resource-time it really held, less what it was charged. */
+  private settleCharge(task: Row, job: Row, heldMs: number): void {
+    const queueId = (job.queue_id as number | null) ?? null;
+    const host = this.hostRow(task.host_id as number);
+    if (queueId === null || !host) return;
+    const p = this.stmt('SELECT share_weight, fair_pass FROM projects WHERE id = ?').get(job.project_id) as Row;
+    const pass = settledPass(p.fair_pass as number, (task.charge as number | null) ?? 0, this.queueView(queueId).resources, host.resources, heldMs, p.share_weight as number);
+    this.stmt('UPDATE projects SET fair_pass = ? WHERE id = ?').run(pass, job.project_id);
   }
 
   private recordHealth(hostId: number, appId: number, outcome: TaskOutcome['kind'], rules: SchedulingOptions, now: Millis): void {
@@ -1003,9 +1022,12 @@ export class SqliteStore implements Store {
         `SELECT * FROM tasks WHERE state IN (${ACTIVE_TASK_SQL}) AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?`,
       ).all(now, limit) as Row[];
       const out: ExpiredTask[] = [];
-      for (const task of rows.map(mapTask)) {
+      for (const row of rows) {
+        const task = mapTask(row);
         this.stmt(`UPDATE tasks SET state = 'lost', ended_at = ?, reason = 'its lease expired: the host stopped reporting' WHERE id = ?`).run(now, task.id);
-        const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row);
+        const jobRow = this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row;
+        const job = mapJob(jobRow);
+        this.settleCharge(row, jobRow, now - task.createdAt);
         const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(job.id) as number;
         if (job.state !== 'running' || othersActive > 0) {
           out.push({ taskId: task.id, job, jobChanged: false }); // ended already, or another task carries it
