@@ -30,12 +30,19 @@ export interface AgentOptions {
   maxOutputBytes: number;
   /** Images the agent pulled are pruned, least recently used first, to fit this budget. */
   imageBudgetMiB: number | null;
-  /** For apps that checkpoint: how often /checkpoint is uploaded while the task runs (and once more on release). */
+  /** For apps that checkpoint: how often /checkpoint is uploaded while the task runs (and once more on stop). */
   checkpointSeconds: number;
   /** Backoff while the server cannot be reached: doubling from `min`, capped at `max`, with jitter. */
   backoff: { minMs: number; maxMs: number };
+  /** This host's labels (`--label k=v`), matched against jobs' selectors. */
+  labels?: Record<string, string>;
+  /** Images the runtime held at start (the probe's list); tasks of their apps come here first. */
+  images?: string[];
   log: AgentLogger;
 }
+
+/** Most image names a work request carries (the most recently used). */
+const MAX_IMAGES_SENT = 512;
 
 /** Answers after which a result is dropped: the server will never take it. */
 const FINAL_REFUSALS = new Set(['lease_expired', 'conflict', 'not_found']);
@@ -52,6 +59,8 @@ interface Running {
   checkpoint: string | null;
   /** A checkpoint save in progress. */
   saving: Promise<void> | null;
+  /** Starts a checkpoint save now (one at a time), while a checkpointing task runs. */
+  saveNow: (() => void) | null;
   /** The latest usage the runtime measured, sent with heartbeats. */
   usage: TaskUsage | null;
 }
@@ -80,6 +89,8 @@ export class Agent {
   private heartbeatSeconds = 30;
   /** Kept until the server answers, so a retried work request cannot claim tasks twice. */
   private requestId: string | null = null;
+  /** Images this host holds, as far as it knows: the probe's list, plus what tasks ran, less what was pruned. */
+  private readonly images: Set<string>;
   private readonly work = new Waker();
   private readonly delivery = new Waker();
   private readonly beat = new Waker();
@@ -88,6 +99,7 @@ export class Agent {
   readonly stats = { started: 0, reattached: 0, delivered: 0, dropped: 0 };
 
   constructor(private readonly client: BoxgridClient, private readonly opts: AgentOptions) {
+    this.images = new Set(opts.images ?? []);
     this.journal = new TaskJournal(opts.workDir);
     this.cache = new InputCache(join(opts.workDir, 'cache'));
   }
@@ -102,6 +114,11 @@ export class Agent {
     this.stopping = true;
     if (this.opts.onStop === 'release') {
       for (const r of this.running.values()) r.abort.abort('released: the agent is stopping');
+    } else {
+      // A SIGTERM often means the host is going away (a shutdown's SIGKILL follows it): save
+      // each checkpoint now rather than at the next interval, so a task that dies before it
+      // finishes is resumed from here on another host.
+      for (const r of this.running.values()) r.saveNow?.();
     }
     if (this.running.size > 0) this.opts.log('info', `stopping: waiting for ${this.running.size} task(s) to ${this.opts.onStop === 'release' ? 'stop' : 'finish'}`);
     await Promise.all(this.tasks);
@@ -184,7 +201,10 @@ export class Agent {
       let delay: number;
       try {
         this.requestId ??= randomUUID();
-        const answer = await this.client.requestWork({ requestId: this.requestId, free, maxTasks: room, runtimes: this.opts.runtimes.map((r) => r.kind) });
+        const answer = await this.client.requestWork({
+          requestId: this.requestId, free, maxTasks: room, runtimes: this.opts.runtimes.map((r) => r.kind),
+          labels: this.opts.labels ?? {}, images: [...this.images].slice(-MAX_IMAGES_SENT),
+        });
         this.requestId = null;
         failures = 0;
         this.heartbeatSeconds = answer.heartbeatSeconds;
@@ -205,7 +225,7 @@ export class Agent {
   private startTask(a: TaskAssignment, mode: 'run' | 'reattach'): void {
     const runtime = this.opts.runtimes.find((r) => r.kind === a.runtime)?.runtime;
     const dirs = this.journal.dirs(a.taskId);
-    const r: Running = { a, abort: new AbortController(), log: new LogBuffer(), outputsDir: dirs.outputs, checkpoint: a.checkpoint, saving: null, usage: null };
+    const r: Running = { a, abort: new AbortController(), log: new LogBuffer(), outputsDir: dirs.outputs, checkpoint: a.checkpoint, saving: null, saveNow: null, usage: null };
     this.running.set(a.taskId, r);
     if (mode === 'run') this.stats.started++;
     else this.stats.reattached++;
@@ -213,6 +233,7 @@ export class Agent {
       .then(async (result) => {
         await this.journal.saveResult(a.taskId, result);
         this.outbox.set(a.taskId, result);
+        if (a.runtime === 'docker' && result.outcome.kind !== 'image_error') this.heldImage(a);
         this.opts.log('info', `task ${a.taskId} (job ${a.jobId}): ${describeOutcome(result.outcome)}`);
       })
       .catch((e) => this.opts.log('error', `task ${a.taskId}: could not record its result (${(e as Error).message}); its lease will run out and its job run again`))
@@ -244,10 +265,12 @@ export class Agent {
         r.saving ??= this.saveCheckpoint(r, dirs, runtime).finally(() => (r.saving = null));
       };
       const saving = a.checkpointing ? setInterval(tick, this.opts.checkpointSeconds * 1000) : null;
+      if (a.checkpointing) r.saveNow = tick;
       try {
         result = mode === 'run' ? await runtime.run(spec, r.abort.signal) : await runtime.reattach(spec, r.abort.signal);
       } finally {
         if (saving) clearInterval(saving);
+        r.saveNow = null;
       }
       await r.saving;
       // Released while stopping: the next host resumes from what the task had saved.
@@ -335,6 +358,14 @@ export class Agent {
     };
   }
 
+  /** Moves the task's image to the most recent end of the list. */
+  private heldImage(a: TaskAssignment): void {
+    for (const name of a.imageDigest ? [a.image, a.imageDigest] : [a.image]) {
+      this.images.delete(name);
+      this.images.add(name);
+    }
+  }
+
   private async pruneImages(): Promise<void> {
     if (this.opts.imageBudgetMiB === null) return;
     const inUse = [...this.running.values()].map((r) => r.a.image);
@@ -344,6 +375,7 @@ export class Agent {
       try {
         const { removed } = await pruner.pruneImages(this.opts.imageBudgetMiB, inUse);
         if (removed.length > 0) this.opts.log('info', `image cache over its budget: removed ${removed.join(', ')}`);
+        for (const image of removed) this.images.delete(image);
       } catch (e) {
         this.opts.log('warn', `pruning images failed: ${(e as Error).message}`);
       }

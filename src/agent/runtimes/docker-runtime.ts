@@ -163,6 +163,8 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
         const ended = signal?.aborted ? { outcome: { kind: 'aborted' } as const, logTail: '', usage: null } : await this.startAndFollow(container, spec, signal);
         return { ...ended, durationMs: Date.now() - t0 };
       }
+      // An agent that died while it packed a checkpoint left the container frozen (see freeze).
+      if (state.Paused) await container.unpause().catch(ignoreGone);
       // 'not-running' answers at once for a container that ended while no agent watched it.
       const waited = state.Running ? container.wait({ condition: 'not-running' }) : Promise.resolve();
       const ended = await this.follow(container, waited, spec, signal, startedAt, state.Running);

@@ -3,7 +3,8 @@ import { mkdir } from 'node:fs/promises';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import type { CliContext } from '../context.js';
-import { CliExit, parseNumber } from '../output.js';
+import { CliExit, parseKeyValues, parseNumber } from '../output.js';
+import { checkLabelKeys } from '../../domain/labels.js';
 import { parseSizeMiB, type Resources } from '../../domain/resources.js';
 
 interface AgentFlags {
@@ -23,6 +24,7 @@ interface AgentFlags {
   imageBudget?: string;
   maxOutput: string;
   checkpointInterval: string;
+  label?: string[];
 }
 
 export function defaultAgentDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -50,6 +52,7 @@ export function registerAgent(program: Command, ctx: CliContext): void {
     .option('--image-budget <size>', 'keep the images the agent pulled within this much disk, e.g. 20Gi (default: no pruning)')
     .option('--max-output <size>', 'largest output file the agent uploads', '4Gi')
     .option('--checkpoint-interval <seconds>', 'for apps that checkpoint: how often /checkpoint is uploaded', '600')
+    .option('--label <key=value...>', 'labels of this host, for jobs that select hosts by label (e.g. --label gpu-model=a100 room=b12)')
     .action(async (o: AgentFlags) => {
       if (o.onStop !== 'wait' && o.onStop !== 'release') throw new CliExit(2, `error: --on-stop must be "wait" or "release", not "${o.onStop}"`);
       if (!o.docker && !o.native) throw new CliExit(2, 'error: --no-docker leaves no runtime; add --native (trusted hosts only)');
@@ -71,6 +74,12 @@ export function registerAgent(program: Command, ctx: CliContext): void {
         throw new CliExit(1, `error: no container engine answers at ${o.dockerSocket ?? process.env.DOCKER_HOST ?? '/var/run/docker.sock'}.\n` +
           'Start one (e.g. `sudo dockerd --bridge=none --iptables=false`, or `sudo systemctl start docker`), point --docker-socket at it, ' +
           'or on a trusted host run native tasks with --native --no-docker.');
+      }
+      const labels = parseKeyValues(o.label, '--label');
+      try {
+        checkLabelKeys(labels, '--label');
+      } catch (e) {
+        throw new CliExit(2, `error: ${(e as Error).message}`);
       }
       const probe = await probeHost(o.workDir, engine === null ? null : probeEngine);
       const capacity = capacityFrom(o, probe);
@@ -113,6 +122,7 @@ export function registerAgent(program: Command, ctx: CliContext): void {
         imageBudgetMiB: o.imageBudget === undefined ? null : parseSizeMiB(o.imageBudget, '--image-budget'),
         checkpointSeconds: parseNumber(o.checkpointInterval, '--checkpoint-interval'),
         backoff: { minMs: 1000, maxMs: 60_000 },
+        labels, images: probe.images,
         log: (level, message) => process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`),
       });
       process.stderr.write(
