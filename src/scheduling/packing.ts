@@ -15,6 +15,24 @@ export function alignment(need: Resources, free: Resources, capacity: Resources)
   return score;
 }
 
+/**
+ * Alignment, less a penalty when the task would leave memory scarcer than cores (as fractions
+ * of the host): cores stranded for want of memory are capacity lost, so a memory-hungry task
+ * that a lighter one could replace is put off until the mix balances. Cores are the resource
+ * utilisation is counted in; memory left over when cores run out costs nothing, so only that
+ * direction is penalised. On a 16-core, 12 GiB host with 256 MiB and 1280 MiB one-core tasks
+ * this mixes them 8 + 8 (both full) where alignment alone takes 9 big ones and 3 small ones.
+ */
+export function packingScore(need: Resources, free: Resources, capacity: Resources): number {
+  let score = alignment(need, free, capacity);
+  if (capacity.cores > 0 && capacity.memoryMiB > 0) {
+    const coresLeft = (free.cores - need.cores) / capacity.cores;
+    const memoryLeft = (free.memoryMiB - need.memoryMiB) / capacity.memoryMiB;
+    if (memoryLeft < coresLeft) score -= coresLeft - memoryLeft;
+  }
+  return score;
+}
+
 /** The largest share of the host a task takes, over cores, memory and GPUs (as in DRF). */
 export function dominantShare(need: Resources, capacity: Resources): number {
   let share = 0;

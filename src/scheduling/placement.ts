@@ -63,7 +63,7 @@ export function mismatch(offer: Pick<Offer, 'capacity' | 'platform' | 'runtimes'
   if (p.platforms.length > 0 && !p.platforms.includes(offer.platform)) return { kind: 'platform', need: p.platforms, have: offer.platform };
   if (!offer.runtimes.some((r) => p.runtimes.includes(r))) return { kind: 'runtime', need: p.runtimes, have: offer.runtimes };
   for (const [key, value] of Object.entries(p.selector)) {
-    const have = offer.labels[key] ?? null;
+    const have = Object.hasOwn(offer.labels, key) ? offer.labels[key]! : null; // not a label named like an Object member
     if (have !== value) return { kind: 'selector', key, need: value, have };
   }
   if (offer.cooledApps.has(p.appId)) return { kind: 'cooldown' };
@@ -80,11 +80,12 @@ export function holdsImage(offer: Pick<Offer, 'images'>, p: Placement): boolean 
 
 /**
  * Cores are fractional: without rounding, 0.3 - 0.1 - 0.1 is 0.09999999999999998 and a third
- * 0.1-core job would not fit. Free cores are kept to a thousandth (millicores).
+ * 0.1-core job would not fit. Free cores are kept to a thousandth (millicores), rounded down
+ * (past float noise) so that rounding never hands out more than was free.
  */
 export function takeFrom(free: Resources, need: Resources): Resources {
   return {
-    cores: Math.round((free.cores - need.cores) * 1000) / 1000,
+    cores: Math.floor((free.cores - need.cores) * 1000 + 1e-6) / 1000,
     memoryMiB: free.memoryMiB - need.memoryMiB,
     diskMiB: free.diskMiB - need.diskMiB,
     gpus: free.gpus - need.gpus,

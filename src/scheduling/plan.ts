@@ -2,7 +2,7 @@ import type { RuntimeKind } from '../domain/model.js';
 import { fits, type Resources } from '../domain/resources.js';
 import { charged, effectivePass, taskCost, type ProjectShare } from './fair-share.js';
 import type { SchedulingOptions } from './options.js';
-import { alignment } from './packing.js';
+import { packingScore } from './packing.js';
 import { holdsImage, mismatch, runtimeFor, takeFrom, type Offer, type Placement } from './placement.js';
 
 /**
@@ -80,12 +80,12 @@ function usable(input: ClaimInput): Candidate[] {
   return out;
 }
 
-/** Moves past heads that cannot be handed out: past their deadline, or kept for another host. */
-function head(c: Candidate, input: ClaimInput): JobHead | undefined {
+/** Moves past heads that cannot be handed out: past their deadline, or (fair policy) kept for another host. */
+function head(c: Candidate, input: ClaimInput, honourReservations = true): JobHead | undefined {
   for (;;) {
     const h = c.queue.heads[c.next];
     if (h === undefined) return undefined;
-    if ((h.deadline !== null && h.deadline <= input.now) || input.reservedElsewhere.has(h.jobId)) {
+    if ((h.deadline !== null && h.deadline <= input.now) || (honourReservations && input.reservedElsewhere.has(h.jobId))) {
       c.next++;
       continue;
     }
@@ -103,7 +103,7 @@ function planFifo(input: ClaimInput): ClaimPlan {
   const all: Array<{ h: JobHead; c: Candidate }> = [];
   for (const c of usable(input)) {
     for (; ; c.next++) {
-      const h = head(c, input);
+      const h = head(c, input, false);
       if (!h) break;
       all.push({ h, c });
     }
@@ -125,12 +125,14 @@ function planFifo(input: ClaimInput): ClaimPlan {
  *  1. a job this host is reserved for comes first; until it fits, the host takes nothing else;
  *  2. across projects, weighted fair share (fair-share.ts): the project with work that fits
  *     and the lowest pass;
- *  3. within the project, the queue whose head has the highest priority; then, between heads
- *     whose waits differ by more than `starvationSeconds`, the older; then a queue whose image
- *     the host already holds; then the best packing (packing.ts); then submission order.
- * Afterwards, if a job has waited `starvationSeconds` and still does not fit, this host is
- * reserved for it (a large job is not starved by a stream of small ones that keep every host
- * a little busy).
+ *  3. within the project (chooseWithinProject): priority, then age (within
+ *     `starvationSeconds` of the oldest head), then image affinity, then packing (packing.ts),
+ *     then submission order.
+ * Before each pick: if a job that does not fit what is free (though it fits the host) entered
+ * its queue `starvationSeconds` before the one about to be served, it is being overtaken by a
+ * stream of others that keep every host a little busy: the host is reserved for it instead,
+ * and takes nothing more until it fits. In a backlog submitted at once nobody overtakes by
+ * that much, so reservations stay rare.
  */
 function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
   const { offer } = input;
@@ -170,43 +172,78 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
 
   const starvationMs = o.starvationSeconds * 1000;
   while (picks.length < offer.maxTasks) {
-    let best: { c: Candidate; h: JobHead } | null = null;
-    let bestPass = Infinity;
+    // The project: lowest pass among those with a job that fits (lower id on a tie).
+    const fitting: Array<{ c: Candidate; h: JobHead }> = [];
+    let project = -1;
+    let lowest = Infinity;
     for (const c of candidates) {
       const h = head(c, input);
       if (!h || !fits(c.queue.resources, free)) continue;
+      fitting.push({ c, h });
       const pass = passOf(shareOf(c.queue.projectId));
-      if (best === null || pass < bestPass || (pass === bestPass && c.queue.projectId < best.c.queue.projectId)) {
-        best = { c, h };
-        bestPass = pass;
-      } else if (c.queue.projectId === best.c.queue.projectId && better(c, h, best.c, best.h, free, offer.capacity, starvationMs)) {
-        best = { c, h };
+      if (pass < lowest || (pass === lowest && c.queue.projectId < project)) {
+        lowest = pass;
+        project = c.queue.projectId;
       }
     }
-    if (!best) break;
-    take(best.c, best.h);
-  }
-
-  if (reserve === undefined && input.reservation === null && starvationMs > 0) {
-    let starved: JobHead | null = null;
-    for (const c of candidates) {
-      const h = head(c, input);
-      if (!h || input.now - h.queuedAt < starvationMs || fits(c.queue.resources, free)) continue;
-      if (!starved || h.priority > starved.priority || (h.priority === starved.priority && h.queuedAt < starved.queuedAt)) starved = h;
+    if (fitting.length === 0) break;
+    const best = chooseWithinProject(fitting.filter((x) => x.c.queue.projectId === project), free, offer.capacity, starvationMs);
+    // A job that waited far longer than the one about to be served, and that no host has
+    // room for, is being overtaken by a stream of others: keep this host for it instead.
+    if (reserve === undefined && input.reservation === null && starvationMs > 0) {
+      const starved = overtaken(candidates, input, free, best.h.queuedAt - starvationMs);
+      if (starved) {
+        reserve = starved;
+        break;
+      }
     }
-    if (starved) reserve = starved.jobId;
+    take(best.c, best.h);
   }
   return { picks, passes, reserve, virtualTime };
 }
 
-/** Whether queue a's head should go before queue b's, within one project. */
-function better(a: Candidate, ah: JobHead, b: Candidate, bh: JobHead, free: Resources, capacity: Resources, starvationMs: number): boolean {
-  if (ah.priority !== bh.priority) return ah.priority > bh.priority;
-  const waited = bh.queuedAt - ah.queuedAt; // > 0: a has waited longer
-  if (Math.abs(waited) >= starvationMs && starvationMs > 0) return waited > 0;
-  if (a.held !== b.held) return a.held;
-  const sa = alignment(a.queue.resources, free, capacity);
-  const sb = alignment(b.queue.resources, free, capacity);
-  if (sa !== sb) return sa > sb;
-  return ah.jobId < bh.jobId;
+/**
+ * The oldest head (highest priority first) that does not fit what is free, though it fits the
+ * host, and entered its queue no later than `before`; null if none.
+ */
+function overtaken(candidates: Candidate[], input: ClaimInput, free: Resources, before: number): number | null {
+  let starved: JobHead | null = null;
+  for (const c of candidates) {
+    const h = head(c, input);
+    if (!h || h.queuedAt > before || fits(c.queue.resources, free)) continue;
+    if (!starved || h.priority > starved.priority || (h.priority === starved.priority && h.queuedAt < starved.queuedAt)) starved = h;
+  }
+  return starved?.jobId ?? null;
+}
+
+/**
+ * Within one project: the highest priority; among those, heads that waited within
+ * `starvationSeconds` of the longest-waiting one (an older head is never passed over by more
+ * than that); among those, a queue whose image the host holds; then the best packing; then
+ * submission order. Each step narrows the set, so the choice does not depend on the order the
+ * queues come in.
+ */
+function chooseWithinProject(
+  options: Array<{ c: Candidate; h: JobHead }>,
+  free: Resources,
+  capacity: Resources,
+  starvationMs: number,
+): { c: Candidate; h: JobHead } {
+  const top = Math.max(...options.map((x) => x.h.priority));
+  let set = options.filter((x) => x.h.priority === top);
+  if (starvationMs > 0) {
+    const oldest = Math.min(...set.map((x) => x.h.queuedAt));
+    set = set.filter((x) => x.h.queuedAt - oldest < starvationMs);
+  }
+  if (set.some((x) => x.c.held)) set = set.filter((x) => x.c.held);
+  let best = set[0]!;
+  let bestScore = packingScore(best.c.queue.resources, free, capacity);
+  for (const x of set.slice(1)) {
+    const score = packingScore(x.c.queue.resources, free, capacity);
+    if (score > bestScore || (score === bestScore && x.h.jobId < best.h.jobId)) {
+      best = x;
+      bestScore = score;
+    }
+  }
+  return best;
 }

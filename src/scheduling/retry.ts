@@ -1,4 +1,3 @@
-import type { OutcomeKind } from '../domain/outcomes.js';
 import type { SchedulingOptions } from './options.js';
 
 /**
@@ -17,21 +16,21 @@ export interface HostAppHealth {
   cooldownUntil: number | null;
 }
 
-/** Outcomes that count against a host: anything that went wrong except a deliberate stop. */
-const HOST_FAILURES: ReadonlySet<OutcomeKind> = new Set(['failed', 'out_of_memory', 'timeout', 'image_error', 'output_error', 'agent_error']);
-
 /**
- * A success clears the record; the `hostFailureLimit`-th failure in a row sends the host into
- * a cool-down for that app (and starts the count again); an abort changes nothing.
+ * A host's record with an app moves on two events: its own success clears the count; a failure
+ * of its that another host then proved needless — the same job succeeded elsewhere — adds one,
+ * and the `hostFailureLimit`-th in a row sends the host into a cool-down for that app (and
+ * starts the count again). Failures alone do not count: when a job fails everywhere the fault is
+ * the job's (a crash for some parameters, a bug), and keeping hosts away would only stall the
+ * app's other jobs — on a one-host grid, all of them.
  */
 export function nextHealth(
   prev: HostAppHealth,
-  outcome: OutcomeKind,
+  event: 'succeeded' | 'failed_where_others_succeeded',
   o: Pick<SchedulingOptions, 'hostFailureLimit' | 'hostCooldownSeconds'>,
   now: number,
 ): HostAppHealth {
-  if (outcome === 'succeeded') return { failures: 0, cooldownUntil: prev.cooldownUntil };
-  if (!HOST_FAILURES.has(outcome)) return prev;
+  if (event === 'succeeded') return { failures: 0, cooldownUntil: prev.cooldownUntil };
   const failures = prev.failures + 1;
   if (failures >= o.hostFailureLimit) return { failures: 0, cooldownUntil: now + o.hostCooldownSeconds * 1000 };
   return { failures, cooldownUntil: prev.cooldownUntil };

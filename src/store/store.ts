@@ -157,6 +157,18 @@ export interface Store {
   expireLeases(now: Millis, limit: number, rules: SchedulingOptions): Promise<ExpiredTask[]>;
   /** A task of the project (through its job) with its stored log tail. */
   getTaskLog(projectId: number, taskId: number): Promise<TaskLog | null>;
+
+  // ── explain (why a queued job waits; scheduling/explain.ts) ─────────────
+  /**
+   * How many eligible queued jobs of the job's queue go before it (a higher priority, or the
+   * same priority and a smaller id), counting no further than `limit`. Eligible: no backoff,
+   * or one whose time has come by `now`. Null unless the job is queued in the project.
+   */
+  jobsAhead(projectId: number, jobId: number, now: Millis, limit: number): Promise<number | null>;
+  /** Ids of the hosts cooling down from the app at `now` (after failing it; see ReportRequest's rules). */
+  hostsCoolingDown(appId: number, now: Millis): Promise<number[]>;
+  /** The host being kept free for the job (its reservation), or null. */
+  reservedHostFor(jobId: number): Promise<number | null>;
 }
 
 export interface ClaimRequest {

@@ -19,7 +19,8 @@ import { JOB_STATES } from '../../src/domain/states.js';
 import type { RuntimeKind } from '../../src/domain/model.js';
 import type { Resources } from '../../src/domain/resources.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../src/scheduling/options.js';
-import type { ClaimPlan } from '../../src/scheduling/plan.js';
+import type { ClaimPlan, QueueView } from '../../src/scheduling/plan.js';
+import type { RunningTask } from '../../src/scheduling/speculation.js';
 import type { ClaimGathered, ClaimRequest, InsertJobsRequest, LogChunk, ReportRequest, Store } from '../../src/store/store.js';
 
 export type OpenStore = () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
@@ -96,8 +97,9 @@ export function runStoreConformance(name: string, open: OpenStore): void {
     }
   }
 
-  const test = (title: string, fn: (s: Store) => Promise<void>, opts: { migrate?: boolean } = {}) =>
-    it(title, () => withStore(fn, opts));
+  /** `todo`: a known bug of the store (the reason says which); the test runs but does not fail the suite. */
+  const test = (title: string, fn: (s: Store) => Promise<void>, opts: { migrate?: boolean; todo?: string } = {}) =>
+    it(title, opts.todo === undefined ? {} : { todo: opts.todo }, () => withStore(fn, opts));
 
   /** A project with an app, ready for jobs. */
   async function projectWithApp(s: Store, projectName = 'p', appName = 'sim') {
@@ -857,8 +859,8 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         return (g) => {
           const all = flatten(g);
           const picks = choose(all.map(({ jobId, resources, platforms, runtimes }) => ({ jobId, resources, platforms, runtimes })))
-            .map((m) => ({ ...m, queueId: all.find((c) => c.jobId === m.jobId)?.queueId ?? 0 }));
-          return { picks, passes: new Map(), reserve: undefined };
+            .map((m) => ({ ...m, queueId: all.find((c) => c.jobId === m.jobId)?.queueId ?? 0, cost: 0 }));
+          return { picks, passes: new Map(), reserve: undefined, virtualTime: g.virtualTime };
         };
       }
 
@@ -1202,6 +1204,758 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         assert.equal(found?.job.state, 'running');
         assert.equal(await s.getHostTask(g.h2.id, c!.task.id), null);
         assert.equal(await s.getHostTask(g.h1.id, c!.task.id + 1000), null);
+      });
+
+      // ── scheduling state the store carries for the policy ─────────────────
+      describe('scheduling', () => {
+        /** Backoff on: 10 s, doubling, at most 600 s. */
+        const BACKOFF: SchedulingOptions = { ...RULES, backoffBaseSeconds: 10, backoffMaxSeconds: 600 };
+        const SIM_RES: Resources = { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 };
+        let requests = 0;
+        /** The id of the gathered queue whose heads include the job (the assertion fails otherwise). */
+        function queueOf(g: ClaimGathered, jobId: number): number {
+          const q = g.queues.find((x) => x.heads.some((h) => h.jobId === jobId));
+          assert.ok(q, `job ${jobId} is among the gathered heads`);
+          return q.queueId;
+        }
+        /**
+         * A plan that takes exactly these jobs (a job id, or [job id, cost]) under docker, charges
+         * nothing and keeps the reservation and the clock, unless `extra` says otherwise.
+         */
+        function plan(take: Array<number | [number, number]>, extra: Partial<ClaimPlan> = {}): (g: ClaimGathered) => ClaimPlan {
+          return (g) => ({
+            picks: take.map((t) => {
+              const [jobId, cost] = typeof t === 'number' ? [t, 0] : t;
+              return { jobId, queueId: queueOf(g, jobId), runtime: 'docker' as const, cost };
+            }),
+            passes: new Map(),
+            reserve: undefined,
+            virtualTime: g.virtualTime,
+            ...extra,
+          });
+        }
+        /** A claim with a raw plan (and optionally duplicates); a fresh request id each time. */
+        function claimWith(s: Store, hostId: number, now: number, p: (g: ClaimGathered) => ClaimPlan, over: Partial<ClaimRequest> = {}) {
+          return s.claimTasks({ hostId, requestId: `sched-${++requests}`, leaseMs: LEASE, maxQueues: 100, headsPerQueue: 500, plan: p, duplicates: null, ...over }, now);
+        }
+        /** What a claim gathers for the host, seen through a claim whose plan takes nothing and keeps the reservation. */
+        async function peek(s: Store, hostId: number, now: number, over: Partial<ClaimRequest> = {}): Promise<ClaimGathered> {
+          let seen: ClaimGathered | null = null;
+          const r = await claimWith(s, hostId, now, (g) => ((seen = g), plan([])(g)), over);
+          assert.deepEqual(r.tasks, [], 'a peek claims nothing');
+          assert.ok(seen, 'the plan was called');
+          return seen;
+        }
+        const heads = (g: ClaimGathered): number[] => flatten(g).map((c) => c.jobId);
+        const only = (...ids: Array<number | undefined>) => (cs: Candidate[]): Match[] =>
+          cs.filter((c) => ids.includes(c.jobId)).map((c) => ({ jobId: c.jobId, runtime: 'docker' as const }));
+        const byId = (a: number | undefined, b: number | undefined) => a! - b!;
+        async function thirdHost(s: Store, name = 'h3') {
+          const site = await s.getSiteByName('lab');
+          return s.createHost({ siteId: site!.id, name, resources: { cores: 16, memoryMiB: 65536, diskMiB: 1_000_000, gpus: 0 }, platform: 'linux/amd64' }, T0);
+        }
+
+        // ── queues ──────────────────────────────────────────────────────────
+        test('jobs of one app version and effective shape share a queue; each gathered queue carries its placement, project and heads', async (s) => {
+          const g = await grid(s);
+          const digest = 'sha256:' + sha(9);
+          const pinnedRes = { cores: 0.5, memoryMiB: 256, diskMiB: 100, gpus: 1 };
+          const pinned = await s.createAppVersion(g.q.id, appSpec('pinned', { imageDigest: digest, platforms: ['linux/amd64', 'linux/arm64'], resources: pinnedRes }), 'new', T0);
+          const sim2 = await s.createAppVersion(g.p.id, appSpec('sim'), 'version', T0);
+          const [a, big, same, sel1, sel2, selOther, bigHigh] = await g.jobs(g.sim, [
+            {},
+            { resources: { memoryMiB: 4096 } },
+            { resources: { memoryMiB: 1024 } }, // the app's own value: the same shape as no override
+            { selector: { zone: 'x', gpu: 'none' } },
+            { selector: { gpu: 'none', zone: 'x' } }, // the same selector, keys in another order
+            { selector: { zone: 'y' } },
+            { resources: { memoryMiB: 4096 }, priority: 3, deadline: T + 500_000 },
+          ]);
+          const [later] = await g.jobs(g.sim, [{ priority: 1 }], T0 + 20); // another submission joins the same queue
+          const [v2] = await g.jobs(sim2, [{}]);
+          const [pin] = await g.jobs(pinned, [{ resources: { cores: 1 } }]);
+          const [nat] = await g.jobs(g.native, [{}]);
+
+          const got = await peek(s, g.h1.id, T);
+          const head = (jobId: number, priority = 0, queuedAt = T0 + 10, deadline: number | null = null) => ({ jobId, priority, queuedAt, deadline });
+          const simImage = [g.sim.image];
+          const want: Array<Omit<QueueView, 'queueId'>> = [
+            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: simImage, estimatedMs: null,
+              heads: [head(later!, 1, T0 + 20), head(a!), head(same!)] },
+            { projectId: g.p.id, appId: g.sim.id, resources: { ...SIM_RES, memoryMiB: 4096 }, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: simImage, estimatedMs: null,
+              heads: [head(bigHigh!, 3, T0 + 10, T + 500_000), head(big!)] },
+            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: { gpu: 'none', zone: 'x' }, images: simImage, estimatedMs: null,
+              heads: [head(sel1!), head(sel2!)] },
+            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: { zone: 'y' }, images: simImage, estimatedMs: null,
+              heads: [head(selOther!)] },
+            { projectId: g.p.id, appId: sim2.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [sim2.image], estimatedMs: null,
+              heads: [head(v2!)] },
+            { projectId: g.q.id, appId: pinned.id, resources: { ...pinnedRes, cores: 1 }, platforms: ['linux/amd64', 'linux/arm64'], runtimes: ['docker'], selector: {},
+              images: [pinned.image, digest], estimatedMs: null, heads: [head(pin!)] },
+            { projectId: g.q.id, appId: g.native.id, resources: SIM_RES, platforms: [], runtimes: ['docker', 'native'], selector: {}, images: [g.native.image], estimatedMs: null,
+              heads: [head(nat!)] },
+          ];
+          assert.equal(got.queues.length, want.length, 'seven queues: four shapes of sim v1, sim v2, pinned, native');
+          const ids = new Set(got.queues.map((q) => q.queueId));
+          assert.equal(ids.size, want.length, 'each queue has its own id');
+          for (const w of want) {
+            const q = got.queues.find((x) => x.heads[0]?.jobId === w.heads[0]!.jobId);
+            assert.ok(q, `a queue starts with job ${w.heads[0]!.jobId}`);
+            assert.deepEqual(q, { queueId: q.queueId, ...w });
+          }
+          assert.deepEqual(got.projects, new Map([
+            [g.p.id, { projectId: g.p.id, weight: 1, pass: 0 }],
+            [g.q.id, { projectId: g.q.id, weight: 1, pass: 0 }],
+          ]));
+          assert.deepEqual([got.reservation, got.reservedElsewhere, got.cooledApps, got.virtualTime], [null, new Set(), new Set(), 0]);
+
+          // A later submission of an existing shape joins its queue (same id).
+          const [again] = await g.jobs(g.sim, [{ selector: { zone: 'y' } }], T0 + 30);
+          const withAgain = await peek(s, g.h1.id, T);
+          assert.equal(queueOf(withAgain, again!), queueOf(got, selOther!));
+          assert.deepEqual(withAgain.queues.find((q) => q.queueId === queueOf(got, selOther!))!.heads, [head(selOther!), head(again!, 0, T0 + 30)]);
+
+          // headsPerQueue bounds the heads of each queue; maxQueues how many queues are read.
+          const one = await peek(s, g.h1.id, T, { headsPerQueue: 1 });
+          assert.equal(one.queues.length, want.length);
+          for (const q of one.queues) {
+            const full = withAgain.queues.find((x) => x.queueId === q.queueId)!;
+            assert.deepEqual(q.heads, full.heads.slice(0, 1), `queue ${q.queueId}: only its first head`);
+          }
+          const three = await peek(s, g.h1.id, T, { maxQueues: 3 });
+          assert.equal(three.queues.length, 3);
+          assert.equal(new Set(three.queues.map((q) => q.queueId)).size, 3);
+          for (const q of three.queues) assert.deepEqual(q, withAgain.queues.find((x) => x.queueId === q.queueId), 'a queue read is read whole');
+          assert.deepEqual([...three.projects.keys()].sort(byId), [...new Set(three.queues.map((q) => q.projectId))].sort(byId), 'projects of the queues read');
+
+          // Cancelled and running jobs are no heads; a queue with none left is not gathered.
+          await s.cancelJob(g.p.id, later!, T + 1);
+          const r = await claimWith(s, g.h2.id, T + 2, plan([bigHigh!, big!, pin!]));
+          assert.deepEqual(r.tasks.map((c) => c.job.id), [bigHigh, big, pin]);
+          const after = await peek(s, g.h1.id, T + 3);
+          assert.equal(after.queues.length, want.length - 2, "big's and pinned's queues have no eligible job left");
+          assert.deepEqual(after.queues.find((q) => q.queueId === queueOf(got, a!))!.heads, [head(a!), head(same!)]);
+          assert.deepEqual(heads(after).sort(byId), [a!, same!, sel1!, sel2!, selOther!, again!, v2!, nat!].sort(byId));
+        });
+
+        test('a submission that fails part-way leaves no queue behind: later jobs of that shape get a queue of their own shape', async (s) => {
+          const g = await grid(s);
+          // The failing request is the first of its shape (2 cores, 3000 MiB): it fails on its labels, after its jobs' queue was found.
+          const bad = [jobSpec({ resources: { memoryMiB: 3000 } }), jobSpec({ resources: { memoryMiB: 3000 }, labels: { k: null as unknown as string } })];
+          await assert.rejects(s.insertJobs({ projectId: g.p.id, app: g.sim, batch: null, jobs: bad, idempotency: null, now: T0 + 10 }));
+          assert.deepEqual(await s.listJobs(g.p.id, {}, { limit: 10 }), [], 'nothing was written');
+          const [other] = await g.jobs(g.sim, [{ resources: { memoryMiB: 5000 } }]); // another shape first
+          const [j] = await g.jobs(g.sim, [{ resources: { memoryMiB: 3000 } }]);
+          const got = await peek(s, g.h1.id, T);
+          const queueOfJob = (jobId: number | undefined) => got.queues.find((q) => q.heads.some((h) => h.jobId === jobId));
+          assert.deepEqual(queueOfJob(j)?.resources, { ...SIM_RES, memoryMiB: 3000 });
+          assert.deepEqual(queueOfJob(other)?.resources, { ...SIM_RES, memoryMiB: 5000 });
+          assert.equal(got.queues.length, 2);
+        });
+
+        test('setHostLabels replaces the labels a host declares', async (s) => {
+          const g = await grid(s);
+          const site = await s.getSiteByName('lab');
+          const h = await s.createHost({ siteId: site!.id, name: 'gpu-box', resources: g.h1.resources, platform: 'linux/amd64', labels: { zone: 'a', gpu: 'a100' } }, T0);
+          assert.deepEqual(h.labels, { zone: 'a', gpu: 'a100' });
+          assert.deepEqual((await s.getHost(h.id))?.labels, { zone: 'a', gpu: 'a100' });
+          assert.deepEqual((await s.getHost(g.h1.id))?.labels, {}, 'no labels: an empty map');
+          await s.setHostLabels(h.id, { zone: 'b' });
+          assert.deepEqual((await s.getHost(h.id))?.labels, { zone: 'b' }, 'replaced, not merged');
+          assert.deepEqual((await s.listHosts()).find((x) => x.id === h.id)?.labels, { zone: 'b' });
+          await s.setHostLabels(h.id, {});
+          assert.deepEqual((await s.getHost(h.id))?.labels, {});
+          assert.deepEqual((await s.getHost(g.h1.id))?.labels, {}, 'other hosts untouched');
+        });
+
+        // ── backoff ─────────────────────────────────────────────────────────
+        test('a job requeued after a failure is no head until its retryAt, which doubles with its attempts; the claim at retryAt releases it', async (s) => {
+          const g = await grid(s);
+          const [j, other] = await g.jobs(g.sim, [{}, {}]);
+          const t1 = (await g.claim(g.h1.id, 'b-1', T, only(j))).tasks[0]!;
+          assert.equal(t1.task.attempt, 1);
+          const r1 = await g.report(g.h1.id, t1.task.id, { kind: 'failed', exitCode: 1 }, T + 100, { rules: BACKOFF });
+          assert.deepEqual([r1.job.state, r1.job.attempts, r1.job.retryAt, r1.job.updatedAt, r1.job.finishedAt], ['queued', 1, T + 100 + 10_000, T + 100, null]);
+          assert.deepEqual(await s.getJob(g.p.id, j!), r1.job, 'getJob returns the retry time');
+
+          assert.deepEqual(heads(await peek(s, g.h2.id, T + 10_099)), [other], 'still backing off');
+          assert.equal((await s.getJob(g.p.id, j!))?.retryAt, T + 10_100, 'a claim before the time keeps it');
+          const released = await peek(s, g.h2.id, T + 10_100);
+          assert.deepEqual(heads(released), [j, other], 'at its retryAt the job is a head again');
+          const back = released.queues[0]!.heads[0]!;
+          assert.deepEqual([back.jobId, back.priority, back.deadline, back.queuedAt], [j, 0, null, T + 10_100], 'it queues from its retryAt');
+          assert.deepEqual(await s.getJob(g.p.id, j!), { ...r1.job, retryAt: null, updatedAt: T + 10_100 }, 'the claim released it and changed nothing else');
+
+          // The second failure waits twice as long; the third spends the last attempt.
+          const t2 = (await g.claim(g.h1.id, 'b-2', T + 20_000, only(j))).tasks[0]!;
+          assert.equal(t2.task.attempt, 2);
+          const r2 = await g.report(g.h1.id, t2.task.id, { kind: 'failed', exitCode: 1 }, T + 20_100, { rules: BACKOFF });
+          assert.deepEqual([r2.job.state, r2.job.attempts, r2.job.retryAt], ['queued', 2, T + 20_100 + 20_000]);
+          assert.deepEqual(heads(await peek(s, g.h2.id, T + 40_099)), [other]);
+          assert.deepEqual(heads(await peek(s, g.h2.id, T + 40_100)), [j, other]);
+          const t3 = (await g.claim(g.h1.id, 'b-3', T + 40_100, only(j))).tasks[0]!;
+          const r3 = await g.report(g.h1.id, t3.task.id, { kind: 'failed', exitCode: 1 }, T + 40_200, { rules: BACKOFF });
+          assert.deepEqual([r3.job.state, r3.job.attempts, r3.job.retryAt, r3.job.finishedAt], ['failed', 3, null, T + 40_200]);
+
+          // backoffMaxSeconds caps the delay; backoffBaseSeconds 0 means none.
+          const capped = { ...BACKOFF, backoffMaxSeconds: 15 };
+          const o1 = (await g.claim(g.h1.id, 'b-4', T + 50_000, only(other))).tasks[0]!;
+          assert.equal((await g.report(g.h1.id, o1.task.id, { kind: 'timeout', limitSeconds: 5 }, T + 50_000, { rules: capped })).job.retryAt, T + 60_000);
+          const o2 = (await g.claim(g.h1.id, 'b-5', T + 60_000, only(other))).tasks[0]!;
+          assert.equal(o2.task.attempt, 2);
+          assert.equal((await g.report(g.h1.id, o2.task.id, { kind: 'failed', exitCode: 1 }, T + 60_000, { rules: capped })).job.retryAt, T + 75_000, '20 s capped at 15 s');
+          const [k] = await g.jobs(g.sim, [{}]);
+          const tk = (await g.claim(g.h1.id, 'b-6', T + 80_000, only(k))).tasks[0]!;
+          const rk = await g.report(g.h1.id, tk.task.id, { kind: 'failed', exitCode: 1 }, T + 80_001, { rules: RULES });
+          assert.deepEqual([rk.job.state, rk.job.retryAt], ['queued', null]);
+          assert.ok(heads(await peek(s, g.h2.id, T + 80_001)).includes(k!), 'no backoff: a head at once');
+        });
+
+        test('a job back from its backoff entered its queue at its retryAt, and its head says so', async (s) => {
+          const g = await grid(s);
+          const [j] = await g.jobs(g.sim, [{}]);
+          const t = (await g.claim(g.h1.id, 'qa-1', T)).tasks[0]!;
+          await g.report(g.h1.id, t.task.id, { kind: 'failed', exitCode: 1 }, T + 100, { rules: { ...BACKOFF, backoffBaseSeconds: 600 } });
+          const got = await peek(s, g.h2.id, T + 100 + 600_000 + 5);
+          assert.deepEqual(got.queues[0]!.heads, [{ jobId: j, priority: 0, queuedAt: T + 100 + 600_000, deadline: null }],
+            'it waited out its backoff outside the queue; counting its wait from the requeue makes it look starved (starvationSeconds) the moment it comes back');
+        });
+
+        test('a job requeued after a lost lease waits out the same backoff', async (s) => {
+          const g = await grid(s);
+          const [j] = await g.jobs(g.sim, [{}]);
+          await g.claim(g.h1.id, 'l-1', T);
+          const [x1] = await s.expireLeases(T + LEASE + 1, 100, BACKOFF);
+          assert.deepEqual([x1!.job.id, x1!.job.state, x1!.job.attempts, x1!.job.retryAt], [j, 'queued', 1, T + LEASE + 1 + 10_000]);
+          assert.deepEqual(await s.getJob(g.p.id, j!), x1!.job);
+          assert.deepEqual(heads(await peek(s, g.h2.id, T + LEASE + 10_000)), []);
+          assert.deepEqual(heads(await peek(s, g.h2.id, T + LEASE + 10_001)), [j]);
+          const T2 = T + 100_000;
+          const t2 = (await g.claim(g.h2.id, 'l-2', T2)).tasks[0]!;
+          assert.equal(t2.task.attempt, 2);
+          const [x2] = await s.expireLeases(T2 + LEASE + 1, 100, BACKOFF);
+          assert.deepEqual([x2!.job.state, x2!.job.attempts, x2!.job.retryAt], ['queued', 2, T2 + LEASE + 1 + 20_000]);
+          assert.deepEqual(heads(await peek(s, g.h1.id, T2 + LEASE + 20_000)), []);
+          assert.deepEqual(heads(await peek(s, g.h1.id, T2 + LEASE + 20_001)), [j]);
+        });
+
+        test('a release (an aborted task of a running job, alone) requeues with no backoff and gives the attempt back', async (s) => {
+          const g = await grid(s);
+          const [j] = await g.jobs(g.sim, [{}]);
+          const t1 = (await g.claim(g.h1.id, 'x-1', T)).tasks[0]!;
+          const r1 = await g.report(g.h1.id, t1.task.id, { kind: 'aborted' }, T + 10, { rules: BACKOFF });
+          assert.deepEqual([r1.task.state, r1.job.state, r1.job.attempts, r1.job.retryAt, r1.job.updatedAt], ['aborted', 'queued', 0, null, T + 10]);
+          assert.deepEqual(await s.getJob(g.p.id, j!), r1.job);
+          assert.deepEqual(heads(await peek(s, g.h2.id, T + 10)), [j], 'a head again at once');
+
+          // After a failure (attempt 1 spent) and its backoff, attempt 2 is released: attempts back to 1.
+          const t2 = (await g.claim(g.h1.id, 'x-2', T + 20)).tasks[0]!;
+          assert.equal(t2.task.attempt, 1);
+          await g.report(g.h1.id, t2.task.id, { kind: 'failed', exitCode: 9 }, T + 30, { rules: BACKOFF });
+          const t3 = (await g.claim(g.h1.id, 'x-3', T + 30 + 10_000)).tasks[0]!;
+          assert.equal(t3.task.attempt, 2);
+          const r3 = await g.report(g.h1.id, t3.task.id, { kind: 'aborted' }, T + 20_000, { rules: BACKOFF });
+          assert.deepEqual([r3.job.state, r3.job.attempts, r3.job.retryAt], ['queued', 1, null]);
+          assert.deepEqual(heads(await peek(s, g.h2.id, T + 20_000)), [j]);
+          assert.equal((await g.claim(g.h2.id, 'x-4', T + 20_001)).tasks[0]!.task.attempt, 2, 'the released attempt is run again');
+        });
+
+        test('a job that ends while backing off has no retryAt', async (s) => {
+          const g = await grid(s);
+          const [j] = await g.jobs(g.sim, [{}]);
+          const t = (await g.claim(g.h1.id, 'c-1', T)).tasks[0]!;
+          const r = await g.report(g.h1.id, t.task.id, { kind: 'failed', exitCode: 1 }, T + 1, { rules: BACKOFF });
+          assert.equal(r.job.retryAt, T + 10_001);
+          const cancelled = await s.cancelJob(g.p.id, j!, T + 2);
+          assert.deepEqual([cancelled.state, cancelled.retryAt], ['cancelled', null], 'a cancelled job will not be retried');
+          assert.deepEqual(await s.getJob(g.p.id, j!), cancelled);
+          // The same through a batch cancel.
+          const { batch, jobIds: [k] } = await s.insertJobs({ projectId: g.p.id, app: g.sim, batch: { labels: {} }, jobs: [jobSpec()], idempotency: null, now: T + 3 });
+          const tk = (await g.claim(g.h1.id, 'c-2', T + 4, only(k))).tasks[0]!;
+          assert.equal((await g.report(g.h1.id, tk.task.id, { kind: 'failed', exitCode: 1 }, T + 5, { rules: BACKOFF })).job.retryAt, T + 10_005);
+          assert.equal(await s.cancelBatch(g.p.id, batch!.id, T + 6), 1);
+          const kc = await s.getJob(g.p.id, k!);
+          assert.deepEqual([kc?.state, kc?.retryAt], ['cancelled', null]);
+        });
+
+        // ── deadlines ───────────────────────────────────────────────────────
+        test('failPastDeadline fails queued and running jobs whose deadline came, once; the rest is untouched; tasks are then aborted', async (s) => {
+          const g = await grid(s);
+          const D = T + 100_000;
+          const [queuedDue, runningDue, backingOffDue, later, none, doneDue, cancelledDue] = await g.jobs(g.sim, [
+            { deadline: D }, { deadline: D - 1 }, { deadline: D }, { deadline: D + 1 }, {}, { deadline: D - 5 }, { deadline: D - 5 },
+          ]);
+          const claimed = (await g.claim(g.h1.id, 'd-1', T, only(runningDue, backingOffDue, doneDue))).tasks;
+          const taskOf = (jobId: number | undefined) => claimed.find((c) => c.job.id === jobId)!.task;
+          await g.report(g.h1.id, taskOf(doneDue).id, { kind: 'succeeded' }, T + 10);
+          await g.report(g.h1.id, taskOf(backingOffDue).id, { kind: 'failed', exitCode: 1 }, T + 20, { rules: { ...BACKOFF, backoffBaseSeconds: 500 } });
+          await s.cancelJob(g.p.id, cancelledDue!, T + 30);
+          const snapshot = async (ids: Array<number | undefined>) => Promise.all(ids.map((id) => s.getJob(g.p.id, id!)));
+          const untouched = [later, none, doneDue, cancelledDue];
+          const before = await snapshot(untouched);
+          assert.equal((await s.getJob(g.p.id, backingOffDue!))?.retryAt, T + 20 + 500_000);
+
+          assert.deepEqual(await s.failPastDeadline(D - 2, 100), [], 'nothing open is due yet; ended jobs are not failed');
+          const failed = (await s.failPastDeadline(D, 100)).sort((a, b) => a.id - b.id);
+          assert.deepEqual(failed.map((j) => j.id), [queuedDue, runningDue, backingOffDue].sort(byId));
+          const deadlineOf = new Map([[queuedDue, D], [runningDue, D - 1], [backingOffDue, D]]);
+          const attemptsOf = new Map([[queuedDue, 0], [runningDue, 1], [backingOffDue, 1]]);
+          for (const j of failed) {
+            assert.deepEqual([j.state, j.finishedAt, j.updatedAt, j.retryAt, j.attempts], ['failed', D, D, null, attemptsOf.get(j.id)], `job ${j.id}`);
+            assert.match(j.reason!, /deadline/);
+            assert.ok(j.reason!.includes(new Date(deadlineOf.get(j.id)!).toISOString()), `the reason names the deadline: ${j.reason}`);
+            assert.deepEqual(await s.getJob(g.p.id, j.id), j, 'the returned job is what is stored');
+          }
+          assert.deepEqual(await s.failPastDeadline(D, 100), [], 'once');
+          assert.deepEqual(await snapshot(untouched), before, 'later, no deadline, and ended jobs are untouched');
+          assert.deepEqual(heads(await peek(s, g.h2.id, D)), [later, none]);
+
+          // The running job's task is aborted through its heartbeat; its report leaves the job failed.
+          const hb = await g.beat(g.h1.id, D + 1, [{ taskId: taskOf(runningDue).id }]);
+          assert.deepEqual(hb.leases, []);
+          assert.deepEqual(hb.abort.map((a) => a.taskId), [taskOf(runningDue).id]);
+          assert.match(hb.abort[0]!.reason, /failed/);
+          const ra = await g.report(g.h1.id, taskOf(runningDue).id, { kind: 'aborted' }, D + 2);
+          assert.deepEqual([ra.task.state, ra.jobStateBefore], ['aborted', 'failed']);
+          assert.deepEqual(ra.job, failed.find((j) => j.id === runningDue));
+          assert.deepEqual(await s.getJob(g.p.id, runningDue!), ra.job);
+
+          // deadline <= now is due; the limit bounds one call.
+          assert.deepEqual((await s.failPastDeadline(D + 1, 100)).map((j) => j.id), [later]);
+          await g.jobs(g.sim, [{ deadline: D + 10 }, { deadline: D + 11 }, { deadline: D + 12 }]);
+          assert.equal((await s.failPastDeadline(D + 20, 2)).length, 2);
+          assert.equal((await s.failPastDeadline(D + 20, 2)).length, 1);
+          assert.equal((await s.failPastDeadline(D + 20, 2)).length, 0);
+          assert.equal((await s.getJob(g.p.id, none!))?.state, 'queued');
+        });
+
+        // ── host health ─────────────────────────────────────────────────────
+        test('a host that fails jobs of an app which then succeed on other hosts is cooled down for that app after hostFailureLimit in a row', async (s) => {
+          const g = await grid(s);
+          const H: SchedulingOptions = { ...RULES, hostFailureLimit: 2, hostCooldownSeconds: 100 };
+          const flaky = await s.createAppVersion(g.p.id, appSpec('flaky', { maxAttempts: 100 }), 'new', T0);
+          const other = await s.createAppVersion(g.p.id, appSpec('other', { maxAttempts: 100 }), 'new', T0);
+          const [a, b, c, d] = await g.jobs(flaky, [{}, {}, {}, {}]);
+          const [o1, o2] = await g.jobs(other, [{}, {}]);
+          let n = 0;
+          const run = async (hostId: number, jobId: number, outcome: TaskOutcome, now: number) => {
+            const [t] = (await g.claim(hostId, `hh-${++n}`, now, only(jobId))).tasks;
+            assert.ok(t, `job ${jobId} was claimed`);
+            return g.report(hostId, t.task.id, outcome, now + 1, { rules: H, reportHash: `hh-${n}` });
+          };
+          const cooled = async (hostId: number, now: number) => [...(await peek(s, hostId, now)).cooledApps].sort(byId);
+          const fail: TaskOutcome = { kind: 'failed', exitCode: 1 };
+          const ok: TaskOutcome = { kind: 'succeeded' };
+
+          // Failures alone count for nothing: the job may be what is broken.
+          await run(g.h1.id, a!, fail, T);
+          await run(g.h1.id, a!, { kind: 'image_error', message: 'pull failed' }, T + 10);
+          assert.deepEqual(await cooled(g.h1.id, T + 12), [], 'two failures, but nobody has shown the job can succeed');
+          // a succeeds on h2: both of h1's failures were h1's — the limit is reached.
+          await run(g.h2.id, a!, ok, T + 20); // reported at T + 21
+          const until = T + 21 + 100_000;
+          assert.deepEqual(await cooled(g.h1.id, T + 22), [flaky.id]);
+          assert.deepEqual(await cooled(g.h2.id, T + 22), [], 'the host that succeeded is not blamed');
+          assert.deepEqual(await cooled(g.h1.id, until - 1), [flaky.id]);
+          let seen: number[] | null = null;
+          await peek(s, g.h1.id, until - 1, { duplicates: { scan: 10, choose: (_r, _a, cs) => ((seen = [...cs].sort(byId)), []) } });
+          assert.deepEqual(seen, [flaky.id], 'duplicates are chosen with the same cool-downs');
+          assert.deepEqual(await cooled(g.h1.id, until), [], 'the cool-down is over');
+
+          // Another app has its own count; a success of the host's own clears its count.
+          await run(g.h1.id, o1!, fail, until + 10);
+          await run(g.h2.id, o1!, ok, until + 20); // h1: 1 for other
+          await run(g.h1.id, o2!, ok, until + 30); // h1's own success: 0
+          await run(g.h1.id, b!, fail, until + 40);
+          await run(g.h2.id, b!, ok, until + 50); // h1: 1 for flaky
+          assert.deepEqual(await cooled(g.h1.id, until + 52), []);
+          // A released (aborted) task is no failure; a lost one neither.
+          await run(g.h1.id, c!, { kind: 'aborted' }, until + 60);
+          const [lost] = (await g.claim(g.h1.id, 'hh-lost', until + 70, only(c!))).tasks;
+          await s.expireLeases(until + 70 + LEASE + 1, 100, H);
+          await run(g.h2.id, c!, ok, until + 70 + LEASE + 10);
+          assert.ok(lost);
+          assert.deepEqual(await cooled(g.h1.id, until + 70 + LEASE + 12), [], 'still one: neither the release nor the loss counted');
+          await run(g.h1.id, d!, fail, until + 70 + LEASE + 20);
+          await run(g.h2.id, d!, ok, until + 70 + LEASE + 30);
+          assert.deepEqual(await cooled(g.h1.id, until + 70 + LEASE + 32), [flaky.id], 'the second in a row');
+        });
+
+        // ── fair share ──────────────────────────────────────────────────────
+        test("a plan's passes and clock are stored and gathered again, with each project's weight, for projects with eligible work only", async (s) => {
+          const g = await grid(s);
+          const idle = await s.createProject('idle', 4, T0);
+          const idleApp = await s.createAppVersion(idle.id, appSpec('i'), 'new', T0);
+          const busy = await s.createProject('busy', 1, T0);
+          const busyApp = await s.createAppVersion(busy.id, appSpec('b'), 'new', T0);
+          const waiting = await s.createProject('waiting', 1, T0);
+          const waitingApp = await s.createAppVersion(waiting.id, appSpec('w'), 'new', T0);
+          await s.setShareWeight(g.q.id, 2);
+          await g.jobs(g.sim, [{}, {}]);
+          await g.jobs(g.native, [{}]);
+          const [bj] = await g.jobs(busyApp, [{}]);
+          const [wj] = await g.jobs(waitingApp, [{}]);
+          // waiting's only job fails and backs off.
+          const tw = (await claimWith(s, g.h2.id, T - 10, plan([wj!]))).tasks[0]!;
+          await g.report(g.h2.id, tw.task.id, { kind: 'failed', exitCode: 1 }, T - 5, { rules: BACKOFF });
+
+          const first = await peek(s, g.h1.id, T);
+          assert.deepEqual(first.projects, new Map([
+            [g.p.id, { projectId: g.p.id, weight: 1, pass: 0 }],
+            [g.q.id, { projectId: g.q.id, weight: 2, pass: 0 }],
+            [busy.id, { projectId: busy.id, weight: 1, pass: 0 }],
+          ]), 'idle has no jobs, waiting only one in backoff');
+          assert.equal(first.virtualTime, 0);
+
+          const r = await claimWith(s, g.h1.id, T + 1, plan([bj!], { passes: new Map([[g.p.id, 12.5], [busy.id, 3], [idle.id, 40]]), virtualTime: 7.25 }));
+          assert.deepEqual(r.tasks.map((c) => c.job.id), [bj]);
+          const second = await peek(s, g.h2.id, T + 2);
+          assert.deepEqual(second.projects, new Map([
+            [g.p.id, { projectId: g.p.id, weight: 1, pass: 12.5 }],
+            [g.q.id, { projectId: g.q.id, weight: 2, pass: 0 }],
+          ]), 'busy has no queued job left; q was not charged');
+          assert.equal(second.virtualTime, 7.25);
+
+          // A pass stored for a project without work shows once it has some; weights are read fresh.
+          await g.jobs(idleApp, [{}]);
+          await s.setShareWeight(g.p.id, 3);
+          const third = await peek(s, g.h1.id, T + 3);
+          assert.deepEqual(third.projects.get(idle.id), { projectId: idle.id, weight: 4, pass: 40 });
+          assert.deepEqual(third.projects.get(g.p.id), { projectId: g.p.id, weight: 3, pass: 12.5 });
+          assert.equal(third.virtualTime, 7.25, 'a plan that keeps the clock keeps it');
+
+          // The backed-off project shows again when its job is eligible.
+          const fourth = await peek(s, g.h1.id, T + 10_000);
+          assert.ok(fourth.projects.has(waiting.id));
+          assert.equal(third.projects.has(waiting.id), false);
+        });
+
+        test("a task's charge is settled when it ends: its project's pass moves by the resource-time it held less what it was charged", async (s) => {
+          const g = await grid(s);
+          await s.setShareWeight(g.p.id, 2);
+          const [a, b, c, keep] = await g.jobs(g.sim, [{}, {}, {}, {}]);
+          await claimWith(s, g.h1.id, T, plan([[a!, 30], [b!, 50], [c!, 10]], { passes: new Map([[g.p.id, 100]]) }));
+          const passOfP = async (now: number) => (await peek(s, g.h2.id, now)).projects.get(g.p.id)!.pass;
+          assert.equal(await passOfP(T), 100);
+          // sim on a 16-core host: a dominant share of 2/16 cores, so 2 core-seconds per second held (at least 1 s).
+          const tasks = new Map<number, number>();
+          for (const id of [a!, b!, c!]) tasks.set(id, (await s.listTasks(id))[0]!.id);
+          await g.report(g.h1.id, tasks.get(c!)!, { kind: 'aborted' }, T + 500, { durationMs: 500 }); // held 0.5 s, charged as 1 s: 2
+          assert.equal(await passOfP(T + 501), 100 + (2 - 10) / 2);
+          await g.report(g.h1.id, tasks.get(a!)!, { kind: 'succeeded' }, T + 4000, { durationMs: 4000 }); // 8
+          assert.equal(await passOfP(T + 4001), 96 + (8 - 30) / 2);
+          assert.equal((await g.report(g.h1.id, tasks.get(a!)!, { kind: 'succeeded' }, T + 4002, { durationMs: 4000 })).replayed, true);
+          assert.equal(await passOfP(T + 4003), 85, 'a replay settles nothing');
+          await s.expireLeases(T + LEASE + 1, 100, RULES); // b lost after 60.001 s: 120.002
+          const afterLoss = 85 + (2 * (60_001 / 1000) - 50) / 2;
+          assert.equal(await passOfP(T + LEASE + 2), afterLoss);
+          await g.report(g.h1.id, tasks.get(b!)!, { kind: 'failed', exitCode: 1 }, T + LEASE + 3, { durationMs: 70_000 });
+          assert.equal(await passOfP(T + LEASE + 4), afterLoss, 'a late report was settled at the loss already');
+          assert.equal((await peek(s, g.h2.id, T + LEASE + 5)).projects.get(g.q.id), undefined, 'q had nothing to settle');
+          assert.equal((await s.getJob(g.p.id, keep!))?.state, 'queued');
+        });
+
+        // ── reservations ────────────────────────────────────────────────────
+        test('reserve: a job id is kept for the host and shown to the others; undefined keeps it; null clears it', async (s) => {
+          const g = await grid(s);
+          const h3 = await thirdHost(s);
+          const [big, small, other, third] = await g.jobs(g.sim, [{ resources: { cores: 16 } }, {}, {}, {}]);
+          const view = async (hostId: number, now: number) => {
+            const x = await peek(s, hostId, now);
+            return { reservation: x.reservation, elsewhere: [...x.reservedElsewhere].sort(byId) };
+          };
+          assert.deepEqual(await view(g.h1.id, T), { reservation: null, elsewhere: [] });
+          const r = await claimWith(s, g.h1.id, T + 1, plan([small!], { reserve: big! }));
+          assert.deepEqual(r.tasks.map((c) => c.job.id), [small], 'a plan may take jobs and reserve another');
+          assert.deepEqual(await view(g.h1.id, T + 2), { reservation: big, elsewhere: [] });
+          assert.deepEqual(await view(g.h2.id, T + 2), { reservation: null, elsewhere: [big] });
+          assert.deepEqual(await view(g.h1.id, T + 3), { reservation: big, elsewhere: [] }, 'the peeks (reserve: undefined) kept it');
+
+          await claimWith(s, g.h2.id, T + 4, plan([], { reserve: other! }));
+          assert.deepEqual(await view(g.h1.id, T + 5), { reservation: big, elsewhere: [other] });
+          assert.deepEqual(await view(g.h2.id, T + 5), { reservation: other, elsewhere: [big] });
+          assert.deepEqual(await view(h3.id, T + 5), { reservation: null, elsewhere: [big, other].sort(byId) });
+
+          await claimWith(s, g.h1.id, T + 6, plan([], { reserve: third! }));
+          assert.deepEqual(await view(h3.id, T + 7), { reservation: null, elsewhere: [other, third].sort(byId) }, 'a new reservation replaces the old');
+          await claimWith(s, g.h1.id, T + 8, plan([], { reserve: null }));
+          assert.deepEqual(await view(g.h1.id, T + 9), { reservation: null, elsewhere: [other] });
+          assert.deepEqual(await view(g.h2.id, T + 9), { reservation: other, elsewhere: [] });
+          assert.deepEqual(await view(h3.id, T + 9), { reservation: null, elsewhere: [other] });
+          // The reserved jobs are still queued heads: a reservation does not take a job out of its queue.
+          assert.ok(heads(await peek(s, h3.id, T + 10)).includes(other!));
+        });
+
+        // ── speculative duplicates ──────────────────────────────────────────
+        /** A duplicates option that records its calls and answers with `answer`. */
+        function recorder(answer: (running: RunningTask[]) => number[] = () => [], scan = 100) {
+          const calls: Array<{ running: RunningTask[]; active: number; cooled: number[] }> = [];
+          const duplicates: ClaimRequest['duplicates'] = {
+            scan,
+            choose: (running, active, cooled) => {
+              calls.push({ running, active, cooled: [...cooled] });
+              return answer(running).map((jobId) => ({ jobId, runtime: 'docker' as const }));
+            },
+          };
+          return { calls, duplicates };
+        }
+        /** What RunningTask promises (an adapter may carry more). */
+        const runningView = (t: RunningTask) => ({
+          jobId: t.jobId, taskId: t.taskId, startedAt: t.startedAt, progress: t.progress, estimatedMs: t.estimatedMs, copies: t.copies,
+          appId: t.appId, resources: t.resources, platforms: t.platforms, runtimes: t.runtimes, selector: t.selector, images: t.images,
+        });
+
+        test('duplicates: choose gets the oldest active first tasks of running jobs the host does not run, and makes a copy of the same attempt', async (s) => {
+          const g = await grid(s);
+          const h3 = await thirdHost(s);
+          const [a, b, c, d, e] = await g.jobs(g.sim, [{}, {}, {}, {}, {}]);
+          const [f] = await g.jobs(g.sim, [{ resources: { memoryMiB: 4096 }, selector: { zone: 'x' } }]);
+          const [n] = await g.jobs(g.native, [{}]);
+          const ta = (await g.claim(g.h1.id, 'd-a', T, only(a))).tasks[0]!;
+          const td = (await g.claim(g.h2.id, 'd-d', T + 500, only(d))).tasks[0]!;
+          const tb = (await g.claim(g.h1.id, 'd-b', T + 1000, only(b))).tasks[0]!;
+          const tc = (await g.claim(g.h2.id, 'd-c', T + 2000, only(c))).tasks[0]!;
+          const tf = (await g.claim(g.h2.id, 'd-f', T + 3000, only(f))).tasks[0]!;
+          await g.claim(g.h1.id, 'd-e', T + 4000, only(e));
+          const tn = (await g.claim(g.h1.id, 'd-n', T + 4500, only(n))).tasks[0]!;
+          await s.cancelJob(g.p.id, e!, T + 4600); // its task is still active, but the job is over
+          await g.report(g.h2.id, td.task.id, { kind: 'succeeded' }, T + 5000, { durationMs: 4500 }); // the sim queue learns 4500 ms
+          await g.beat(g.h1.id, T + 6000, [{ taskId: ta.task.id, progress: 0.25 }]);
+          await g.report(g.h1.id, tn.task.id, { kind: 'failed', exitCode: 1 }, T + 6500); // n is queued again: no running task
+
+          const aBefore = await s.getJob(g.p.id, a!);
+          const rec = recorder(() => [a!]);
+          const r = await claimWith(s, h3.id, T + 10_000, plan([]), { duplicates: rec.duplicates });
+          assert.equal(rec.calls.length, 1, 'called once: the plan took nothing and h3 holds no reservation');
+          const sim = { appId: g.sim.id, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [g.sim.image] };
+          assert.deepEqual(rec.calls[0]!.running.map(runningView), [
+            { ...sim, jobId: a, taskId: ta.task.id, startedAt: T, progress: 0.25, estimatedMs: 4500, copies: 1, resources: SIM_RES },
+            { ...sim, jobId: b, taskId: tb.task.id, startedAt: T + 1000, progress: null, estimatedMs: 4500, copies: 1, resources: SIM_RES },
+            { ...sim, jobId: c, taskId: tc.task.id, startedAt: T + 2000, progress: null, estimatedMs: 4500, copies: 1, resources: SIM_RES },
+            { ...sim, jobId: f, taskId: tf.task.id, startedAt: T + 3000, progress: null, estimatedMs: null, copies: 1, resources: { ...SIM_RES, memoryMiB: 4096 }, selector: { zone: 'x' } },
+          ], 'oldest first; startedAt is when the task was handed out (its heartbeat at T + 6000 does not move it); ended and cancelled jobs are left out');
+          assert.deepEqual([rec.calls[0]!.active, rec.calls[0]!.cooled], [0, []]);
+
+          assert.equal(r.replayed, false);
+          assert.equal(r.tasks.length, 1);
+          const copy = r.tasks[0]!;
+          assert.deepEqual(copy.task, {
+            ...ta.task, id: copy.task.id, hostId: h3.id, attempt: 1, replica: 1, state: 'assigned', runtime: 'docker',
+            leaseExpiresAt: T + 10_000 + LEASE, createdAt: T + 10_000, startedAt: null, progress: null,
+          });
+          assert.notEqual(copy.task.id, ta.task.id);
+          assert.deepEqual([copy.job.id, copy.job.state, copy.job.attempts, copy.app.id, copy.projectName], [a, 'running', 1, g.sim.id, 'p']);
+          assert.deepEqual(await s.getJob(g.p.id, a!), aBefore, 'a duplicate changes nothing in its job');
+          assert.deepEqual((await s.listTasks(a!)).map((t) => [t.id, t.hostId, t.attempt, t.replica, t.state]), [
+            [ta.task.id, g.h1.id, 1, 0, 'running'], [copy.task.id, h3.id, 1, 1, 'assigned'],
+          ]);
+          assert.equal((await s.listHosts()).find((h) => h.id === h3.id)?.activeTasks, 1);
+          assert.deepEqual((await claimWith(s, h3.id, T + 10_001, plan([]), { requestId: `sched-${requests}` })).tasks.map((x) => x.task.id), [copy.task.id], 'a retried request returns the copy');
+
+          // Jobs the host already runs are left out; copies counts every active task of the job;
+          // activeDuplicates counts active copies over the whole grid.
+          const h1 = recorder();
+          await claimWith(s, g.h1.id, T + 11_000, plan([]), { duplicates: h1.duplicates });
+          assert.deepEqual(h1.calls[0]!.running.map((t) => [t.jobId, t.copies]), [[c, 1], [f, 1]], 'h1 runs a and b');
+          assert.equal(h1.calls[0]!.active, 1);
+          const h2 = recorder();
+          await claimWith(s, g.h2.id, T + 11_000, plan([]), { duplicates: h2.duplicates });
+          assert.deepEqual(h2.calls[0]!.running.map((t) => [t.jobId, t.copies]), [[a, 2], [b, 1]]);
+          const again = recorder();
+          await claimWith(s, h3.id, T + 11_000, plan([]), { duplicates: again.duplicates });
+          assert.deepEqual(again.calls[0]!.running.map((t) => t.jobId), [b, c, f], 'h3 now runs a copy of a');
+
+          // A second copy of b on h2: the next replica number again; active copies are counted over the store.
+          const rb = await claimWith(s, g.h2.id, T + 12_000, plan([]), { duplicates: recorder(() => [b!]).duplicates });
+          assert.deepEqual([rb.tasks[0]!.task.jobId, rb.tasks[0]!.task.replica, rb.tasks[0]!.task.attempt], [b, 1, 1]);
+          const rb2 = await claimWith(s, h3.id, T + 12_001, plan([]), { duplicates: recorder(() => [b!]).duplicates });
+          assert.deepEqual([rb2.tasks[0]!.task.replica, rb2.tasks[0]!.task.attempt], [2, 1]);
+          const count = recorder();
+          await claimWith(s, g.h1.id, T + 12_002, plan([]), { duplicates: count.duplicates });
+          assert.equal(count.calls[0]!.active, 3);
+          assert.equal((await s.getJob(g.p.id, b!))?.attempts, 1);
+
+          // scan bounds how many running tasks are looked at, oldest first.
+          const few = recorder(() => [], 2);
+          const h4 = await thirdHost(s, 'h4');
+          await claimWith(s, h4.id, T + 13_000, plan([]), { duplicates: few.duplicates });
+          assert.deepEqual(few.calls[0]!.running.map((t) => t.jobId), [a, b]);
+        });
+
+        test('duplicates: scan counts the running tasks the host could copy, not those of jobs it runs', async (s) => {
+          const g = await grid(s);
+          const [a, b, c] = await g.jobs(g.sim, [{}, {}, {}]);
+          await g.claim(g.h1.id, 'sc-a', T, only(a));
+          await g.claim(g.h1.id, 'sc-b', T + 1, only(b));
+          await g.claim(g.h2.id, 'sc-c', T + 2, only(c));
+          const rec = recorder(() => [], 1);
+          await claimWith(s, g.h1.id, T + 3, plan([]), { duplicates: rec.duplicates });
+          assert.deepEqual(rec.calls[0]!.running.map((t) => t.jobId), [c], 'the oldest task h1 could copy');
+        });
+
+        test('duplicates: choose is called only when the plan took nothing and the host is not kept free', async (s) => {
+          const g = await grid(s);
+          const [a, b, c, d] = await g.jobs(g.sim, [{}, {}, {}, {}]);
+          await g.claim(g.h1.id, 'dc-a', T, only(a));
+          const rec = recorder();
+          const calls = () => rec.calls.length;
+          const r1 = await claimWith(s, g.h2.id, T + 1, plan([b!]), { duplicates: rec.duplicates });
+          assert.deepEqual([r1.tasks.length, calls()], [1, 0], 'the plan took a job');
+          await claimWith(s, g.h2.id, T + 2, plan([], { reserve: c! }), { duplicates: rec.duplicates });
+          assert.equal(calls(), 0, 'the plan reserved the host');
+          await claimWith(s, g.h2.id, T + 3, plan([]), { duplicates: rec.duplicates });
+          assert.equal(calls(), 0, 'the host holds a reservation');
+          await claimWith(s, g.h2.id, T + 4, plan([], { reserve: null }), { duplicates: rec.duplicates });
+          assert.equal(calls(), 1, 'the plan cleared the reservation and took nothing');
+          assert.deepEqual(rec.calls[0]!.running.map((t) => t.jobId), [a]);
+          await claimWith(s, g.h2.id, T + 5, plan([]), { duplicates: rec.duplicates });
+          assert.equal(calls(), 2);
+          assert.ok(d);
+        });
+
+        /** Job j of sim: its first task on h1 (handed out at T), a copy on h3 (at T + 1000). */
+        async function withCopy(s: Store) {
+          const g = await grid(s);
+          const h3 = await thirdHost(s);
+          const [j] = await g.jobs(g.sim, [{}]);
+          const first = (await g.claim(g.h1.id, 'wc-1', T)).tasks[0]!.task;
+          const r = await claimWith(s, h3.id, T + 1000, plan([]), { duplicates: recorder(() => [j!]).duplicates });
+          const copy = r.tasks[0]!.task;
+          assert.deepEqual([copy.jobId, copy.replica], [j, 1]);
+          return { g, h3, j: j!, first, copy };
+        }
+
+        test('duplicates: when one copy succeeds the job succeeds and the other copy is aborted', async (s) => {
+          const { g, h3, j, first, copy } = await withCopy(s);
+          const won = await g.report(h3.id, copy.id, { kind: 'succeeded' }, T + 5000, { durationMs: 4000 });
+          assert.deepEqual([won.task.state, won.job.state, won.job.finishedAt, won.job.attempts, won.jobStateBefore], ['succeeded', 'succeeded', T + 5000, 1, 'running']);
+          assert.deepEqual(await s.getJob(g.p.id, j), won.job);
+          const hb = await g.beat(g.h1.id, T + 6000, [{ taskId: first.id }]);
+          assert.deepEqual(hb.leases, []);
+          assert.deepEqual(hb.abort.map((x) => x.taskId), [first.id]);
+          assert.match(hb.abort[0]!.reason, /succeeded/);
+          const stopped = await g.report(g.h1.id, first.id, { kind: 'aborted' }, T + 6500);
+          assert.deepEqual([stopped.task.state, stopped.jobStateBefore], ['aborted', 'succeeded']);
+          assert.deepEqual(stopped.job, won.job, 'the job stays succeeded');
+          assert.deepEqual(await s.getJob(g.p.id, j), won.job);
+        });
+
+        test('duplicates: a copy that fails, is released or is lost while another is active leaves the job running on the other', async (s) => {
+          const { g, h3, first, copy } = await withCopy(s);
+          const failed = await g.report(g.h1.id, first.id, { kind: 'failed', exitCode: 2 }, T + 2000, { rules: BACKOFF });
+          assert.deepEqual([failed.task.state, failed.job.state, failed.job.attempts, failed.job.retryAt, failed.jobStateBefore], ['failed', 'running', 1, null, 'running']);
+          assert.deepEqual((await g.beat(h3.id, T + 3000, [{ taskId: copy.id }])).leases, [{ taskId: copy.id, leaseExpiresAt: T + 3000 + LEASE }]);
+          const won = await g.report(h3.id, copy.id, { kind: 'succeeded' }, T + 4000);
+          assert.deepEqual([won.job.state, won.job.attempts], ['succeeded', 1]);
+
+          // Released while the other runs: the job keeps running, its attempt is not given back.
+          const [k] = await g.jobs(g.sim, [{}]);
+          const kFirst = (await g.claim(g.h1.id, 'wc-2', T + 10_000)).tasks[0]!.task;
+          const kCopy = (await claimWith(s, h3.id, T + 11_000, plan([]), { duplicates: recorder(() => [k!]).duplicates })).tasks[0]!.task;
+          const released = await g.report(h3.id, kCopy.id, { kind: 'aborted' }, T + 12_000);
+          assert.deepEqual([released.task.state, released.job.state, released.job.attempts], ['aborted', 'running', 1]);
+
+          // Lost while the other runs: the job keeps running; when the last copy then fails, the job is requeued.
+          await g.beat(g.h1.id, T + 12_000, [{ taskId: kFirst.id }]);
+          const [l] = await g.jobs(g.sim, [{}]);
+          const lFirst = (await g.claim(g.h2.id, 'wc-3', T + 20_000)).tasks[0]!.task;
+          const lCopy = (await claimWith(s, h3.id, T + 21_000, plan([]), { duplicates: recorder(() => [l!]).duplicates })).tasks[0]!.task;
+          await g.beat(h3.id, T + 21_000 + LEASE - 1, [{ taskId: lCopy.id }]);
+          await g.beat(g.h1.id, T + 21_000 + LEASE - 1, [{ taskId: kFirst.id }]);
+          const lost = await s.expireLeases(T + 20_000 + LEASE + 1, 100, BACKOFF);
+          assert.deepEqual(lost.map((x) => [x.taskId, x.job.id, x.job.state, x.job.attempts, x.jobChanged]), [[lFirst.id, l, 'running', 1, false]]);
+          assert.deepEqual((await s.listTasks(l!)).map((t) => t.state), ['lost', 'running']);
+          const last = await g.report(h3.id, lCopy.id, { kind: 'failed', exitCode: 1 }, T + 90_000, { rules: BACKOFF });
+          assert.deepEqual([last.job.state, last.job.attempts, last.job.retryAt], ['queued', 1, T + 90_000 + 10_000]);
+          assert.equal((await g.claim(g.h2.id, 'wc-4', T + 100_000, only(l))).tasks[0]!.task.attempt, 2);
+        });
+
+        // ── late results ────────────────────────────────────────────────────
+        test('a late success from a task counted lost ends its open job; a late failure changes nothing; once the job ended it is lease_expired', async (s) => {
+          const g = await grid(s);
+          const [queuedJob, elsewhere, failing, ended, finishedElsewhere] = await g.jobs(g.sim, [{}, {}, {}, {}, {}]);
+          const [once] = await g.jobs(g.once, [{}]);
+          const first = new Map((await g.claim(g.h1.id, 'lt-1', T)).tasks.map((c) => [c.job.id, c.task]));
+          const lost = await s.expireLeases(T + LEASE + 1, 100, BACKOFF);
+          assert.equal(lost.length, 6);
+          const L = T + LEASE + 1;
+          assert.equal((await s.getJob(g.p.id, once!))?.state, 'failed', 'its only attempt is spent');
+          // Requeued (and backing off: the report comes before its retryAt): a late success ends it.
+          const q1 = await g.report(g.h1.id, first.get(queuedJob!)!.id, { kind: 'succeeded' }, L + 100, { durationMs: 50_000, reportHash: 'late-ok' });
+          assert.deepEqual([q1.replayed, q1.jobStateBefore, q1.task.state, q1.task.endedAt, q1.task.durationMs], [false, 'queued', 'succeeded', L + 100, 50_000]);
+          assert.deepEqual([q1.job.state, q1.job.finishedAt, q1.job.updatedAt, q1.job.retryAt, q1.job.attempts, q1.job.reason], ['succeeded', L + 100, L + 100, null, 1, null]);
+          assert.deepEqual(await s.getJob(g.p.id, queuedJob!), q1.job);
+          assert.deepEqual((await s.listTasks(queuedJob!)).map((t) => t.state), ['succeeded']);
+          assert.deepEqual(heads(await peek(s, g.h2.id, L + 10_000)), [elsewhere, failing, ended, finishedElsewhere], 'the others are back after their backoff; it is not');
+          const replay = await g.report(g.h1.id, first.get(queuedJob!)!.id, { kind: 'succeeded' }, L + 200, { durationMs: 50_000, reportHash: 'late-ok' });
+          assert.deepEqual([replay.replayed, replay.task, replay.job], [true, q1.task, q1.job], 'a replay of a late report is a replay');
+          await rejectsWithCode(g.report(g.h1.id, first.get(queuedJob!)!.id, { kind: 'failed', exitCode: 1 }, L + 300, { reportHash: 'other' }), 'conflict');
+
+          // Three of them run again on h2 (after the backoff); one of those then succeeds there.
+          const second = new Map((await g.claim(g.h2.id, 'lt-2', L + 10_000, only(elsewhere, failing, finishedElsewhere))).tasks.map((c) => [c.job.id, c.task]));
+          assert.equal(second.size, 3);
+          await g.report(g.h2.id, second.get(finishedElsewhere!)!.id, { kind: 'succeeded' }, L + 11_000);
+
+          // Running on another host: the late success ends it, and the other task is aborted.
+          const e1 = await g.report(g.h1.id, first.get(elsewhere!)!.id, { kind: 'succeeded' }, L + 12_000);
+          assert.deepEqual([e1.jobStateBefore, e1.task.state, e1.job.state, e1.job.finishedAt, e1.job.attempts], ['running', 'succeeded', 'succeeded', L + 12_000, 2]);
+          const hb = await g.beat(g.h2.id, L + 13_000, [{ taskId: second.get(elsewhere!)!.id }, { taskId: second.get(failing!)!.id }]);
+          assert.deepEqual(hb.leases, [{ taskId: second.get(failing!)!.id, leaseExpiresAt: L + 13_000 + LEASE }]);
+          assert.deepEqual(hb.abort.map((x) => x.taskId), [second.get(elsewhere!)!.id]);
+          assert.match(hb.abort[0]!.reason, /succeeded/);
+
+          // A late failure is recorded on the task and leaves the job as it is (running elsewhere).
+          const failingBefore = await s.getJob(g.p.id, failing!);
+          const f1 = await g.report(g.h1.id, first.get(failing!)!.id, { kind: 'failed', exitCode: 4 }, L + 14_000, { reportHash: 'late-fail' });
+          assert.deepEqual([f1.task.state, f1.task.exitCode, f1.jobStateBefore], ['failed', 4, 'running']);
+          assert.match(f1.task.reason!, /exited with code 4/);
+          assert.deepEqual(f1.job, failingBefore);
+          assert.deepEqual(await s.getJob(g.p.id, failing!), failingBefore);
+          const f2 = await g.report(g.h1.id, first.get(failing!)!.id, { kind: 'failed', exitCode: 4 }, L + 15_000, { reportHash: 'late-fail' });
+          assert.equal(f2.replayed, true);
+
+          // A late failure of a requeued job that is still backing off leaves it as it is, retryAt included.
+          const [k] = await g.jobs(g.sim, [{}]);
+          const tk = (await g.claim(g.h1.id, 'lt-3', L + 20_000, only(k))).tasks[0]!.task;
+          await s.expireLeases(L + 20_000 + LEASE + 1, 100, BACKOFF);
+          const kBefore = await s.getJob(g.p.id, k!);
+          assert.deepEqual([kBefore?.state, kBefore?.retryAt], ['queued', L + 20_000 + LEASE + 1 + 10_000]);
+          const k1 = await g.report(g.h1.id, tk.id, { kind: 'aborted' }, L + 20_000 + LEASE + 2);
+          assert.deepEqual([k1.task.state, k1.jobStateBefore], ['failed', 'queued'], 'lost → aborted is no transition: recorded as failed');
+          assert.deepEqual(await s.getJob(g.p.id, k!), kBefore);
+
+          // Once the job ended, a late report is refused.
+          await rejectsWithCode(g.report(g.h1.id, first.get(once!)!.id, { kind: 'succeeded' }, L + 30_000), 'lease_expired');
+          await rejectsWithCode(g.report(g.h1.id, first.get(finishedElsewhere!)!.id, { kind: 'succeeded' }, L + 30_000), 'lease_expired');
+          await s.cancelJob(g.p.id, ended!, L + 30_000);
+          await rejectsWithCode(g.report(g.h1.id, first.get(ended!)!.id, { kind: 'failed', exitCode: 1 }, L + 30_001), 'lease_expired');
+          assert.deepEqual((await s.listTasks(ended!)).map((t) => t.state), ['lost']);
+          assert.deepEqual((await s.listTasks(once!)).map((t) => t.state), ['lost']);
+        });
+
+        // ── learned durations ───────────────────────────────────────────────
+        test("a queue learns its tasks' typical duration from successes: an exponentially weighted mean, per queue", async (s) => {
+          const g = await grid(s);
+          const [a, b, c, d, e, keep] = await g.jobs(g.sim, [{}, {}, {}, {}, {}, {}]);
+          const [big, keepBig] = await g.jobs(g.sim, [{ resources: { memoryMiB: 4096 } }, { resources: { memoryMiB: 4096 } }]);
+          const tasks = new Map((await g.claim(g.h1.id, 'ld-1', T, only(a, b, c, d, e, big))).tasks.map((x) => [x.job.id, x.task.id]));
+          const estimates = async (now: number) => {
+            const got = await peek(s, g.h2.id, now);
+            return [got.queues.find((q) => q.heads.some((h) => h.jobId === keep))!.estimatedMs, got.queues.find((q) => q.heads.some((h) => h.jobId === keepBig))!.estimatedMs];
+          };
+          assert.deepEqual(await estimates(T), [null, null], 'nothing learned yet');
+          await g.report(g.h1.id, tasks.get(a!)!, { kind: 'succeeded' }, T + 4000, { durationMs: 4000 });
+          assert.deepEqual(await estimates(T + 4001), [4000, null], 'the first success is the estimate');
+          await g.report(g.h1.id, tasks.get(b!)!, { kind: 'failed', exitCode: 1 }, T + 5000, { durationMs: 100_000 });
+          await g.report(g.h1.id, tasks.get(e!)!, { kind: 'aborted' }, T + 5000, { durationMs: 100_000 });
+          assert.deepEqual(await estimates(T + 5001), [4000, null], 'failures and releases teach nothing');
+          await g.report(g.h1.id, tasks.get(c!)!, { kind: 'succeeded' }, T + 9000, { durationMs: 9000 });
+          assert.deepEqual(await estimates(T + 9001), [5000, null], '0.8 × 4000 + 0.2 × 9000');
+          await g.report(g.h1.id, tasks.get(d!)!, { kind: 'succeeded' }, T + 10_000, { durationMs: 1000 });
+          assert.deepEqual(await estimates(T + 10_001), [4200, null], '0.8 × 5000 + 0.2 × 1000');
+          await g.report(g.h1.id, tasks.get(big!)!, { kind: 'succeeded' }, T + 12_000, { durationMs: 2500 });
+          assert.deepEqual(await estimates(T + 12_001), [4200, 2500], 'each queue learns its own');
+        });
       });
     });
   });

@@ -8,6 +8,8 @@ import { assertWellFormed, checksum, type Migration } from '../../src/store/migr
 import { SQLITE_MIGRATIONS } from '../../src/store/sqlite/migrations.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import type { App, Project } from '../../src/domain/model.js';
+import { DEFAULT_SCHEDULING } from '../../src/scheduling/options.js';
+import type { ClaimGathered } from '../../src/store/store.js';
 import { appSpec, jobSpec, runStoreConformance } from './conformance.js';
 
 const T0 = 1_700_000_000_000;
@@ -163,6 +165,96 @@ describe('SqliteStore (SQLite specifics)', () => {
     assert.throws(() => assertWellFormed([m(2)]), /expected 1/);
     assert.throws(() => assertWellFormed([m(2), m(1)]), /expected 1/);
     assert.throws(() => assertWellFormed([...SQLITE_MIGRATIONS, m(SQLITE_MIGRATIONS.length + 2)]));
+  });
+
+  it('migration 4 puts the queued and running jobs of an older database into queues by app and effective shape', async () => {
+    const file = await dbFile();
+    const T = T0 + 1_000_000;
+    // A database as the store left it before migration 4.
+    const old = new SqliteStore(file, SQLITE_MIGRATIONS.slice(0, 3));
+    assert.deepEqual(await old.migrate(), { applied: [1, 2, 3] });
+    const p = await old.createProject('p', 1, T0);
+    const app = await old.createAppVersion(p.id, appSpec('sim'), 'new', T0); // 2 cores, 1024 MiB, 2048 MiB disk, no GPU
+    const site = await old.createSite('lab', T0);
+    await old.close();
+    const raw = new Database(file);
+    const job = raw.prepare(
+      `INSERT INTO jobs (project_id, app_id, app_name, app_version, state, priority, attempts, spec, created_at, updated_at, finished_at)
+       VALUES (?, ?, 'sim', 1, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const add = (state: string, priority: number, spec: object, at: number, attempts = 0) =>
+      Number(job.run(p.id, app.id, state, priority, attempts, JSON.stringify({ args: [], ...spec }), at, at, state === 'succeeded' ? at : null).lastInsertRowid);
+    const a = add('queued', 0, {}, T0 + 1);
+    const big = add('queued', 5, { resources: { memoryMiB: 4096 } }, T0 + 2);
+    const same = add('queued', 0, { resources: { memoryMiB: 1024 } }, T0 + 3); // the app's own value
+    const d = add('queued', 2, {}, T0 + 4);
+    const half = add('queued', 0, { resources: { cores: 0.5 } }, T0 + 5);
+    const running = add('running', 0, { resources: { cores: 4 } }, T0 + 6, 1);
+    const done = add('succeeded', 0, { resources: { cores: 8 } }, T0 + 7, 1);
+    const resources = { cores: 16, memoryMiB: 65536, diskMiB: 1_000_000, gpus: 0 };
+    const hostId = Number(raw.prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, created_at) VALUES (?, 'h1', 'active', ?, 'linux/amd64', ?)`)
+      .run(site.id, JSON.stringify(resources), T0).lastInsertRowid);
+    const taskId = Number(raw.prepare(
+      `INSERT INTO tasks (job_id, host_id, attempt, replica, state, lease_expires_at, created_at, runtime, request_id, outputs)
+       VALUES (?, ?, 1, 0, 'running', ?, ?, 'docker', 'old-request', '{}')`,
+    ).run(running, hostId, T + 60_000, T).lastInsertRowid);
+    raw.close();
+
+    const store = new SqliteStore(file);
+    try {
+      assert.deepEqual(await store.migrate(), { applied: SQLITE_MIGRATIONS.slice(3).map((m) => m.version) });
+      let n = 0;
+      const peek = async (now: number, take: number[] = []): Promise<ClaimGathered> => {
+        let seen: ClaimGathered | null = null;
+        const r = await store.claimTasks({
+          hostId, requestId: `m-${++n}`, leaseMs: 60_000, maxQueues: 100, headsPerQueue: 100, duplicates: null,
+          plan: (g) => {
+            seen = g;
+            const picks = take.map((jobId) => ({ jobId, queueId: g.queues.find((q) => q.heads.some((h) => h.jobId === jobId))!.queueId, runtime: 'docker' as const, cost: 0 }));
+            return { picks, passes: new Map(), reserve: undefined, virtualTime: g.virtualTime };
+          },
+        }, now);
+        assert.deepEqual(r.tasks.map((c) => c.job.id), take);
+        return seen!;
+      };
+      const simRes = { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 };
+      const placement = { projectId: p.id, appId: app.id, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [app.image], estimatedMs: null };
+      const head = (jobId: number, priority: number, queuedAt: number) => ({ jobId, priority, queuedAt, deadline: null });
+      const g = await peek(T);
+      const byFirst = (x: ClaimGathered, jobId: number) => x.queues.find((q) => q.heads[0]?.jobId === jobId);
+      assert.equal(g.queues.length, 3, 'three shapes are queued; the running job has a queue of its own without heads');
+      assert.deepEqual(byFirst(g, d), { ...placement, queueId: byFirst(g, d)?.queueId, resources: simRes, heads: [head(d, 2, T0 + 4), head(a, 0, T0 + 1), head(same, 0, T0 + 3)] });
+      assert.deepEqual(byFirst(g, big), { ...placement, queueId: byFirst(g, big)?.queueId, resources: { ...simRes, memoryMiB: 4096 }, heads: [head(big, 5, T0 + 2)] });
+      assert.deepEqual(byFirst(g, half), { ...placement, queueId: byFirst(g, half)?.queueId, resources: { ...simRes, cores: 0.5 }, heads: [head(half, 0, T0 + 5)] });
+      assert.deepEqual(g.projects, new Map([[p.id, { projectId: p.id, weight: 1, pass: 0 }]]));
+      assert.equal(g.virtualTime, 0);
+
+      // The running job was given its queue: its success teaches that queue, which new jobs of its shape join.
+      const rep = await store.reportTask({
+        hostId, taskId, outcome: { kind: 'succeeded' }, durationMs: 3000, usage: null, outputs: {}, log: null, reportHash: 'h', rules: DEFAULT_SCHEDULING,
+      }, T + 3000);
+      assert.deepEqual([rep.job.state, rep.task.state], ['succeeded', 'succeeded']);
+      const [four, plain] = (await store.insertJobs({
+        projectId: p.id, app, batch: null, jobs: [jobSpec({ resources: { cores: 4 } }), jobSpec()], idempotency: null, now: T + 4000,
+      })).jobIds;
+      const g2 = await peek(T + 5000);
+      assert.deepEqual(byFirst(g2, four!), { ...placement, queueId: byFirst(g2, four!)?.queueId, resources: { ...simRes, cores: 4 }, estimatedMs: 3000, heads: [head(four!, 0, T + 4000)] });
+      const plainQueue = g2.queues.find((q) => q.heads.some((h) => h.jobId === plain));
+      assert.equal(plainQueue?.queueId, byFirst(g, d)?.queueId, 'a new job of a migrated shape joins its queue');
+      assert.equal(g2.queues.length, 4);
+
+      // The migrated jobs are claimed like any other.
+      const g3 = await peek(T + 6000, [big, d, a, same, half]);
+      assert.equal(g3.queues.length, 4);
+      for (const id of [big, d, a, same, half]) {
+        const j = await store.getJob(p.id, id);
+        assert.deepEqual([j?.state, j?.attempts, j?.retryAt], ['running', 1, null], `job ${id}`);
+      }
+      assert.deepEqual((await peek(T + 7000)).queues.map((q) => q.heads.map((h) => h.jobId)).flat().sort((x, y) => x - y), [four, plain].sort((x, y) => x! - y!));
+      assert.equal((await store.getJob(p.id, done))?.state, 'succeeded', 'ended jobs are left as they were');
+    } finally {
+      await store.close();
+    }
   });
 
   /** A migrated store on a fresh file with project "p" and app "sim"; closed afterwards. */

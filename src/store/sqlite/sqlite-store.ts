@@ -344,14 +344,13 @@ export class SqliteStore implements Store {
     if (n > 0) this.labelInsert(n).run(params.slice(0, n * LABEL_PARAMS));
   }
 
-  /** Queue ids by app id and shape; queues are never changed or deleted, so this never goes stale. */
-  private readonly queueIds = new Map<string, number>();
-
   /**
    * The queue each job of an insert belongs to: its app version and shape (resources with the
    * job's overrides, selector). Jobs of one batch usually share one, so the last is remembered.
    */
   private queueFinder(projectId: number, app: App): (j: JobSpec) => number {
+    // Per insert, not kept: a queue created by an insert that then rolls back must not be remembered.
+    const queueIds = new Map<string, number>();
     let lastResources: object | null = null;
     let lastSelector: object | null = null;
     let lastId = 0;
@@ -360,7 +359,7 @@ export class SqliteStore implements Store {
       const r = withOverrides(app.resources, j.resources);
       const selector = canonicalSelector(j.selector);
       const key = `${app.id}|${r.cores}|${r.memoryMiB}|${r.diskMiB}|${r.gpus}|${selector}`;
-      let id = this.queueIds.get(key);
+      let id = queueIds.get(key);
       if (id === undefined) {
         const args = [app.id, r.cores, r.memoryMiB, r.diskMiB, r.gpus, selector];
         this.stmt(
@@ -368,7 +367,7 @@ export class SqliteStore implements Store {
         ).run(projectId, ...args);
         id = this.stmt(`SELECT id FROM queues WHERE app_id = ? AND cores = ? AND memory_mib = ? AND disk_mib = ? AND gpus = ? AND selector = ?`)
           .pluck().get(...args) as number;
-        this.queueIds.set(key, id);
+        queueIds.set(key, id);
       }
       lastResources = j.resources;
       lastSelector = j.selector;
@@ -558,9 +557,9 @@ export class SqliteStore implements Store {
       if (!r) throw notFound(`job ${id}`);
       jobMachine.assert(r.state as JobState, 'cancelled', `job ${id}`);
       this.db
-        .prepare(`UPDATE jobs SET state = 'cancelled', reason = 'cancelled by user', updated_at = ?, finished_at = ? WHERE id = ?`)
+        .prepare(`UPDATE jobs SET state = 'cancelled', reason = 'cancelled by user', updated_at = ?, finished_at = ?, not_before = NULL WHERE id = ?`)
         .run(now, now, id);
-      return mapJob({ ...r, state: 'cancelled', reason: 'cancelled by user', updated_at: now, finished_at: now });
+      return mapJob({ ...r, state: 'cancelled', reason: 'cancelled by user', updated_at: now, finished_at: now, not_before: null });
     }).immediate();
   }
 
@@ -569,7 +568,7 @@ export class SqliteStore implements Store {
     if (!range) return 0;
     const r = this.db
       .prepare(
-        `UPDATE jobs SET state = 'cancelled', reason = 'batch cancelled by user', updated_at = ?, finished_at = ?
+        `UPDATE jobs SET state = 'cancelled', reason = 'batch cancelled by user', updated_at = ?, finished_at = ?, not_before = NULL
          WHERE id BETWEEN ? AND ? AND batch_id = ? AND project_id = ? AND state IN (${CANCELLABLE_SQL})`,
       )
       .run(now, now, range.first, range.last, batchId, projectId);
@@ -714,8 +713,8 @@ export class SqliteStore implements Store {
         const live = prior.map(mapTask).filter((t) => isActiveTask(t.state));
         return { tasks: live.map((t) => this.claimed(t)), replayed: true };
       }
-      // Jobs whose backoff is over go back to their queues.
-      this.stmt('UPDATE jobs SET not_before = NULL WHERE not_before IS NOT NULL AND not_before <= ?').run(now);
+      // Jobs whose backoff is over go back to their queues, as if they had entered them then.
+      this.stmt('UPDATE jobs SET updated_at = not_before, not_before = NULL WHERE not_before IS NOT NULL AND not_before <= ?').run(now);
       const gathered = this.gatherForClaim(req, now);
       const plan = req.plan(gathered);
       const tasks: ClaimedTask[] = [];
@@ -785,8 +784,9 @@ export class SqliteStore implements Store {
       }
     }
     const reservation = (this.stmt('SELECT reserved_job FROM hosts WHERE id = ?').pluck().get(req.hostId) as number | null) ?? null;
+    // A reservation holds only while its host keeps calling: a host gone silent frees its job.
     const reservedElsewhere = new Set(
-      this.stmt('SELECT reserved_job FROM hosts WHERE reserved_job IS NOT NULL AND id != ?').pluck().all(req.hostId) as number[],
+      this.stmt('SELECT reserved_job FROM hosts WHERE reserved_job IS NOT NULL AND id != ? AND last_seen_at >= ?').pluck().all(req.hostId, now - req.leaseMs) as number[],
     );
     const virtualTime = this.stmt('SELECT virtual_time FROM fair_share_clock WHERE id = 1').pluck().get() as number;
     return { queues, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now), virtualTime };
@@ -823,19 +823,19 @@ export class SqliteStore implements Store {
    */
   private runningForDuplicates(hostId: number, scan: number): RunningTask[] {
     const rows = this.stmt(
-      `SELECT t.id, t.job_id, t.created_at, t.progress, j.queue_id FROM tasks t JOIN jobs j ON j.id = t.job_id
+      `SELECT t.id, t.job_id, t.created_at, t.progress, j.queue_id,
+         (SELECT count(*) FROM tasks c WHERE c.job_id = t.job_id AND c.state IN (${ACTIVE_TASK_SQL})) AS copies
+       FROM tasks t JOIN jobs j ON j.id = t.job_id
        WHERE t.state IN (${ACTIVE_TASK_SQL}) AND t.replica = 0 AND j.state = 'running' AND j.queue_id IS NOT NULL
+         AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.job_id = t.job_id AND o.host_id = ? AND o.state IN (${ACTIVE_TASK_SQL}))
        ORDER BY t.created_at LIMIT ?`,
-    ).all(scan) as Row[];
+    ).all(hostId, scan) as Row[];
     const out: RunningTask[] = [];
     for (const r of rows) {
-      const c = this.stmt(`SELECT count(*) AS n, sum(host_id = ?) AS here FROM tasks WHERE job_id = ? AND state IN (${ACTIVE_TASK_SQL})`)
-        .get(hostId, r.job_id) as Row;
-      if ((c.here as number) > 0) continue;
-      const q = this.queueView(r.queue_id as number);
+      const { queueId: _q, projectId: _p, heads: _h, ...placement } = this.queueView(r.queue_id as number);
       out.push({
-        ...q, jobId: r.job_id as number, taskId: r.id as number, startedAt: r.created_at as number,
-        progress: (r.progress as number | null) ?? null, copies: c.n as number,
+        ...placement, jobId: r.job_id as number, taskId: r.id as number, startedAt: r.created_at as number,
+        progress: (r.progress as number | null) ?? null, copies: r.copies as number,
       });
     }
     return out;
@@ -956,7 +956,13 @@ export class SqliteStore implements Store {
         after = this.moveJob(job, s.job, s.reason, attempts, s.backoff ? retryTime(attempts, req.rules, now) : null, now);
       }
       if (!late) {
-        this.recordHealth(req.hostId, job.appId, req.outcome.kind, req.rules, now);
+        if (req.outcome.kind === 'succeeded') {
+          this.recordHealth(req.hostId, job.appId, 'succeeded', req.rules, now);
+          // The job's earlier failures on other hosts were the hosts', not the job's.
+          const failedOn = this.stmt(`SELECT host_id FROM tasks WHERE job_id = ? AND state = 'failed' AND host_id != ? AND outcome NOT LIKE '{"kind":"aborted"%' ORDER BY id`)
+            .pluck().all(job.id, req.hostId) as number[];
+          for (const hostId of failedOn) this.recordHealth(hostId, job.appId, 'failed_where_others_succeeded', req.rules, now);
+        }
         this.settleCharge(row, jobRow, req.durationMs);
       }
       const queueId = (jobRow.queue_id as number | null) ?? null;
@@ -990,10 +996,10 @@ export class SqliteStore implements Store {
     this.stmt('UPDATE projects SET fair_pass = ? WHERE id = ?').run(pass, job.project_id);
   }
 
-  private recordHealth(hostId: number, appId: number, outcome: TaskOutcome['kind'], rules: SchedulingOptions, now: Millis): void {
+  private recordHealth(hostId: number, appId: number, event: 'succeeded' | 'failed_where_others_succeeded', rules: SchedulingOptions, now: Millis): void {
     const r = this.stmt('SELECT failures, cooldown_until FROM host_app_health WHERE host_id = ? AND app_id = ?').get(hostId, appId) as Row | undefined;
     const prev: HostAppHealth = { failures: (r?.failures as number | undefined) ?? 0, cooldownUntil: (r?.cooldown_until as number | null | undefined) ?? null };
-    const next = nextHealth(prev, outcome, rules, now);
+    const next = nextHealth(prev, event, rules, now);
     if (next.failures === prev.failures && next.cooldownUntil === prev.cooldownUntil) return;
     this.stmt(
       `INSERT INTO host_app_health (host_id, app_id, failures, cooldown_until) VALUES (?, ?, ?, ?)
@@ -1065,6 +1071,36 @@ export class SqliteStore implements Store {
       taskId: r.id as number, jobId: r.job_id as number, state: r.state as TaskState,
       text: (r.text as string | null) ?? '', endOffset: (r.end_offset as number | null) ?? 0,
     };
+  }
+
+  // ── explain ─────────────────────────────────────────────────────────────
+
+  /**
+   * Two range reads of jobs_queue_heads (higher priorities; then the same priority and smaller
+   * ids), each stopped at `limit`, and the jobs whose backoff ended by `now` that no claim has
+   * put back in the index yet (through jobs_backoff: each claim clears them, so they are few).
+   */
+  async jobsAhead(projectId: number, jobId: number, now: Millis, limit: number): Promise<number | null> {
+    const job = this.stmt(`SELECT queue_id, priority FROM jobs WHERE id = ? AND project_id = ? AND state = 'queued'`).get(jobId, projectId) as Row | undefined;
+    if (!job || job.queue_id === null) return null;
+    const n = this.stmt(
+      `SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue_id = @q AND state = 'queued' AND not_before IS NULL AND priority > @p LIMIT @limit))
+            + (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue_id = @q AND state = 'queued' AND not_before IS NULL AND priority = @p AND id < @id LIMIT @limit))
+            + (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND not_before <= @now AND queue_id = @q AND state = 'queued'
+                 AND (priority > @p OR (priority = @p AND id < @id)) LIMIT @limit))`,
+    ).pluck().get({ q: job.queue_id, p: job.priority, id: jobId, now, limit }) as number;
+    return Math.min(n, limit);
+  }
+
+  /** Per host, a seek of host_app_health's key (host, app): no index by app is needed. */
+  async hostsCoolingDown(appId: number, now: Millis): Promise<number[]> {
+    return this.stmt(
+      `SELECT h.id FROM hosts h CROSS JOIN host_app_health a ON a.host_id = h.id AND a.app_id = ? WHERE a.cooldown_until > ? ORDER BY h.id`,
+    ).pluck().all(appId, now) as number[];
+  }
+
+  async reservedHostFor(jobId: number): Promise<number | null> {
+    return (this.stmt('SELECT id FROM hosts WHERE reserved_job = ? ORDER BY id LIMIT 1').pluck().get(jobId) as number | undefined) ?? null;
   }
 }
 
