@@ -9,6 +9,7 @@ import { registerIdentity } from './commands/identity.js';
 import { registerDemo } from './commands/demo.js';
 import { registerAgent } from './commands/agent.js';
 import { registerResults } from './commands/results.js';
+import { registerExplain } from './commands/explain.js';
 
 export function buildProgram(): Command {
   const program = new Command('boxgrid')
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerSubmit(program, ctx);
   registerJobs(program, ctx);
   registerResults(program, ctx);
+  registerExplain(program, ctx);
   registerIdentity(program, ctx);
   return program;
 }

@@ -94,6 +94,10 @@ export class BoxgridClient {
   getJob(project: string, id: number): Promise<{ job: T.JobView; tasks: T.TaskView[] }> {
     return this.json('GET', `/v1/projects/${enc(project)}/jobs/${id}`);
   }
+  /** Why a job is not running: a summary and reasons with stable codes. */
+  explainJob(project: string, id: number): Promise<T.ExplainView> {
+    return this.json('GET', `/v1/projects/${enc(project)}/jobs/${id}/explain`);
+  }
   cancelJob(project: string, id: number): Promise<{ job: T.JobView }> {
     return this.json('POST', `/v1/projects/${enc(project)}/jobs/${id}/cancel`);
   }

@@ -6,6 +6,7 @@ import type { SweepSpec } from '../domain/sweep.js';
 import type { AppInput, AppVersionInput } from '../service/apps.js';
 import type { TaskOutcome } from '../domain/outcomes.js';
 import type { JobTemplate } from '../service/jobs.js';
+import type { Explanation } from '../scheduling/explain.js';
 
 export type { AppInput, AppVersionInput, JobTemplate, Role, JobState, Resources, SweepSpec, TaskOutcome };
 export type Counts = Record<JobState, number>;
@@ -49,6 +50,8 @@ export interface TaskView {
   usage: { cpuSeconds: number; peakMemoryMiB: number } | null; durationMs: number | null;
   outputs: Record<string, { sha256: string; size: number }>;
 }
+/** GET …/jobs/{id}/explain: why a job is not running (scheduling/explain.ts has no times to render). */
+export type ExplainView = Explanation;
 export interface TaskLogView { taskId: number; jobId: number; state: string; text: string; start: number; end: number; done: boolean }
 export interface JobQuery { state?: JobState; app?: string; batch?: number; label?: string; limit?: number; cursor?: string }
 export interface BlobView { sha256: string; size: number; createdAt: string }

@@ -1,5 +1,6 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { JOB_STATES } from '../domain/states.js';
+import { EXPLAIN_CODES } from '../scheduling/explain.js';
 import { ROLES } from '../domain/roles.js';
 import { RESOURCE_LIMITS } from '../domain/resources.js';
 
@@ -118,6 +119,32 @@ export const TaskLog = Type.Object({
   text: Type.String({ description: 'the stored output from `start` on (the tail of at most 64 KiB)' }),
   start: Type.Integer(), end: Type.Integer({ description: 'pass as ?after= to get only what comes next' }),
   done: Type.Boolean({ description: 'the task has ended: no more output will come' }),
+});
+
+export const Explanation = Type.Object({
+  jobId: Type.Integer(),
+  state: JobStateSchema,
+  summary: Type.String({ description: 'one line: the main reason' }),
+  reasons: Type.Array(Type.Object({
+    code: StringEnum(EXPLAIN_CODES),
+    message: Type.String(),
+    blocking: Type.Boolean({ description: 'keeps the job from running (false: good news or a note)' }),
+    details: Type.Array(Type.String()),
+  }), { description: 'blocking reasons first; the notes no_quota and no_dependencies last' }),
+  hosts: Nullable(Type.Object({
+    live: Type.Integer({ description: 'not revoked, and seen within a lease' }),
+    canRun: Type.Integer({ description: 'live hosts that could run the job when they have room' }),
+    busy: Type.Integer({ description: 'of those, the ones holding tasks' }),
+    excluded: Type.Array(Type.Object({
+      blocker: Type.String({ description: 'resource:NAME, platform, runtime, selector:KEY or cooldown' }),
+      hosts: Type.Integer(),
+      message: Type.String(),
+    }), { description: 'the other live hosts, by what stops them' }),
+  }, { description: 'for a queued job' })),
+  jobsAhead: Nullable(Type.Object({
+    count: Type.Integer(),
+    atLeast: Type.Boolean({ description: 'the count stopped at its cap' }),
+  }, { description: 'for a queued job: eligible jobs of its queue that go before it' })),
 });
 
 export const Batch = Type.Object({

@@ -10,6 +10,7 @@ import { JobService } from '../service/jobs.js';
 import { EnrollmentService } from '../service/enrollment.js';
 import { HostService } from '../service/hosts.js';
 import { AgentProtocolService } from '../service/agent-protocol.js';
+import { ExplainService } from '../service/explain.js';
 
 /** The application services the routes call; routes hold no logic of their own. */
 export class Services {
@@ -20,6 +21,7 @@ export class Services {
   readonly enrollment: EnrollmentService;
   readonly hosts: HostService;
   readonly agent: AgentProtocolService;
+  readonly explain: ExplainService;
 
   constructor(readonly ctx: ServiceContext) {
     this.access = new AccessService(ctx);
@@ -29,6 +31,7 @@ export class Services {
     this.enrollment = new EnrollmentService(ctx);
     this.hosts = new HostService(ctx);
     this.agent = new AgentProtocolService(ctx);
+    this.explain = new ExplainService(ctx);
   }
 }
 

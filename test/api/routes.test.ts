@@ -533,7 +533,7 @@ describe('health and OpenAPI', () => {
     ['post', '/v1/projects/{project}/apps'], ['get', '/v1/projects/{project}/apps'], ['get', '/v1/projects/{project}/apps/{name}'],
     ['post', '/v1/projects/{project}/apps/{name}/versions'],
     ['post', '/v1/projects/{project}/jobs'], ['get', '/v1/projects/{project}/jobs'], ['get', '/v1/projects/{project}/jobs/{id}'],
-    ['post', '/v1/projects/{project}/jobs/{id}/cancel'],
+    ['post', '/v1/projects/{project}/jobs/{id}/cancel'], ['get', '/v1/projects/{project}/jobs/{id}/explain'],
     ['post', '/v1/projects/{project}/batches'], ['get', '/v1/projects/{project}/batches'], ['get', '/v1/projects/{project}/batches/{id}'],
     ['post', '/v1/projects/{project}/batches/{id}/cancel'],
     ['get', '/v1/projects/{project}/events'],

@@ -2,7 +2,7 @@ import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import { invalid } from '../../domain/errors.js';
 import { projectAccess, type Services } from '../services.js';
-import { IdParams, Job, JobCreate, JobListQuery, ProjectParams, SubmitResponse, Task, TaskLog } from '../schemas.js';
+import { Explanation, IdParams, Job, JobCreate, JobListQuery, ProjectParams, SubmitResponse, Task, TaskLog } from '../schemas.js';
 import { renderJob, renderTask } from '../render.js';
 import type { Api } from '../server.js';
 import { IdemHeader, idempotencyKey, renderSubmit } from './submit-response.js';
@@ -68,6 +68,20 @@ export function registerJobRoutes(app: Api, s: Services): void {
     async (req) => {
       const access = await projectAccess(s, req, req.params.project, 'read');
       return s.jobs.log(access, { taskId: req.params.id }, req.query.after);
+    },
+  );
+
+  app.get(
+    '/projects/:project/jobs/:id/explain',
+    {
+      schema: {
+        tags, params: IdParams, response: { 200: Explanation },
+        description: 'Why the job is not running: no host can fit it (and which resource, label, platform or cool-down), hosts busy, backoff, deadline; each reason with a stable code.',
+      },
+    },
+    async (req) => {
+      const access = await projectAccess(s, req, req.params.project, 'read');
+      return s.explain.explain(access, req.params.id);
     },
   );
 
