@@ -57,6 +57,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
     timing: { ...DEFAULT_TIMING, ...opts.timing },
     scheduling: { ...DEFAULT_SCHEDULING, ...opts.scheduling },
+    random: Math.random,
   };
   const adminToken = await new AccessService(ctx).bootstrap(async (token) => {
     await writeFile(files.adminToken, token + '\n', { mode: 0o600 });

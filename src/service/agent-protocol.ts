@@ -107,10 +107,9 @@ export class AgentProtocolService {
         hostId: host.id, requestId: req.requestId, leaseMs: this.ctx.timing.leaseSeconds * 1000,
         maxQueues: MAX_QUEUES, headsPerQueue: Math.min(req.maxTasks, 64) + 2,
         plan: (g) => planClaim({ ...g, offer: { ...offer, cooledApps: g.cooledApps }, now }, o),
-        duplicates: {
-          scan: DUPLICATE_SCAN,
-          choose: (running, active, cooledApps) => chooseDuplicates({ ...offer, cooledApps }, running, active, o, now),
-        },
+        duplicates: o.policy === 'fair' && o.speculation.enabled
+          ? { scan: DUPLICATE_SCAN, choose: (running, active, cooledApps) => chooseDuplicates({ ...offer, cooledApps }, running, active, o, now) }
+          : null,
       },
       now,
     );
@@ -131,7 +130,7 @@ export class AgentProtocolService {
   private retryAfterMs(handedOut: number): number {
     if (handedOut > 0) return 1000;
     const base = this.ctx.timing.idlePollSeconds * 1000;
-    return Math.round(base * (0.5 + Math.random()));
+    return Math.round(base * (0.5 + this.ctx.random()));
   }
 
   private async assignment(c: ClaimedTask): Promise<TaskAssignment> {

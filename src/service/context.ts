@@ -44,4 +44,6 @@ export interface ServiceContext {
   limits: Limits;
   timing: AgentTiming;
   scheduling: SchedulingOptions;
+  /** Uniform in [0, 1): jitter. Math.random in a server; the simulator's seeded generator, so a run replays exactly. */
+  random: () => number;
 }

@@ -118,10 +118,11 @@ export interface Store {
    * projects' fair-share passes, the host's reservation and cool-downs — and applies what
    * `plan` (pure scheduling policy) returns: for each pick an `assigned` task under a lease and
    * the job `running` (one more attempt) with the cost charged, the new passes and fair-share
-   * clock, the reservation. When a task ends (reported or lost) its project's pass is settled
-   * against the resource-time it really held (scheduling/fair-share.ts `settledPass`). When the plan hands
-   * out nothing and the host is not being kept free, `duplicates` may add speculative copies
-   * of running tasks (same attempt, next replica number) of jobs the host does not run yet.
+   * clock, the reservation. Only at the tail of the work — the plan picked nothing, no job is
+   * queued at all (none backing off either), and the host is not reserved — may `duplicates`
+   * add speculative copies of running tasks (same attempt, next replica number) of jobs the
+   * host does not run yet. When a task ends (reported or lost) its project's pass is settled
+   * against the resource-time it really held (scheduling/fair-share.ts `settledPass`).
    * A repeated `requestId` from the same host is a retry: the tasks it created come back
    * (those still active) and nothing new is claimed. Marks the host seen.
    */

@@ -32,7 +32,12 @@ export interface RunningAgent {
 export const AGENT_CAPACITY = { cores: 2, memoryMiB: 2048, diskMiB: 10_000, gpus: 0 };
 
 export async function startGrid(opts: Partial<ServerOptions> = {}): Promise<TestGrid> {
-  const server = await startTestServer({ timing: { leaseSeconds: 60, heartbeatSeconds: 1, idlePollSeconds: 1, sweepSeconds: 1 }, ...opts });
+  // A retry waits 1 s, not the default 10: these suites are about agents, not backoff.
+  const server = await startTestServer({
+    timing: { leaseSeconds: 60, heartbeatSeconds: 1, idlePollSeconds: 1, sweepSeconds: 1 },
+    ...opts,
+    scheduling: { backoffBaseSeconds: 1, ...opts.scheduling },
+  });
   const admin = new BoxgridClient({ url: server.url, token: server.adminToken });
   const dirs: string[] = [];
   const agents: RunningAgent[] = [];

@@ -731,7 +731,10 @@ export class SqliteStore implements Store {
         reservation = plan.reserve;
         this.stmt('UPDATE hosts SET reserved_job = ?, reserved_at = ? WHERE id = ?').run(reservation, reservation === null ? null : now, req.hostId);
       }
-      if (plan.picks.length === 0 && reservation === null && req.duplicates) {
+      // Speculation is for the tail of the work: not while any job waits, even one backing off
+      // (hosts busy with copies would not be free when it returns).
+      const tail = gathered.queues.length === 0 && this.stmt(`SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' LIMIT 1`).get() === undefined;
+      if (plan.picks.length === 0 && reservation === null && req.duplicates && tail) {
         const running = this.runningForDuplicates(req.hostId, req.duplicates.scan);
         const active = this.stmt(`SELECT count(*) FROM tasks WHERE replica > 0 AND state IN (${ACTIVE_TASK_SQL})`).pluck().get() as number;
         for (const pick of req.duplicates.choose(running, active, gathered.cooledApps)) {
@@ -831,8 +834,11 @@ export class SqliteStore implements Store {
        ORDER BY t.created_at LIMIT ?`,
     ).all(hostId, scan) as Row[];
     const out: RunningTask[] = [];
+    const views = new Map<number, QueueView>();
     for (const r of rows) {
-      const { queueId: _q, projectId: _p, heads: _h, ...placement } = this.queueView(r.queue_id as number);
+      const id = r.queue_id as number;
+      if (!views.has(id)) views.set(id, this.queueView(id));
+      const { queueId: _q, projectId: _p, heads: _h, ...placement } = views.get(id)!;
       out.push({
         ...placement, jobId: r.job_id as number, taskId: r.id as number, startedAt: r.created_at as number,
         progress: (r.progress as number | null) ?? null, copies: r.copies as number,
