@@ -15,10 +15,13 @@ import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { cleanupAll, targetMet, type Benchmark, type Field, type Fields, type Target } from './harness.js';
 import { containersBenchmark } from './containers.js';
+import { depthBenchmark } from './depth.js';
+import { dispatchBenchmark } from './dispatch.js';
 import { queryBenchmark } from './query.js';
+import { simBenchmark } from './sim.js';
 import { submitBenchmark } from './submit.js';
 
-const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark];
+const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark, dispatchBenchmark, depthBenchmark, simBenchmark];
 
 interface Outcome {
   benchmark: string;
