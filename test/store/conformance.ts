@@ -1578,6 +1578,24 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           assert.deepEqual(await cooled(g.h1.id, until + 70 + LEASE + 32), [flaky.id], 'the second in a row');
         });
 
+        test('concurrent agent calls are independent: one that fails changes nothing and fails none of the others', async (s) => {
+          const g = await grid(s);
+          const [a, b] = await g.jobs(g.sim, [{}, {}]);
+          const [ta, tb] = (await g.claim(g.h1.id, 'cc-1', T)).tasks;
+          const settled = await Promise.allSettled([
+            g.report(g.h1.id, ta!.task.id, { kind: 'succeeded' }, T + 1),
+            g.report(g.h1.id, 987_654, { kind: 'succeeded' }, T + 1),
+            g.beat(g.h1.id, T + 1, [{ taskId: tb!.task.id, progress: 0.5 }]),
+            g.report(g.h2.id, tb!.task.id, { kind: 'succeeded' }, T + 1), // not h2's task
+            g.claim(g.h2.id, 'cc-2', T + 1),
+          ]);
+          assert.deepEqual(settled.map((x) => x.status), ['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
+          for (const i of [1, 3]) assert.equal(((settled[i] as PromiseRejectedResult).reason as BoxgridError).code, 'not_found');
+          assert.equal((await s.getJob(g.p.id, a!))?.state, 'succeeded');
+          const [t] = await s.listTasks(b!);
+          assert.deepEqual([t!.state, t!.progress], ['running', 0.5], "the heartbeat took effect; h2's refused report did not");
+        });
+
         // ── fair share ──────────────────────────────────────────────────────
         test("a plan's passes and clock are stored and gathered again, with each project's weight, for projects with eligible work only", async (s) => {
           const g = await grid(s);
