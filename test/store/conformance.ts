@@ -1808,6 +1808,20 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           assert.deepEqual(rec.calls[0]!.running.map((t) => t.jobId), [c], 'the oldest task h1 could copy');
         });
 
+        test('duplicates: not while a job backs off — it will be queued again soon and needs the hosts', async (s) => {
+          const g = await grid(s);
+          const [a, b] = await g.jobs(g.sim, [{}, {}]);
+          await g.claim(g.h1.id, 'bo-a', T, only(a));
+          const tb = (await g.claim(g.h1.id, 'bo-b', T, only(b))).tasks[0]!;
+          await g.report(g.h1.id, tb.task.id, { kind: 'failed', exitCode: 1 }, T + 1, { rules: BACKOFF }); // b backs off until T + 10_001
+          const rec = recorder();
+          await claimWith(s, g.h2.id, T + 5000, plan([]), { duplicates: rec.duplicates });
+          assert.equal(rec.calls.length, 0, 'b is backing off: not the tail');
+          await g.claim(g.h1.id, 'bo-b2', T + 10_001, only(b)); // b runs again: nothing is queued now
+          await claimWith(s, g.h2.id, T + 10_002, plan([]), { duplicates: rec.duplicates });
+          assert.equal(rec.calls.length, 1, 'the tail: nothing queued or backing off');
+        });
+
         test('duplicates: choose is called only when the plan took nothing and the host is not kept free', async (s) => {
           const g = await grid(s);
           const [a, b, c, d] = await g.jobs(g.sim, [{}, {}, {}, {}]);
