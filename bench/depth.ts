@@ -7,7 +7,7 @@ const LARGE = 1_000_000;
 /** Simulated hosts claiming at once. */
 const AGENTS = 4;
 /** Timed claims at each depth; BENCH_DEPTH_CLAIMS overrides. */
-const CLAIMS = envInt('BENCH_DEPTH_CLAIMS', 2000);
+const CLAIMS = envInt('BENCH_DEPTH_CLAIMS', 4000);
 /** Untimed claims first on each server (JIT, page cache, the GC of the load). */
 const WARM_UP = 500;
 /** Claims per round: between two top-ups, so a queue never drifts more than this below its depth. */
