@@ -81,21 +81,23 @@ export async function rejectsWithCode(p: Promise<unknown>, code: ErrorCode): Pro
   return caught;
 }
 
-export function runStoreConformance(name: string, open: OpenStore): void {
-  /** Runs `fn` against a fresh (by default migrated) store, then closes and cleans up. */
-  async function withStore(fn: (s: Store) => Promise<void>, opts: { migrate?: boolean } = {}): Promise<void> {
-    const { store, cleanup } = await open();
+/** Runs `fn` against a fresh (by default migrated) store from `open`, then closes and cleans up. */
+export async function withFreshStore(open: OpenStore, fn: (s: Store) => Promise<void>, opts: { migrate?: boolean } = {}): Promise<void> {
+  const { store, cleanup } = await open();
+  try {
+    if (opts.migrate !== false) await store.migrate();
+    await fn(store);
+  } finally {
     try {
-      if (opts.migrate !== false) await store.migrate();
-      await fn(store);
+      await store.close();
     } finally {
-      try {
-        await store.close();
-      } finally {
-        await cleanup();
-      }
+      await cleanup();
     }
   }
+}
+
+export function runStoreConformance(name: string, open: OpenStore): void {
+  const withStore = (fn: (s: Store) => Promise<void>, opts: { migrate?: boolean } = {}) => withFreshStore(open, fn, opts);
 
   /** `todo`: a known bug of the store (the reason says which); the test runs but does not fail the suite. */
   const test = (title: string, fn: (s: Store) => Promise<void>, opts: { migrate?: boolean; todo?: string } = {}) =>

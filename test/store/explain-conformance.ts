@@ -16,9 +16,8 @@ import type { TaskOutcome } from '../../src/domain/outcomes.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../src/scheduling/options.js';
 import type { ClaimPlan } from '../../src/scheduling/plan.js';
 import type { ClaimGathered, Store } from '../../src/store/store.js';
+import { withFreshStore, type OpenStore } from './conformance.js';
 
-/** The same shape as conformance.ts's OpenStore. */
-export type OpenStore = () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
 
 const T0 = 1_700_000_000_000;
 const LEASE = 60_000;
@@ -53,20 +52,7 @@ function taking(jobIds: number[], reserve: number | null | undefined = undefined
 }
 
 export function runExplainConformance(name: string, open: OpenStore): void {
-  async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
-    const { store, cleanup } = await open();
-    try {
-      await store.migrate();
-      await fn(store);
-    } finally {
-      try {
-        await store.close();
-      } finally {
-        await cleanup();
-      }
-    }
-  }
-  const test = (title: string, fn: (s: Store) => Promise<void>) => it(title, () => withStore(fn));
+  const test = (title: string, fn: (s: Store) => Promise<void>) => it(title, () => withFreshStore(open, fn));
 
   async function grid(s: Store) {
     const p = await s.createProject('p', 1, T0);
