@@ -4,6 +4,8 @@ import type { HostState, JobState } from '../domain/states.js';
 import type { SchedulingOptions } from './options.js';
 import { RESOURCE_NAMES, mismatch, type Mismatch, type Placement, type ResourceName } from './placement.js';
 
+export { placementOf } from './placement.js';
+
 /**
  * `boxgrid explain JOB`: why a queued job is not running. Pure: the service gathers the facts
  * (the job, what it asks of a host, the hosts, cool-downs, its reservation and its place in its
@@ -88,18 +90,6 @@ export interface ExplainInput {
   /** A host not seen for this long is not live. */
   leaseMs: number;
   now: Millis;
-}
-
-/** What a job asks of a host, built as the store builds a queue's placement. */
-export function placementOf(app: Pick<App, 'id' | 'resources' | 'platforms' | 'nativeCommand' | 'image' | 'imageDigest'>, job: Pick<Job, 'resources' | 'selector'>): Placement {
-  return {
-    appId: app.id,
-    resources: withOverrides(app.resources, job.resources),
-    platforms: app.platforms,
-    runtimes: app.nativeCommand ? ['docker', 'native'] : ['docker'],
-    selector: job.selector,
-    images: app.imageDigest ? [app.image, app.imageDigest] : [app.image],
-  };
 }
 
 /** Whether the host counts: not revoked, and seen within a lease. */

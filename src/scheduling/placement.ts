@@ -1,5 +1,5 @@
-import type { RuntimeKind } from '../domain/model.js';
-import type { Resources } from '../domain/resources.js';
+import type { App, Job, RuntimeKind } from '../domain/model.js';
+import { withOverrides, type Resources } from '../domain/resources.js';
 
 /** What a host offers in one work request: the facts matching decides on. */
 export interface Offer {
@@ -34,6 +34,23 @@ export interface Placement {
   selector: Readonly<Record<string, string>>;
   /** The app's image reference and digest (when known): a host holding either needs no pull. */
   images: readonly string[];
+}
+
+/**
+ * What a job asks of a host: the app's resources with the job's overrides, its platforms, the
+ * runtimes it can run under (docker, plus native when the app has a native command), the job's
+ * selector, and the image names a host may already hold. The store builds queues with it and
+ * `explain` the job it explains, so both judge a host alike.
+ */
+export function placementOf(app: Pick<App, 'id' | 'resources' | 'platforms' | 'nativeCommand' | 'image' | 'imageDigest'>, job: Pick<Job, 'resources' | 'selector'>): Placement {
+  return {
+    appId: app.id,
+    resources: withOverrides(app.resources, job.resources),
+    platforms: app.platforms,
+    runtimes: app.nativeCommand ? ['docker', 'native'] : ['docker'],
+    selector: job.selector,
+    images: app.imageDigest ? [app.image, app.imageDigest] : [app.image],
+  };
 }
 
 export const RESOURCE_NAMES = ['cores', 'memoryMiB', 'diskMiB', 'gpus'] as const;

@@ -14,6 +14,7 @@ import { learnDuration, settledPass } from '../../scheduling/fair-share.js';
 import type { ProjectShare } from '../../scheduling/fair-share.js';
 import type { SchedulingOptions } from '../../scheduling/options.js';
 import type { QueueView } from '../../scheduling/plan.js';
+import { placementOf } from '../../scheduling/placement.js';
 import { nextHealth, retryDelayMs, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
@@ -857,13 +858,8 @@ export class SqliteStore implements Store {
     if (!def) {
       const q = this.stmt('SELECT * FROM queues WHERE id = ?').get(id) as Row;
       const app = this.appRow(q.app_id as number);
-      def = {
-        queueId: id, projectId: q.project_id as number, appId: app.id,
-        resources: { cores: q.cores as number, memoryMiB: q.memory_mib as number, diskMiB: q.disk_mib as number, gpus: q.gpus as number },
-        platforms: app.platforms, runtimes: app.nativeCommand ? ['docker', 'native'] : ['docker'],
-        selector: JSON.parse(q.selector as string) as Record<string, string>,
-        images: app.imageDigest ? [app.image, app.imageDigest] : [app.image],
-      };
+      const shape = { cores: q.cores as number, memoryMiB: q.memory_mib as number, diskMiB: q.disk_mib as number, gpus: q.gpus as number };
+      def = { queueId: id, projectId: q.project_id as number, ...placementOf(app, { resources: shape, selector: JSON.parse(q.selector as string) as Record<string, string> }) };
       this.queueDefs.set(id, def);
     }
     const estimatedMs = (this.stmt('SELECT estimated_ms FROM queues WHERE id = ?').pluck().get(id) as number | null) ?? null;
