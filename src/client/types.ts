@@ -17,7 +17,7 @@ export interface Me { user: UserView; projects: ProjectView[] }
 export interface EnrollTokenView { token: string; id: string; site: string; usesLeft: number | null; expiresAt: string | null }
 export interface HostView {
   id: number; name: string; site: string; state: string; platform: string; labels: Record<string, string>; resources: Resources;
-  enrolledAt: string; lastSeenAt: string | null; activeTasks: number;
+  enrolledAt: string; lastSeenAt: string | null; activeTasks: number; pace: number | null;
 }
 export interface TokenView { token: string; id: string; user: string; expiresAt: string | null }
 

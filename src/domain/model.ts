@@ -184,6 +184,8 @@ export interface Host {
   labels: Record<string, string>;
   createdAt: Millis;
   lastSeenAt: Millis | null;
+  /** How long tasks take on this host against their typical duration (scheduling/pace.ts); null until one finished. */
+  pace: number | null;
 }
 
 export interface BlobRecord {

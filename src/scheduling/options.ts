@@ -42,5 +42,5 @@ export const DEFAULT_SCHEDULING: SchedulingOptions = {
   hostFailureLimit: 3,
   hostCooldownSeconds: 3600,
   starvationSeconds: 600,
-  speculation: { enabled: true, maxCopies: 1, maxActive: 100, minRunSeconds: 60 },
+  speculation: { enabled: true, maxCopies: 2, maxActive: 1000, minRunSeconds: 60 },
 };

@@ -20,6 +20,8 @@ export interface Offer {
   images: ReadonlySet<string>;
   /** Apps this host is kept away from for a while, because it kept failing them. */
   cooledApps: ReadonlySet<number>;
+  /** How long tasks take on this host against their typical duration (pace.ts); null: not known yet. */
+  pace: number | null;
 }
 
 /** What a job asks of a host, shared by every job of one queue. */

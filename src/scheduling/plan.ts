@@ -22,8 +22,12 @@ export interface QueueView extends Placement {
 export interface JobHead {
   jobId: number;
   priority: number;
-  /** When the job (last) entered the queue. */
-  queuedAt: number;
+  /**
+   * When the job was submitted. A job's wait counts from there, retries included: a job requeued
+   * after a lost or failed task keeps its place rather than going to the back, as in batch
+   * systems (left at the back, retries would all run at the end of a batch and make its tail).
+   */
+  submittedAt: number;
   deadline: number | null;
 }
 
@@ -191,7 +195,7 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
     // A job that waited far longer than the one about to be served, and that no host has
     // room for, is being overtaken by a stream of others: keep this host for it instead.
     if (reserve === undefined && input.reservation === null && starvationMs > 0) {
-      const starved = overtaken(candidates, input, free, best.h.queuedAt - starvationMs);
+      const starved = overtaken(candidates, input, free, best.h.submittedAt - starvationMs);
       if (starved) {
         reserve = starved;
         break;
@@ -210,8 +214,8 @@ function overtaken(candidates: Candidate[], input: ClaimInput, free: Resources, 
   let starved: JobHead | null = null;
   for (const c of candidates) {
     const h = head(c, input);
-    if (!h || h.queuedAt > before || fits(c.queue.resources, free)) continue;
-    if (!starved || h.priority > starved.priority || (h.priority === starved.priority && h.queuedAt < starved.queuedAt)) starved = h;
+    if (!h || h.submittedAt > before || fits(c.queue.resources, free)) continue;
+    if (!starved || h.priority > starved.priority || (h.priority === starved.priority && h.submittedAt < starved.submittedAt)) starved = h;
   }
   return starved?.jobId ?? null;
 }
@@ -232,8 +236,8 @@ function chooseWithinProject(
   const top = Math.max(...options.map((x) => x.h.priority));
   let set = options.filter((x) => x.h.priority === top);
   if (starvationMs > 0) {
-    const oldest = Math.min(...set.map((x) => x.h.queuedAt));
-    set = set.filter((x) => x.h.queuedAt - oldest < starvationMs);
+    const oldest = Math.min(...set.map((x) => x.h.submittedAt));
+    set = set.filter((x) => x.h.submittedAt - oldest < starvationMs);
   }
   if (set.some((x) => x.c.held)) set = set.filter((x) => x.c.held);
   let best = set[0]!;

@@ -63,8 +63,12 @@ export interface ReportInput {
 
 /** Most queues one work request looks at (each read at its head only). */
 const MAX_QUEUES = 500;
-/** Most running tasks one idle host looks at for a speculative duplicate (the oldest). */
-const DUPLICATE_SCAN = 200;
+/**
+ * Most running tasks one idle host weighs for a speculative duplicate (the oldest first). The
+ * tail is often young tasks on slow hosts, so all of a grid's running tasks should fit: this
+ * bounds only the cost of one idle claim at the end of a batch on a very large grid.
+ */
+const DUPLICATE_SCAN = 20_000;
 const REQUEST_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
 const MAX_OUTPUTS = 1000;
 
@@ -96,7 +100,7 @@ export class AgentProtocolService {
       await this.ctx.store.setHostLabels(host.id, req.labels);
       labels = req.labels;
     }
-    const offer: Omit<Offer, 'cooledApps'> = {
+    const offer: Omit<Offer, 'cooledApps' | 'pace'> = {
       hostId: host.id, capacity: host.resources, free, maxTasks: req.maxTasks, platform: host.platform, runtimes: req.runtimes,
       labels, images: new Set(req.images ?? []),
     };
@@ -106,9 +110,9 @@ export class AgentProtocolService {
       {
         hostId: host.id, requestId: req.requestId, leaseMs: this.ctx.timing.leaseSeconds * 1000,
         maxQueues: MAX_QUEUES, headsPerQueue: Math.min(req.maxTasks, 64) + 2,
-        plan: (g) => planClaim({ ...g, offer: { ...offer, cooledApps: g.cooledApps }, now }, o),
+        plan: (g) => planClaim({ ...g, offer: { ...offer, cooledApps: g.cooledApps, pace: g.pace }, now }, o),
         duplicates: o.policy === 'fair' && o.speculation.enabled
-          ? { scan: DUPLICATE_SCAN, choose: (running, active, cooledApps) => chooseDuplicates({ ...offer, cooledApps }, running, active, o, now) }
+          ? { scan: DUPLICATE_SCAN, choose: (running, active, h) => chooseDuplicates({ ...offer, cooledApps: h.cooledApps, pace: h.pace }, running, active, o, now) }
           : null,
       },
       now,

@@ -92,7 +92,7 @@ export interface Store {
   // ── sites and hosts ─────────────────────────────────────────────────────
   createSite(name: string, now: Millis): Promise<Site>;
   getSiteByName(name: string): Promise<Site | null>;
-  createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels'> & { labels?: Record<string, string> }, now: Millis): Promise<Host>;
+  createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace'> & { labels?: Record<string, string> }, now: Millis): Promise<Host>;
   /** Replaces the labels a host declares (its agent restarted with other `--label`s). */
   setHostLabels(hostId: number, labels: Record<string, string>): Promise<void>;
   getHost(id: number): Promise<Host | null>;
@@ -185,7 +185,7 @@ export interface ClaimRequest {
   duplicates: {
     /** Most running tasks (oldest first) to consider. */
     scan: number;
-    choose: (running: RunningTask[], activeDuplicates: number, cooledApps: ReadonlySet<number>) => Array<{ jobId: number; runtime: RuntimeKind }>;
+    choose: (running: RunningTask[], activeDuplicates: number, host: Pick<ClaimGathered, 'cooledApps' | 'pace'>) => Array<{ jobId: number; runtime: RuntimeKind }>;
   } | null;
 }
 
@@ -198,6 +198,8 @@ export interface ClaimGathered {
   reservedElsewhere: Set<number>;
   /** Apps this host is cooling down from. */
   cooledApps: Set<number>;
+  /** The host's pace as learned so far (scheduling/pace.ts). */
+  pace: number | null;
   /** The fair-share clock (the plan returns its next value). */
   virtualTime: number;
 }

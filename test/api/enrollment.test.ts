@@ -84,5 +84,6 @@ describe('host enrolment', () => {
     assert.deepEqual(h.resources, RESOURCES);
     assert.equal(h.lastSeenAt, null);
     assert.equal(h.activeTasks, 0);
+    assert.equal(h.pace, null, 'it has finished no task');
   });
 });

@@ -270,7 +270,7 @@ describe('scheduling: large jobs and the long tail', () => {
       const [copy] = await idle.claim();
       assert.equal(copy.jobId, job);
       assert.equal(copy.attempt, t.attempt, 'a duplicate is not another attempt');
-      assert.deepEqual(await third.claim(), [], 'one duplicate per job (maxCopies 1)');
+      assert.deepEqual(await third.claim(), [], 'no further copy before the copy has run a minute');
       let detail = await g.job(job);
       assert.deepEqual(detail.tasks.map((x: { replica: number; hostId: number }) => [x.replica, x.hostId]), [[0, slow.id], [1, idle.id]]);
       assert.equal(detail.job.state, 'running');
@@ -284,6 +284,33 @@ describe('scheduling: large jobs and the long tail', () => {
       assert.match(hb.body.abort[0].reason, /succeeded/);
       const late = await slow.report(t.taskId, { outcome: { kind: 'aborted' }, durationMs: 80_000 });
       assert.deepEqual(late.body, { taskState: 'aborted', jobState: 'succeeded', replayed: false });
+    }));
+
+  it('a host\'s pace is learned from its successes and shown to operators; an idle slow host does not copy what an idle fast one does', () =>
+    withGrid(async (g) => {
+      await createApp(g.s, P, 'sim', { resources: CORE });
+      const fast = await g.host();
+      const slow = await g.host();
+      const runner = await g.host();
+      const finish = async (h: typeof fast, durationMs: number) => {
+        await submitJob(g.s, P, { app: 'sim' });
+        const [t] = await h.claim({ maxTasks: 1 });
+        assert.equal((await h.report(t.taskId, { ...ok, durationMs })).status, 200);
+      };
+      await finish(fast, 60_000); // the queue's first: it now takes 60 s typically
+      await finish(slow, 240_000); // four times that: pace 4, and the queue takes 96 s
+      await finish(fast, 48_000); // half of 96 s: pace 0.5
+      const listed = (await g.s.call('GET', '/v1/hosts')).body.hosts as Array<{ id: number; pace: number | null }>;
+      assert.deepEqual([fast, slow, runner].map((h) => listed.find((x) => x.id === h.id)?.pace), [0.5, 4, null]);
+
+      const job = await submitJob(g.s, P, { app: 'sim' });
+      const [t] = await runner.claim();
+      g.advance(90_000);
+      await runner.heartbeat([{ taskId: t.taskId }]);
+      // 90 s without a word, where tasks take 86 s: a copy on the slow host would take about
+      // 350 s, on the fast one about 45 s.
+      assert.deepEqual(await slow.claim(), [], 'the slow host would finish no sooner');
+      assert.deepEqual(ids(await fast.claim()), [job]);
     }));
 
   it('a failed duplicate leaves the job to the task still running; speculation can be turned off', async () => {

@@ -43,6 +43,7 @@ export function offer(over: Partial<Offer> = {}): Offer {
     maxTasks: 100,
     platform: 'linux/amd64',
     runtimes: ['docker'],
+    pace: null,
     labels: {},
     images: new Set(),
     cooledApps: new Set(),
@@ -51,7 +52,7 @@ export function offer(over: Partial<Offer> = {}): Offer {
 }
 
 export function head(jobId: number, over: Partial<JobHead> = {}): JobHead {
-  return { jobId, priority: 0, queuedAt: NOW - 10 * SECOND, deadline: null, ...over };
+  return { jobId, priority: 0, submittedAt: NOW - 10 * SECOND, deadline: null, ...over };
 }
 
 /** Heads with the given job ids, all alike otherwise. */

@@ -144,7 +144,7 @@ function buildClaim(g: ClaimSeed): { input: ClaimInput; o: SchedulingOptions } {
       return {
         jobId,
         priority: h.priority,
-        queuedAt: NOW - h.waitedS * SECOND,
+        submittedAt: NOW - h.waitedS * SECOND,
         deadline: h.deadline === 'none' ? null : h.deadline === 'past' ? NOW - 1 : h.deadline === 'now' ? NOW : NOW + 1,
       };
     });
@@ -335,7 +335,7 @@ describe('planClaim: invariants of every plan (properties)', () => {
         assert.ok(!fitsInts(ints(q.resources), free));
         const picked = new Set(pickedJobs(plan));
         const overtaker = input.queues.some((x) => canRun(input.offer, x) && fitsInts(ints(x.resources), free) &&
-          x.heads.some((y) => !picked.has(y.jobId) && eligibleHead(y, input) && y.queuedAt >= h.queuedAt + o.starvationSeconds * 1000));
+          x.heads.some((y) => !picked.has(y.jobId) && eligibleHead(y, input) && y.submittedAt >= h.submittedAt + o.starvationSeconds * 1000));
         assert.ok(overtaker, 'reserved only when a much younger job would otherwise be served');
       }),
       { numRuns: 400 },
@@ -398,10 +398,10 @@ describe('planClaim: placement (both policies)', () => {
       const input = claim({
         offer: host,
         queues: [
-          queue(1, { resources: res(9, 1), heads: heads([1], { queuedAt: NOW - 3600 * SECOND }) }),
-          queue(2, { resources: res(1, 16385), heads: heads([2], { queuedAt: NOW - 3600 * SECOND }) }),
-          queue(3, { resources: res(1, 1, 1001), heads: heads([3], { queuedAt: NOW - 3600 * SECOND }) }),
-          queue(4, { resources: res(1, 1, 1, 2), heads: heads([4], { queuedAt: NOW - 3600 * SECOND }) }),
+          queue(1, { resources: res(9, 1), heads: heads([1], { submittedAt: NOW - 3600 * SECOND }) }),
+          queue(2, { resources: res(1, 16385), heads: heads([2], { submittedAt: NOW - 3600 * SECOND }) }),
+          queue(3, { resources: res(1, 1, 1001), heads: heads([3], { submittedAt: NOW - 3600 * SECOND }) }),
+          queue(4, { resources: res(1, 1, 1, 2), heads: heads([4], { submittedAt: NOW - 3600 * SECOND }) }),
           queue(5, { resources: res(8, 16384, 1000, 1), heads: heads([5]) }),
         ],
       });
@@ -487,7 +487,7 @@ describe('planClaim fair: priority', () => {
     const input = claim({
       offer: offer({ maxTasks: 1, images: new Set(['img1']) }),
       queues: [
-        queue(1, { resources: res(4, 4096), heads: heads([1], { queuedAt: NOW - 7200 * SECOND }) }),
+        queue(1, { resources: res(4, 4096), heads: heads([1], { submittedAt: NOW - 7200 * SECOND }) }),
         queue(2, { heads: heads([2], { priority: 1 }) }),
       ],
     });
@@ -767,7 +767,7 @@ describe('planClaim fair: packing', () => {
 });
 
 describe('planClaim fair: image affinity and starvation', () => {
-  const waitedS = (s: number) => ({ queuedAt: NOW - s * SECOND });
+  const waitedS = (s: number) => ({ submittedAt: NOW - s * SECOND });
 
   it('between equal heads, the queue whose image the host holds wins; without it, submission order decides', () => {
     const queues = [queue(1, { heads: heads([1]) }), queue(2, { heads: heads([2]) })];
@@ -815,7 +815,7 @@ describe('planClaim fair: image affinity and starvation', () => {
 });
 
 describe('planClaim fair: reservations for starved jobs', () => {
-  const starved = (id: number, over: Partial<JobHead> = {}) => head(id, { queuedAt: NOW - 700 * SECOND, ...over });
+  const starved = (id: number, over: Partial<JobHead> = {}) => head(id, { submittedAt: NOW - 700 * SECOND, ...over });
   // An 8-core host with 3 cores free; a starved 8-core job and plenty of 1-core jobs.
   const big = (over: Partial<QueueView> = {}) => queue(1, { resources: res(8, 1024), heads: [starved(100)], ...over });
   const small = (over: Partial<QueueView> = {}) => queue(2, { resources: res(1, 512), heads: heads(range(1, 20)), ...over });
@@ -828,20 +828,20 @@ describe('planClaim fair: reservations for starved jobs', () => {
   });
 
   it('no reservation in a backlog submitted at once: nobody overtakes the large job by that much', () => {
-    const plan = planClaim(claim({ offer: busy, queues: [big(), small({ heads: range(1, 20).map((id) => head(id, { queuedAt: NOW - 650 * SECOND })) })] }), FAIR);
+    const plan = planClaim(claim({ offer: busy, queues: [big(), small({ heads: range(1, 20).map((id) => head(id, { submittedAt: NOW - 650 * SECOND })) })] }), FAIR);
     assert.equal(plan.reserve, undefined);
     assert.deepEqual(pickedJobs(plan), [1, 2, 3]);
   });
 
-  it('the wait is measured between queuedAts: exactly starvationSeconds older than the job served next reserves, a second less does not', () => {
+  it('the wait is measured between submittedAts: exactly starvationSeconds older than the job served next reserves, a second less does not', () => {
     // The small jobs entered their queue 10 s ago (the fixtures' default).
-    const at = (s: number) => planClaim(claim({ offer: busy, queues: [big({ heads: [head(100, { queuedAt: NOW - s * SECOND })] }), small()] }), FAIR).reserve;
+    const at = (s: number) => planClaim(claim({ offer: busy, queues: [big({ heads: [head(100, { submittedAt: NOW - s * SECOND })] }), small()] }), FAIR).reserve;
     assert.equal(at(610), 100);
     assert.equal(at(609), undefined);
   });
 
   it('no reservation when starvationSeconds is 0', () => {
-    const plan = planClaim(claim({ offer: busy, queues: [big({ heads: [starved(100, { queuedAt: 0 })] }), small()] }), options({ starvationSeconds: 0 }));
+    const plan = planClaim(claim({ offer: busy, queues: [big({ heads: [starved(100, { submittedAt: 0 })] }), small()] }), options({ starvationSeconds: 0 }));
     assert.equal(plan.reserve, undefined);
   });
 
@@ -864,9 +864,9 @@ describe('planClaim fair: reservations for starved jobs', () => {
 
   it('among starved jobs, the highest priority, then the longest wait, is reserved', () => {
     const queues = [
-      queue(1, { resources: res(8), heads: [starved(100, { queuedAt: NOW - 5000 * SECOND })] }),
-      queue(3, { resources: res(7), heads: [starved(101, { priority: 2, queuedAt: NOW - 700 * SECOND })] }),
-      queue(4, { resources: res(6), heads: [starved(102, { priority: 2, queuedAt: NOW - 900 * SECOND })] }),
+      queue(1, { resources: res(8), heads: [starved(100, { submittedAt: NOW - 5000 * SECOND })] }),
+      queue(3, { resources: res(7), heads: [starved(101, { priority: 2, submittedAt: NOW - 700 * SECOND })] }),
+      queue(4, { resources: res(6), heads: [starved(102, { priority: 2, submittedAt: NOW - 900 * SECOND })] }),
       small(),
     ];
     assert.equal(planClaim(claim({ offer: busy, queues }), FAIR).reserve, 102);
@@ -946,7 +946,7 @@ describe('planClaim fifo', () => {
   });
 
   it('no reservation for a starved job, and a host reservation neither blocks nor is cleared', () => {
-    const queues = [queue(1, { resources: res(8), heads: [head(100, { queuedAt: 0 })] }), queue(2, { heads: heads(range(1, 5)) })];
+    const queues = [queue(1, { resources: res(8), heads: [head(100, { submittedAt: 0 })] }), queue(2, { heads: heads(range(1, 5)) })];
     const busy = offer({ capacity: res(8, 16384), free: res(3, 16384) });
     const fresh = planClaim(claim({ offer: busy, queues }), FIFO);
     assert.equal(fresh.reserve, undefined);

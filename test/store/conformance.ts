@@ -766,7 +766,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         const h = await s.createHost({ siteId: site.id, name: 'node-1', resources, platform: 'linux/arm64' }, T0 + 3);
         assert.deepEqual(h, {
           id: h.id, siteId: site.id, name: 'node-1', state: 'active', resources, platform: 'linux/arm64', labels: {},
-          createdAt: T0 + 3, lastSeenAt: null,
+          createdAt: T0 + 3, lastSeenAt: null, pace: null,
         });
         assert.deepEqual(await s.getHost(h.id), h);
         const h2 = await s.createHost({ siteId: site.id, name: 'node-2', resources, platform: 'linux/amd64', labels: { zone: 'b' } }, T0 + 4);
@@ -1279,7 +1279,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           const [nat] = await g.jobs(g.native, [{}]);
 
           const got = await peek(s, g.h1.id, T);
-          const head = (jobId: number, priority = 0, queuedAt = T0 + 10, deadline: number | null = null) => ({ jobId, priority, queuedAt, deadline });
+          const head = (jobId: number, priority = 0, submittedAt = T0 + 10, deadline: number | null = null) => ({ jobId, priority, submittedAt, deadline });
           const simImage = [g.sim.image];
           const want: Array<Omit<QueueView, 'queueId'>> = [
             { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: simImage, estimatedMs: null,
@@ -1385,7 +1385,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           const released = await peek(s, g.h2.id, T + 10_100);
           assert.deepEqual(heads(released), [j, other], 'at its retryAt the job is a head again');
           const back = released.queues[0]!.heads[0]!;
-          assert.deepEqual([back.jobId, back.priority, back.deadline, back.queuedAt], [j, 0, null, T + 10_100], 'it queues from its retryAt');
+          assert.deepEqual([back.jobId, back.priority, back.deadline, back.submittedAt], [j, 0, null, r1.job.createdAt], 'it keeps its place: its wait counts from its submission');
           assert.deepEqual(await s.getJob(g.p.id, j!), { ...r1.job, retryAt: null, updatedAt: T + 10_100 }, 'the claim released it and changed nothing else');
 
           // The second failure waits twice as long; the third spends the last attempt.
@@ -1413,14 +1413,15 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           assert.ok(heads(await peek(s, g.h2.id, T + 80_001)).includes(k!), 'no backoff: a head at once');
         });
 
-        test('a job back from its backoff entered its queue at its retryAt, and its head says so', async (s) => {
+        test('a job back from its backoff keeps its place: its head carries its submission time, not its retryAt', async (s) => {
           const g = await grid(s);
           const [j] = await g.jobs(g.sim, [{}]);
+          const submitted = (await s.getJob(g.p.id, j!))!.createdAt;
           const t = (await g.claim(g.h1.id, 'qa-1', T)).tasks[0]!;
           await g.report(g.h1.id, t.task.id, { kind: 'failed', exitCode: 1 }, T + 100, { rules: { ...BACKOFF, backoffBaseSeconds: 600 } });
           const got = await peek(s, g.h2.id, T + 100 + 600_000 + 5);
-          assert.deepEqual(got.queues[0]!.heads, [{ jobId: j, priority: 0, queuedAt: T + 100 + 600_000, deadline: null }],
-            'it waited out its backoff outside the queue; counting its wait from the requeue makes it look starved (starvationSeconds) the moment it comes back');
+          assert.deepEqual(got.queues[0]!.heads, [{ jobId: j, priority: 0, submittedAt: submitted, deadline: null }],
+            'sent to the back of the line, every retry of a batch would run at its very end and make its tail');
         });
 
         test('a job requeued after a lost lease waits out the same backoff', async (s) => {
@@ -1706,11 +1707,11 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         // ── speculative duplicates ──────────────────────────────────────────
         /** A duplicates option that records its calls and answers with `answer`. */
         function recorder(answer: (running: RunningTask[]) => number[] = () => [], scan = 100) {
-          const calls: Array<{ running: RunningTask[]; active: number; cooled: number[] }> = [];
+          const calls: Array<{ running: RunningTask[]; active: number; cooled: number[]; pace: number | null }> = [];
           const duplicates: ClaimRequest['duplicates'] = {
             scan,
-            choose: (running, active, cooled) => {
-              calls.push({ running, active, cooled: [...cooled] });
+            choose: (running, active, host) => {
+              calls.push({ running, active, cooled: [...host.cooledApps], pace: host.pace });
               return answer(running).map((jobId) => ({ jobId, runtime: 'docker' as const }));
             },
           };
@@ -1720,9 +1721,10 @@ export function runStoreConformance(name: string, open: OpenStore): void {
         const runningView = (t: RunningTask) => ({
           jobId: t.jobId, taskId: t.taskId, startedAt: t.startedAt, progress: t.progress, estimatedMs: t.estimatedMs, copies: t.copies,
           appId: t.appId, resources: t.resources, platforms: t.platforms, runtimes: t.runtimes, selector: t.selector, images: t.images,
+          hostPace: t.hostPace,
         });
 
-        test('duplicates: choose gets the oldest active first tasks of running jobs the host does not run, and makes a copy of the same attempt', async (s) => {
+        test('duplicates: choose gets the oldest active tasks (copies too) of running jobs the host does not run, and makes a copy of the same attempt', async (s) => {
           const g = await grid(s);
           const h3 = await thirdHost(s);
           const [a, b, c, d, e] = await g.jobs(g.sim, [{}, {}, {}, {}, {}]);
@@ -1746,10 +1748,10 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           assert.equal(rec.calls.length, 1, 'called once: the plan took nothing and h3 holds no reservation');
           const sim = { appId: g.sim.id, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [g.sim.image] };
           assert.deepEqual(rec.calls[0]!.running.map(runningView), [
-            { ...sim, jobId: a, taskId: ta.task.id, startedAt: T, progress: 0.25, estimatedMs: 4500, copies: 1, resources: SIM_RES },
-            { ...sim, jobId: b, taskId: tb.task.id, startedAt: T + 1000, progress: null, estimatedMs: 4500, copies: 1, resources: SIM_RES },
-            { ...sim, jobId: c, taskId: tc.task.id, startedAt: T + 2000, progress: null, estimatedMs: 4500, copies: 1, resources: SIM_RES },
-            { ...sim, jobId: f, taskId: tf.task.id, startedAt: T + 3000, progress: null, estimatedMs: null, copies: 1, resources: { ...SIM_RES, memoryMiB: 4096 }, selector: { zone: 'x' } },
+            { ...sim, jobId: a, taskId: ta.task.id, startedAt: T, progress: 0.25, estimatedMs: 4500, copies: 1, hostPace: null, resources: SIM_RES },
+            { ...sim, jobId: b, taskId: tb.task.id, startedAt: T + 1000, progress: null, estimatedMs: 4500, copies: 1, hostPace: null, resources: SIM_RES },
+            { ...sim, jobId: c, taskId: tc.task.id, startedAt: T + 2000, progress: null, estimatedMs: 4500, copies: 1, hostPace: null, resources: SIM_RES },
+            { ...sim, jobId: f, taskId: tf.task.id, startedAt: T + 3000, progress: null, estimatedMs: null, copies: 1, hostPace: null, resources: { ...SIM_RES, memoryMiB: 4096 }, selector: { zone: 'x' } },
           ], 'oldest first; startedAt is when the task was handed out (its heartbeat at T + 6000 does not move it); ended and cancelled jobs are left out');
           assert.deepEqual([rec.calls[0]!.active, rec.calls[0]!.cooled], [0, []]);
 
@@ -1777,7 +1779,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           assert.equal(h1.calls[0]!.active, 1);
           const h2 = recorder();
           await claimWith(s, g.h2.id, T + 11_000, plan([]), { duplicates: h2.duplicates });
-          assert.deepEqual(h2.calls[0]!.running.map((t) => [t.jobId, t.copies]), [[a, 2], [b, 1]]);
+          assert.deepEqual(h2.calls[0]!.running.map((t) => [t.jobId, t.copies]), [[a, 2], [b, 1], [a, 2]], 'a copy is a running task like the first');
           const again = recorder();
           await claimWith(s, h3.id, T + 11_000, plan([]), { duplicates: again.duplicates });
           assert.deepEqual(again.calls[0]!.running.map((t) => t.jobId), [b, c, f], 'h3 now runs a copy of a');
@@ -1797,6 +1799,31 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           const h4 = await thirdHost(s, 'h4');
           await claimWith(s, h4.id, T + 13_000, plan([]), { duplicates: few.duplicates });
           assert.deepEqual(few.calls[0]!.running.map((t) => t.jobId), [a, b]);
+        });
+
+        test('pace: a host\'s successes teach it, against their queue\'s typical duration; claims see the host\'s own and each running task\'s host\'s', async (s) => {
+          const g = await grid(s);
+          const [a, b, c, d, e] = await g.jobs(g.sim, [{}, {}, {}, {}, {}]);
+          const run = async (hostId: number, job: number, at: number, outcome: TaskOutcome, durationMs: number) => {
+            const t = (await g.claim(hostId, `pace-${job}`, at, only(job))).tasks[0]!;
+            await g.report(hostId, t.task.id, outcome, at + durationMs, { durationMs });
+          };
+          await run(g.h1.id, a!, T, { kind: 'succeeded' }, 4000);
+          assert.equal((await s.getHost(g.h1.id))?.pace, null, 'the queue had no typical duration to compare with');
+          await run(g.h1.id, b!, T + 10_000, { kind: 'succeeded' }, 8000); // twice the 4000 ms learned: pace 2; the queue learns 4800
+          await run(g.h2.id, c!, T + 20_000, { kind: 'succeeded' }, 2400); // half of 4800: pace 0.5
+          await run(g.h1.id, d!, T + 30_000, { kind: 'failed', exitCode: 1 }, 100_000); // a failure teaches nothing
+          await s.cancelJob(g.p.id, d!, T + 30_000 + 100_001); // (and leaves nothing backing off, which would hold speculation back)
+          assert.deepEqual([(await s.getHost(g.h1.id))?.pace, (await s.getHost(g.h2.id))?.pace], [2, 0.5]);
+          assert.equal((await peek(s, g.h1.id, T + 40_000)).pace, 2);
+          assert.equal((await s.listHosts()).find((h) => h.id === g.h2.id)?.pace, 0.5, 'listHosts shows it too');
+
+          await g.claim(g.h2.id, 'pace-e', T + 50_000, only(e));
+          const h3 = await thirdHost(s);
+          const rec = recorder();
+          await claimWith(s, h3.id, T + 60_000, plan([]), { duplicates: rec.duplicates });
+          assert.deepEqual(rec.calls[0]!.running.map((t) => [t.jobId, t.hostPace]), [[e, 0.5]]);
+          assert.equal(rec.calls[0]!.pace, null, 'h3 has finished nothing');
         });
 
         test('duplicates: scan counts the running tasks the host could copy, not those of jobs it runs', async (s) => {

@@ -50,6 +50,7 @@ export function registerHostRoutes(app: Api, s: Services): void {
                 labels: Type.Record(Type.String(), Type.String()),
                 resources: Type.Object({ cores: Type.Number(), memoryMiB: Type.Integer(), diskMiB: Type.Integer(), gpus: Type.Integer() }),
                 enrolledAt: Type.String(), lastSeenAt: Type.Union([Type.String(), Type.Null()]), activeTasks: Type.Integer(),
+                pace: Type.Union([Type.Number(), Type.Null()], { description: 'How long tasks take on this host against their typical duration (1: typical, 2: twice as long); null until it finished one' }),
               }),
             ),
           }),
@@ -62,6 +63,7 @@ export function registerHostRoutes(app: Api, s: Services): void {
         hosts: hosts.map((h) => ({
           id: h.id, name: h.name, site: h.siteName, state: h.state, platform: h.platform, labels: h.labels, resources: h.resources,
           enrolledAt: iso(h.createdAt), lastSeenAt: h.lastSeenAt === null ? null : iso(h.lastSeenAt), activeTasks: h.activeTasks,
+          pace: h.pace === null ? null : Math.round(h.pace * 100) / 100,
         })),
       };
     },

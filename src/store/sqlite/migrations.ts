@@ -242,4 +242,10 @@ INSERT INTO fair_share_clock (id, virtual_time) VALUES (1, 0);
 CREATE INDEX tasks_active_duplicates ON tasks (job_id) WHERE replica > 0 AND state IN ('assigned', 'running');
 `,
   },
+  {
+    version: 5,
+    name: 'host pace',
+    // How long tasks take on a host against their queue's typical duration (scheduling/pace.ts).
+    sql: `ALTER TABLE hosts ADD COLUMN pace REAL;`,
+  },
 ];

@@ -11,6 +11,7 @@ import { describeOutcome, settle, type TaskOutcome, type TaskUsage } from '../..
 import { withOverrides, type Resources } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
 import { learnDuration, settledPass } from '../../scheduling/fair-share.js';
+import { learnPace } from '../../scheduling/pace.js';
 import type { ProjectShare } from '../../scheduling/fair-share.js';
 import type { SchedulingOptions } from '../../scheduling/options.js';
 import type { QueueView } from '../../scheduling/plan.js';
@@ -686,12 +687,12 @@ export class SqliteStore implements Store {
     return r ? { id: r.id as number, name: r.name as string, createdAt: r.created_at as number } : null;
   }
 
-  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels'> & { labels?: Record<string, string> }, now: Millis): Promise<Host> {
+  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace'> & { labels?: Record<string, string> }, now: Millis): Promise<Host> {
     const labels = h.labels ?? {};
     const r = this.db
       .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, labels, created_at) VALUES (?, ?, 'active', ?, ?, ?, ?)`)
       .run(h.siteId, h.name, JSON.stringify(h.resources), h.platform, JSON.stringify(labels), now);
-    return { ...h, labels, id: Number(r.lastInsertRowid), state: 'active', createdAt: now, lastSeenAt: null };
+    return { ...h, labels, id: Number(r.lastInsertRowid), state: 'active', createdAt: now, lastSeenAt: null, pace: null };
   }
 
   async setHostLabels(hostId: number, labels: Record<string, string>): Promise<void> {
@@ -766,7 +767,8 @@ export class SqliteStore implements Store {
         const live = prior.map(mapTask).filter((t) => isActiveTask(t.state));
         return { tasks: live.map((t) => this.claimed(t)), replayed: true };
       }
-      // Jobs whose backoff is over go back to their queues, as if they had entered them then.
+      // Jobs whose backoff is over go back to their queues, in their place: a job waits from its
+      // submission (JobHead.submittedAt).
       this.stmt('UPDATE jobs SET updated_at = not_before, not_before = NULL WHERE not_before IS NOT NULL AND not_before <= ?').run(now);
       const gathered = this.gatherForClaim(req, now);
       const plan = req.plan(gathered);
@@ -790,7 +792,7 @@ export class SqliteStore implements Store {
       if (plan.picks.length === 0 && reservation === null && req.duplicates && tail) {
         const running = this.runningForDuplicates(req.hostId, req.duplicates.scan);
         const active = this.stmt(`SELECT count(*) FROM tasks WHERE replica > 0 AND state IN (${ACTIVE_TASK_SQL})`).pluck().get() as number;
-        for (const pick of req.duplicates.choose(running, active, gathered.cooledApps)) {
+        for (const pick of req.duplicates.choose(running, active, gathered)) {
           const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
           if (job.state !== 'running') throw new Error(`scheduling duplicated job ${pick.jobId}, which is not running`);
           const replica = (this.stmt('SELECT max(replica) FROM tasks WHERE job_id = ?').pluck().get(job.id) as number) + 1;
@@ -823,7 +825,7 @@ export class SqliteStore implements Store {
        ) SELECT id FROM q WHERE id IS NOT NULL LIMIT ?`,
     ).pluck().all(req.maxQueues) as number[];
     const heads = this.stmt(
-      `SELECT id, priority, updated_at, deadline FROM jobs WHERE queue_id = ? AND state = 'queued' AND not_before IS NULL
+      `SELECT id, priority, created_at, deadline FROM jobs WHERE queue_id = ? AND state = 'queued' AND not_before IS NULL
        ORDER BY priority DESC, id LIMIT ?`,
     );
     const queues: QueueView[] = [];
@@ -831,7 +833,7 @@ export class SqliteStore implements Store {
     for (const id of queueIds) {
       const q = this.queueView(id);
       q.heads = (heads.all(id, req.headsPerQueue) as Row[]).map((r) => ({
-        jobId: r.id as number, priority: r.priority as number, queuedAt: r.updated_at as number, deadline: (r.deadline as number | null) ?? null,
+        jobId: r.id as number, priority: r.priority as number, submittedAt: r.created_at as number, deadline: (r.deadline as number | null) ?? null,
       }));
       queues.push(q);
       if (!projects.has(q.projectId)) {
@@ -845,7 +847,8 @@ export class SqliteStore implements Store {
       this.stmt('SELECT reserved_job FROM hosts WHERE reserved_job IS NOT NULL AND id != ? AND last_seen_at >= ?').pluck().all(req.hostId, now - req.leaseMs) as number[],
     );
     const virtualTime = this.stmt('SELECT virtual_time FROM fair_share_clock WHERE id = 1').pluck().get() as number;
-    return { queues, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now), virtualTime };
+    const pace = (this.stmt('SELECT pace FROM hosts WHERE id = ?').pluck().get(req.hostId) as number | null) ?? null;
+    return { queues, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now), pace, virtualTime };
   }
 
   private cooledApps(hostId: number, now: Millis): Set<number> {
@@ -869,17 +872,20 @@ export class SqliteStore implements Store {
   private readonly queueDefs = new Map<number, Omit<QueueView, 'estimatedMs' | 'heads'>>();
 
   /**
-   * The oldest active first tasks of running jobs, with what speculation decides on; jobs that
+   * The oldest active tasks of running jobs, with what speculation decides on; jobs that
    * already have a task on this host are left out (two copies of a job never share a host).
+   * Copies count as much as first tasks: a job whose first task failed may be left running on
+   * a slow copy.
    */
   private runningForDuplicates(hostId: number, scan: number): RunningTask[] {
     const rows = this.stmt(
-      `SELECT t.id, t.job_id, t.created_at, t.progress, j.queue_id,
-         (SELECT count(*) FROM tasks c WHERE c.job_id = t.job_id AND c.state IN (${ACTIVE_TASK_SQL})) AS copies
-       FROM tasks t JOIN jobs j ON j.id = t.job_id
-       WHERE t.state IN (${ACTIVE_TASK_SQL}) AND t.replica = 0 AND j.state = 'running' AND j.queue_id IS NOT NULL
-         AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.job_id = t.job_id AND o.host_id = ? AND o.state IN (${ACTIVE_TASK_SQL}))
-       ORDER BY t.created_at LIMIT ?`,
+      // One pass over the active tasks (a partial index: the planner would rather read every
+      // task in job order for the window); the window counts each job's copies.
+      `WITH active AS (SELECT id, job_id, host_id, created_at, progress FROM tasks INDEXED BY tasks_active_by_start WHERE state IN (${ACTIVE_TASK_SQL}))
+       SELECT a.id, a.job_id, a.created_at, a.progress, j.queue_id, h.pace AS host_pace, count(*) OVER (PARTITION BY a.job_id) AS copies
+       FROM active a JOIN jobs j ON j.id = a.job_id LEFT JOIN hosts h ON h.id = a.host_id
+       WHERE j.state = 'running' AND j.queue_id IS NOT NULL AND a.job_id NOT IN (SELECT job_id FROM tasks WHERE host_id = ? AND state IN (${ACTIVE_TASK_SQL}))
+       ORDER BY a.created_at LIMIT ?`,
     ).all(hostId, scan) as Row[];
     const out: RunningTask[] = [];
     const views = new Map<number, QueueView>();
@@ -889,7 +895,7 @@ export class SqliteStore implements Store {
       const { queueId: _q, projectId: _p, heads: _h, ...placement } = views.get(id)!;
       out.push({
         ...placement, jobId: r.job_id as number, taskId: r.id as number, startedAt: r.created_at as number,
-        progress: (r.progress as number | null) ?? null, copies: r.copies as number,
+        progress: (r.progress as number | null) ?? null, copies: r.copies as number, hostPace: (r.host_pace as number | null) ?? null,
       });
     }
     return out;
@@ -1023,6 +1029,8 @@ export class SqliteStore implements Store {
       if (req.outcome.kind === 'succeeded' && queueId !== null) {
         const prev = (this.stmt('SELECT estimated_ms FROM queues WHERE id = ?').pluck().get(queueId) as number | null) ?? null;
         this.stmt('UPDATE queues SET estimated_ms = ? WHERE id = ?').run(learnDuration(prev, req.durationMs), queueId);
+        const pace = (this.stmt('SELECT pace FROM hosts WHERE id = ?').pluck().get(req.hostId) as number | null) ?? null;
+        this.stmt('UPDATE hosts SET pace = ? WHERE id = ?').run(learnPace(pace, req.durationMs, prev), req.hostId);
       }
       return { task: this.taskRow(task.id)!, job: after, jobStateBefore: job.state, replayed: false };
     });
@@ -1273,6 +1281,7 @@ function mapHost(r: Row): Host {
     id: r.id as number, siteId: r.site_id as number, name: r.name as string, state: r.state as Host['state'],
     resources: JSON.parse(r.resources as string), platform: r.platform as string, labels: JSON.parse((r.labels as string | undefined) ?? '{}'),
     createdAt: r.created_at as number, lastSeenAt: (r.last_seen_at as number | null) ?? null,
+    pace: (r.pace as number | null | undefined) ?? null,
   };
 }
 
