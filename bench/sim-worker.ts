@@ -10,11 +10,13 @@ export interface SimJobRequest {
   scenario: ScenarioName;
   scale: number;
   policy: 'fair' | 'fifo';
+  /** Overrides the scenario's own seed. */
+  seed: number;
 }
 
 const req = workerData as SimJobRequest;
 try {
-  const result = await simulate(buildScenario(req.scenario, { scale: req.scale }), { policy: req.policy });
+  const result = await simulate(buildScenario(req.scenario, { scale: req.scale, seed: req.seed }), { policy: req.policy });
   parentPort!.postMessage({ ok: true, result });
 } catch (e) {
   parentPort!.postMessage({ ok: false, error: e instanceof Error ? e.message : String(e) });
