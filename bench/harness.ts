@@ -80,13 +80,16 @@ export interface ServerUnderTest {
 /**
  * Starts dist/bench/server-process.js on a fresh temp data dir and waits for its URL. `timing`
  * overrides the server's agent-protocol clock (heartbeat, idle poll, …), as `startServer` takes it.
+ * BENCH_SERVER_NODE_ARGS passes flags to the server's node, e.g. `--cpu-prof --cpu-prof-dir=DIR`
+ * to profile the server under load (NODE_OPTIONS refuses --cpu-prof).
  */
 export async function startServerProcess(startTimeoutMs = 30_000, timing?: Record<string, number>): Promise<ServerUnderTest> {
   const dataDir = mkdtempSync(join(tmpdir(), 'boxgrid-bench-'));
   const removeDir = onCleanup(() => rmSync(dataDir, { recursive: true, force: true }));
   const script = fileURLToPath(new URL('./server-process.js', import.meta.url));
   const args = [script, dataDir, ...(timing ? [JSON.stringify(timing)] : [])];
-  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
   const killChild = onCleanup(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });

@@ -182,19 +182,7 @@ export class AgentProtocolService {
     for (const name of names) {
       if (!isOutputName(name)) throw invalid(`outputs/${name}`, 'is not a plain file name (letters, digits, ".", "_", "-"; no "/" and not "." or "..")');
     }
-    const found = await this.ctx.store.getHostTask(host.id, taskId);
-    if (!found) throw notFound(`task ${taskId}`);
-    const missing = await this.ctx.store.missingBlobs(found.job.projectId, Object.values(outputs).map((o) => o.sha256));
-    if (missing.length > 0) {
-      const name = names.find((n) => outputs[n]!.sha256 === missing[0])!;
-      throw invalid(`outputs/${name}`, `blob ${missing[0]} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${missing[0]} first`);
-    }
-    // The server knows each blob's size: a report may not record another one for users to see.
-    for (const name of names) {
-      const { sha256, size } = outputs[name]!;
-      const stored = (await this.ctx.store.getBlobRef(found.job.projectId, sha256))?.size;
-      if (stored !== undefined && stored !== size) throw invalid(`outputs/${name}/size`, `is ${size}, but blob ${sha256} has ${stored} bytes`);
-    }
+    if (names.length > 0) await this.checkOutputs(host, taskId, outputs); // without outputs, reportTask finds (or not) the task itself
     const reportHash = canonicalHash({ outcome: input.outcome, outputs, durationMs: input.durationMs });
     const r = await this.ctx.store.reportTask(
       {
@@ -207,6 +195,24 @@ export class AgentProtocolService {
       this.ctx.events.publish(r.job.projectId, { type: 'job', jobId: r.job.id, batchId: r.job.batchId, state: r.job.state, reason: r.job.reason });
     }
     return { task: r.task, job: r.job, replayed: r.replayed };
+  }
+
+  /** A report's outputs must be uploaded blobs of the task's project, of the sizes stored. */
+  private async checkOutputs(host: Host, taskId: number, outputs: Record<string, OutputFile>): Promise<void> {
+    const found = await this.ctx.store.getHostTask(host.id, taskId);
+    if (!found) throw notFound(`task ${taskId}`);
+    const names = Object.keys(outputs);
+    const missing = await this.ctx.store.missingBlobs(found.job.projectId, Object.values(outputs).map((o) => o.sha256));
+    if (missing.length > 0) {
+      const name = names.find((n) => outputs[n]!.sha256 === missing[0])!;
+      throw invalid(`outputs/${name}`, `blob ${missing[0]} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${missing[0]} first`);
+    }
+    // The server knows each blob's size: a report may not record another one for users to see.
+    for (const name of names) {
+      const { sha256, size } = outputs[name]!;
+      const stored = (await this.ctx.store.getBlobRef(found.job.projectId, sha256))?.size;
+      if (stored !== undefined && stored !== size) throw invalid(`outputs/${name}/size`, `is ${size}, but blob ${sha256} has ${stored} bytes`);
+    }
   }
 
   /** An input (or the checkpoint to resume from) of a task the host holds. */

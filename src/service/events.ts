@@ -44,7 +44,9 @@ export function matches(f: EventFilter, e: StampedEvent): boolean {
  */
 export class EventBus {
   private readonly emitter = new EventEmitter();
+  /** The last `keep` events, a ring: `next` is where the next one goes (dropping the array's head cost O(keep) per event). */
   private readonly recent: StampedEvent[] = [];
+  private next = 0;
   private readonly seqs = new Map<number, number>();
 
   constructor(private readonly keep = 10_000) {
@@ -55,8 +57,9 @@ export class EventBus {
     const seq = (this.seqs.get(projectId) ?? 0) + 1;
     this.seqs.set(projectId, seq);
     const stamped: StampedEvent = { seq, projectId, at: Date.now(), event };
-    this.recent.push(stamped);
-    if (this.recent.length > this.keep) this.recent.splice(0, this.recent.length - this.keep);
+    if (this.recent.length < this.keep) this.recent.push(stamped);
+    else this.recent[this.next] = stamped;
+    this.next = (this.next + 1) % this.keep;
     this.emitter.emit('event', stamped);
   }
 
@@ -67,7 +70,14 @@ export class EventBus {
 
   /** Events after `afterSeq` still in the buffer, then live ones; returns the unsubscribe function. */
   subscribe(filter: EventFilter, afterSeq: number | null, onEvent: (e: StampedEvent) => void): () => void {
-    if (afterSeq !== null) for (const e of this.recent) if (e.seq > afterSeq && matches(filter, e)) onEvent(e);
+    if (afterSeq !== null) {
+      // Oldest first: once the ring is full, its oldest event is the one `next` will overwrite.
+      const start = this.recent.length < this.keep ? 0 : this.next;
+      for (let i = 0; i < this.recent.length; i++) {
+        const e = this.recent[(start + i) % this.recent.length]!;
+        if (e.seq > afterSeq && matches(filter, e)) onEvent(e);
+      }
+    }
     const listener = (e: StampedEvent): void => {
       if (matches(filter, e)) onEvent(e);
     };
