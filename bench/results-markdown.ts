@@ -109,8 +109,9 @@ export function withSection(old: string, o: Outcome): string {
   const heading = `## ${o.benchmark}\n`;
   const notes = old.indexOf(NOTES_MARKER);
   const limit = notes >= 0 ? notes : old.length;
-  const start = old.startsWith(heading) ? 0 : old.indexOf(`\n${heading}`) + 1;
-  if (start <= 0 || start > limit) return old.slice(0, limit) + text + '\n' + old.slice(limit);
+  const start = old.startsWith(heading) ? 0 : old.indexOf(`\n${heading}`) + 1; // 0: not found, unless at the very start
+  const found = old.startsWith(heading) || start > 0;
+  if (!found || start > limit) return old.slice(0, limit) + text + '\n' + old.slice(limit);
   const next = old.indexOf('\n## ', start + heading.length);
   const end = next >= 0 && next < limit ? next + 1 : limit;
   return old.slice(0, start) + text + '\n' + old.slice(end);

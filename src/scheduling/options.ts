@@ -30,7 +30,7 @@ export interface SchedulingOptions {
     maxCopies: number;
     /** Most duplicates running at once, over the whole grid. */
     maxActive: number;
-    /** A task is considered for a duplicate only once it has run this long. */
+    /** A job gets a copy only once its newest task (first or copy) has run this long. */
     minRunSeconds: number;
   };
 }

@@ -23,11 +23,16 @@ export interface JobHead {
   jobId: number;
   priority: number;
   /**
-   * When the job was submitted. A job's wait counts from there, retries included: a job requeued
-   * after a lost or failed task keeps its place rather than going to the back, as in batch
-   * systems (left at the back, retries would all run at the end of a batch and make its tail).
+   * When the job was submitted. Its place in line counts from there, retries included: a job
+   * requeued after a lost or failed task keeps its place rather than going to the back, as in
+   * batch systems (left at the back, retries would all run at the end of a batch and make its tail).
    */
   submittedAt: number;
+  /**
+   * When the job (last) entered its queue: a reservation needs the job to have waited there, so
+   * a large job back from a backoff (or failing every attempt) does not drain a host on each return.
+   */
+  queuedAt: number;
   deadline: number | null;
 }
 
@@ -195,7 +200,7 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
     // A job that waited far longer than the one about to be served, and that no host has
     // room for, is being overtaken by a stream of others: keep this host for it instead.
     if (reserve === undefined && input.reservation === null && starvationMs > 0) {
-      const starved = overtaken(candidates, input, free, best.h.submittedAt - starvationMs);
+      const starved = overtaken(candidates, input, free, best.h.queuedAt - starvationMs);
       if (starved) {
         reserve = starved;
         break;
@@ -214,8 +219,8 @@ function overtaken(candidates: Candidate[], input: ClaimInput, free: Resources, 
   let starved: JobHead | null = null;
   for (const c of candidates) {
     const h = head(c, input);
-    if (!h || h.submittedAt > before || fits(c.queue.resources, free)) continue;
-    if (!starved || h.priority > starved.priority || (h.priority === starved.priority && h.submittedAt < starved.submittedAt)) starved = h;
+    if (!h || h.queuedAt > before || fits(c.queue.resources, free)) continue;
+    if (!starved || h.priority > starved.priority || (h.priority === starved.priority && h.queuedAt < starved.queuedAt)) starved = h;
   }
   return starved?.jobId ?? null;
 }

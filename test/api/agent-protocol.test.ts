@@ -444,6 +444,10 @@ describe('agent protocol: reports', () => {
       const [a] = await h.claim();
       assertError(await other.report(a.taskId, ok), 404, 'not_found');
       assertError(await other.report(999_999, ok), 404, 'not_found');
+      // With outputs the task is looked up first (its project's blobs are checked): the same answer.
+      const outputs = { 'out.txt': { sha256: 'a'.repeat(64), size: 1 } };
+      assertError(await other.report(a.taskId, { ...ok, outputs }), 404, 'not_found');
+      assertError(await other.report(999_999, { ...ok, outputs }), 404, 'not_found');
       assert.equal((await g.job(jobId)).job.state, 'running');
     }));
 

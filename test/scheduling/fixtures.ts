@@ -51,8 +51,10 @@ export function offer(over: Partial<Offer> = {}): Offer {
   };
 }
 
+/** A head that entered its queue when it was submitted (unless `over` says otherwise). */
 export function head(jobId: number, over: Partial<JobHead> = {}): JobHead {
-  return { jobId, priority: 0, submittedAt: NOW - 10 * SECOND, deadline: null, ...over };
+  const submittedAt = over.submittedAt ?? NOW - 10 * SECOND;
+  return { jobId, priority: 0, submittedAt, queuedAt: over.queuedAt ?? submittedAt, deadline: null, ...over };
 }
 
 /** Heads with the given job ids, all alike otherwise. */

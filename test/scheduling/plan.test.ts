@@ -90,6 +90,8 @@ const hostArb = fc.record({
 const headArb = fc.record({
   priority: fc.integer({ min: 0, max: 2 }),
   waitedS: fc.integer({ min: 0, max: 1500 }),
+  /** Time in its queue, if less than since its submission (a job back from a backoff). */
+  inQueueS: fc.integer({ min: 0, max: 1500 }),
   deadline: fc.constantFrom('none', 'none', 'none', 'none', 'past', 'now', 'future'),
   elsewhere: fc.integer({ min: 0, max: 9 }).map((x) => x === 0),
 });
@@ -145,6 +147,7 @@ function buildClaim(g: ClaimSeed): { input: ClaimInput; o: SchedulingOptions } {
         jobId,
         priority: h.priority,
         submittedAt: NOW - h.waitedS * SECOND,
+        queuedAt: NOW - Math.min(h.waitedS, h.inQueueS) * SECOND,
         deadline: h.deadline === 'none' ? null : h.deadline === 'past' ? NOW - 1 : h.deadline === 'now' ? NOW : NOW + 1,
       };
     });
@@ -335,7 +338,7 @@ describe('planClaim: invariants of every plan (properties)', () => {
         assert.ok(!fitsInts(ints(q.resources), free));
         const picked = new Set(pickedJobs(plan));
         const overtaker = input.queues.some((x) => canRun(input.offer, x) && fitsInts(ints(x.resources), free) &&
-          x.heads.some((y) => !picked.has(y.jobId) && eligibleHead(y, input) && y.submittedAt >= h.submittedAt + o.starvationSeconds * 1000));
+          x.heads.some((y) => !picked.has(y.jobId) && eligibleHead(y, input) && y.queuedAt >= h.queuedAt + o.starvationSeconds * 1000));
         assert.ok(overtaker, 'reserved only when a much younger job would otherwise be served');
       }),
       { numRuns: 400 },
@@ -833,11 +836,23 @@ describe('planClaim fair: reservations for starved jobs', () => {
     assert.deepEqual(pickedJobs(plan), [1, 2, 3]);
   });
 
-  it('the wait is measured between submittedAts: exactly starvationSeconds older than the job served next reserves, a second less does not', () => {
+  it('the wait is measured between queue entries: exactly starvationSeconds earlier than the job served next reserves, a second less does not', () => {
     // The small jobs entered their queue 10 s ago (the fixtures' default).
     const at = (s: number) => planClaim(claim({ offer: busy, queues: [big({ heads: [head(100, { submittedAt: NOW - s * SECOND })] }), small()] }), FAIR).reserve;
     assert.equal(at(610), 100);
     assert.equal(at(609), undefined);
+  });
+
+  it('a job back from a backoff must wait in its queue again before it reserves, however long ago it was submitted', () => {
+    const back = (inQueueS: number) => head(100, { submittedAt: NOW - 5000 * SECOND, queuedAt: NOW - inQueueS * SECOND });
+    assert.equal(planClaim(claim({ offer: busy, queues: [big({ heads: [back(30)] }), small()] }), FAIR).reserve, undefined);
+    assert.equal(planClaim(claim({ offer: busy, queues: [big({ heads: [back(700)] }), small()] }), FAIR).reserve, 100);
+  });
+
+  it('while its submission keeps its place in line: the older job is served first among those that fit', () => {
+    const host = offer({ maxTasks: 1 });
+    const queues = [queue(1, { heads: [head(1, { submittedAt: NOW - 100 * SECOND })] }), queue(2, { heads: [head(2, { submittedAt: NOW - 5000 * SECOND, queuedAt: NOW })] })];
+    assert.deepEqual(pickedJobs(planClaim(claim({ offer: host, queues }), FAIR)), [2]);
   });
 
   it('no reservation when starvationSeconds is 0', () => {

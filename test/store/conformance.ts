@@ -1279,7 +1279,7 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           const [nat] = await g.jobs(g.native, [{}]);
 
           const got = await peek(s, g.h1.id, T);
-          const head = (jobId: number, priority = 0, submittedAt = T0 + 10, deadline: number | null = null) => ({ jobId, priority, submittedAt, deadline });
+          const head = (jobId: number, priority = 0, submittedAt = T0 + 10, deadline: number | null = null) => ({ jobId, priority, submittedAt, queuedAt: submittedAt, deadline });
           const simImage = [g.sim.image];
           const want: Array<Omit<QueueView, 'queueId'>> = [
             { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: simImage, estimatedMs: null,
@@ -1385,7 +1385,8 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           const released = await peek(s, g.h2.id, T + 10_100);
           assert.deepEqual(heads(released), [j, other], 'at its retryAt the job is a head again');
           const back = released.queues[0]!.heads[0]!;
-          assert.deepEqual([back.jobId, back.priority, back.deadline, back.submittedAt], [j, 0, null, r1.job.createdAt], 'it keeps its place: its wait counts from its submission');
+          assert.deepEqual([back.jobId, back.priority, back.deadline, back.submittedAt, back.queuedAt], [j, 0, null, r1.job.createdAt, T + 10_100],
+            'it keeps its place (submittedAt) and enters its queue at its retryAt (queuedAt)');
           assert.deepEqual(await s.getJob(g.p.id, j!), { ...r1.job, retryAt: null, updatedAt: T + 10_100 }, 'the claim released it and changed nothing else');
 
           // The second failure waits twice as long; the third spends the last attempt.
@@ -1413,15 +1414,15 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           assert.ok(heads(await peek(s, g.h2.id, T + 80_001)).includes(k!), 'no backoff: a head at once');
         });
 
-        test('a job back from its backoff keeps its place: its head carries its submission time, not its retryAt', async (s) => {
+        test('a job back from its backoff keeps its place: its head carries its submission time, and its retryAt as when it entered its queue', async (s) => {
           const g = await grid(s);
           const [j] = await g.jobs(g.sim, [{}]);
           const submitted = (await s.getJob(g.p.id, j!))!.createdAt;
           const t = (await g.claim(g.h1.id, 'qa-1', T)).tasks[0]!;
           await g.report(g.h1.id, t.task.id, { kind: 'failed', exitCode: 1 }, T + 100, { rules: { ...BACKOFF, backoffBaseSeconds: 600 } });
           const got = await peek(s, g.h2.id, T + 100 + 600_000 + 5);
-          assert.deepEqual(got.queues[0]!.heads, [{ jobId: j, priority: 0, submittedAt: submitted, deadline: null }],
-            'sent to the back of the line, every retry of a batch would run at its very end and make its tail');
+          assert.deepEqual(got.queues[0]!.heads, [{ jobId: j, priority: 0, submittedAt: submitted, queuedAt: T + 100 + 600_000, deadline: null }],
+            'sent to the back of the line, every retry of a batch would run at its very end; counted as waiting since submission, it would look starved the moment it came back');
         });
 
         test('a job requeued after a lost lease waits out the same backoff', async (s) => {
@@ -1824,6 +1825,20 @@ export function runStoreConformance(name: string, open: OpenStore): void {
           await claimWith(s, h3.id, T + 60_000, plan([]), { duplicates: rec.duplicates });
           assert.deepEqual(rec.calls[0]!.running.map((t) => [t.jobId, t.hostPace]), [[e, 0.5]]);
           assert.equal(rec.calls[0]!.pace, null, 'h3 has finished nothing');
+        });
+
+        test('pace: taken from the time the server saw the task held, not the duration reported; a job with a checkpoint teaches none', async (s) => {
+          const g = await grid(s);
+          const [a, b, c] = await g.jobs(g.sim, [{}, {}, {}]);
+          const ta = (await g.claim(g.h1.id, 'pc-a', T, only(a))).tasks[0]!;
+          await g.report(g.h1.id, ta.task.id, { kind: 'succeeded' }, T + 4000, { durationMs: 4000 }); // the queue learns 4000 ms
+          const tb = (await g.claim(g.h2.id, 'pc-b', T + 10_000, only(b))).tasks[0]!;
+          await g.report(g.h2.id, tb.task.id, { kind: 'succeeded' }, T + 18_000, { durationMs: 1 }); // held 8000 ms, claims 1
+          assert.equal((await s.getHost(g.h2.id))?.pace, 2);
+          const tc = (await g.claim(g.h1.id, 'pc-c', T + 20_000, only(c))).tasks[0]!;
+          assert.equal(await s.recordCheckpoint(g.h1.id, tc.task.id, 'c'.repeat(64), T + 20_500), true);
+          await g.report(g.h1.id, tc.task.id, { kind: 'succeeded' }, T + 21_000, { durationMs: 1000 });
+          assert.equal((await s.getHost(g.h1.id))?.pace, null, 'it may have resumed half-way: a quarter of the typical time says nothing');
         });
 
         test('duplicates: scan counts the running tasks the host could copy, not those of jobs it runs', async (s) => {

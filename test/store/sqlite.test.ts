@@ -219,7 +219,7 @@ describe('SqliteStore (SQLite specifics)', () => {
       };
       const simRes = { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 };
       const placement = { projectId: p.id, appId: app.id, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [app.image], estimatedMs: null };
-      const head = (jobId: number, priority: number, submittedAt: number) => ({ jobId, priority, submittedAt, deadline: null });
+      const head = (jobId: number, priority: number, submittedAt: number) => ({ jobId, priority, submittedAt, queuedAt: submittedAt, deadline: null });
       const g = await peek(T);
       const byFirst = (x: ClaimGathered, jobId: number) => x.queues.find((q) => q.heads[0]?.jobId === jobId);
       assert.equal(g.queues.length, 3, 'three shapes are queued; the running job has a queue of its own without heads');

@@ -67,7 +67,7 @@ export function registerServer(program: Command): void {
     .option('--host-cooldown <seconds>', 'how long that cool-down lasts (default 3600)', (v) => parseNumber(v, '--host-cooldown'))
     .option('--starvation <seconds>', 'a job waiting this long overrides image affinity and gets a host reserved (default 600)', (v) => parseNumber(v, '--starvation'))
     .option('--speculation <n>', 'most speculative duplicates of slow tasks running at once (default 1000; 0: none)', (v) => parseNumber(v, '--speculation'))
-    .option('--speculate-after <seconds>', 'a task is duplicated only after running this long (default 60)', (v) => parseNumber(v, '--speculate-after'))
+    .option('--speculate-after <seconds>', 'a job is copied only once its newest task has run this long (default 60)', (v) => parseNumber(v, '--speculate-after'))
     .action(async (o: ServerFlags) => {
       if (o.lease !== undefined && o.heartbeat !== undefined && o.heartbeat * 2 > o.lease) {
         throw new CliExit(2, `error: --heartbeat ${o.heartbeat} must be at most half of --lease ${o.lease}, or one late heartbeat loses the task`);

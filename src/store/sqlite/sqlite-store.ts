@@ -767,8 +767,8 @@ export class SqliteStore implements Store {
         const live = prior.map(mapTask).filter((t) => isActiveTask(t.state));
         return { tasks: live.map((t) => this.claimed(t)), replayed: true };
       }
-      // Jobs whose backoff is over go back to their queues, in their place: a job waits from its
-      // submission (JobHead.submittedAt).
+      // Jobs whose backoff is over go back to their queues, entering them now (JobHead.queuedAt)
+      // but in their place (JobHead.submittedAt).
       this.stmt('UPDATE jobs SET updated_at = not_before, not_before = NULL WHERE not_before IS NOT NULL AND not_before <= ?').run(now);
       const gathered = this.gatherForClaim(req, now);
       const plan = req.plan(gathered);
@@ -825,7 +825,7 @@ export class SqliteStore implements Store {
        ) SELECT id FROM q WHERE id IS NOT NULL LIMIT ?`,
     ).pluck().all(req.maxQueues) as number[];
     const heads = this.stmt(
-      `SELECT id, priority, created_at, deadline FROM jobs WHERE queue_id = ? AND state = 'queued' AND not_before IS NULL
+      `SELECT id, priority, created_at, updated_at, deadline FROM jobs WHERE queue_id = ? AND state = 'queued' AND not_before IS NULL
        ORDER BY priority DESC, id LIMIT ?`,
     );
     const queues: QueueView[] = [];
@@ -833,7 +833,7 @@ export class SqliteStore implements Store {
     for (const id of queueIds) {
       const q = this.queueView(id);
       q.heads = (heads.all(id, req.headsPerQueue) as Row[]).map((r) => ({
-        jobId: r.id as number, priority: r.priority as number, submittedAt: r.created_at as number, deadline: (r.deadline as number | null) ?? null,
+        jobId: r.id as number, priority: r.priority as number, submittedAt: r.created_at as number, queuedAt: r.updated_at as number, deadline: (r.deadline as number | null) ?? null,
       }));
       queues.push(q);
       if (!projects.has(q.projectId)) {
@@ -1029,8 +1029,13 @@ export class SqliteStore implements Store {
       if (req.outcome.kind === 'succeeded' && queueId !== null) {
         const prev = (this.stmt('SELECT estimated_ms FROM queues WHERE id = ?').pluck().get(queueId) as number | null) ?? null;
         this.stmt('UPDATE queues SET estimated_ms = ? WHERE id = ?').run(learnDuration(prev, req.durationMs), queueId);
-        const pace = (this.stmt('SELECT pace FROM hosts WHERE id = ?').pluck().get(req.hostId) as number | null) ?? null;
-        this.stmt('UPDATE hosts SET pace = ? WHERE id = ?').run(learnPace(pace, req.durationMs, prev), req.hostId);
+        // The host's pace from the time the server saw it hold the task, not the duration it
+        // reports: a host claiming instant runs would otherwise look fast and draw copies of
+        // other hosts' tasks. A task that may have resumed from a checkpoint says nothing of pace.
+        if (job.checkpoint === null) {
+          const pace = (this.stmt('SELECT pace FROM hosts WHERE id = ?').pluck().get(req.hostId) as number | null) ?? null;
+          this.stmt('UPDATE hosts SET pace = ? WHERE id = ?').run(learnPace(pace, now - task.createdAt, prev), req.hostId);
+        }
       }
       return { task: this.taskRow(task.id)!, job: after, jobStateBefore: job.state, replayed: false };
     });
