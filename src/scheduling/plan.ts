@@ -29,8 +29,11 @@ export interface JobHead {
    */
   submittedAt: number;
   /**
-   * When the job (last) entered its queue: a reservation needs the job to have waited there, so
-   * a large job back from a backoff (or failing every attempt) does not drain a host on each return.
+   * When the job (last) entered its queue. A job reserves a host when it entered its queue
+   * `starvationSeconds` before the job about to be served was submitted: a large job back from
+   * a backoff (or failing every attempt) waits anew rather than draining a host on each
+   * return, and a job retried in the middle of a batch submitted at once does not make the
+   * rest of the batch look starved.
    */
   queuedAt: number;
   deadline: number | null;
@@ -138,7 +141,7 @@ function planFifo(input: ClaimInput): ClaimPlan {
  *     `starvationSeconds` of the oldest head), then image affinity, then packing (packing.ts),
  *     then submission order.
  * Before each pick: if a job that does not fit what is free (though it fits the host) entered
- * its queue `starvationSeconds` before the one about to be served, it is being overtaken by a
+ * its queue `starvationSeconds` before the one about to be served was submitted, it is being overtaken by a
  * stream of others that keep every host a little busy: the host is reserved for it instead,
  * and takes nothing more until it fits. In a backlog submitted at once nobody overtakes by
  * that much, so reservations stay rare.
@@ -200,7 +203,7 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
     // A job that waited far longer than the one about to be served, and that no host has
     // room for, is being overtaken by a stream of others: keep this host for it instead.
     if (reserve === undefined && input.reservation === null && starvationMs > 0) {
-      const starved = overtaken(candidates, input, free, best.h.queuedAt - starvationMs);
+      const starved = overtaken(candidates, input, free, best.h.submittedAt - starvationMs);
       if (starved) {
         reserve = starved;
         break;

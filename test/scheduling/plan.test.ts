@@ -338,7 +338,7 @@ describe('planClaim: invariants of every plan (properties)', () => {
         assert.ok(!fitsInts(ints(q.resources), free));
         const picked = new Set(pickedJobs(plan));
         const overtaker = input.queues.some((x) => canRun(input.offer, x) && fitsInts(ints(x.resources), free) &&
-          x.heads.some((y) => !picked.has(y.jobId) && eligibleHead(y, input) && y.queuedAt >= h.queuedAt + o.starvationSeconds * 1000));
+          x.heads.some((y) => !picked.has(y.jobId) && eligibleHead(y, input) && y.submittedAt >= h.queuedAt + o.starvationSeconds * 1000));
         assert.ok(overtaker, 'reserved only when a much younger job would otherwise be served');
       }),
       { numRuns: 400 },
@@ -836,7 +836,7 @@ describe('planClaim fair: reservations for starved jobs', () => {
     assert.deepEqual(pickedJobs(plan), [1, 2, 3]);
   });
 
-  it('the wait is measured between queue entries: exactly starvationSeconds earlier than the job served next reserves, a second less does not', () => {
+  it('the wait is measured from its queue entry to the next job\'s submission: exactly starvationSeconds earlier reserves, a second less does not', () => {
     // The small jobs entered their queue 10 s ago (the fixtures' default).
     const at = (s: number) => planClaim(claim({ offer: busy, queues: [big({ heads: [head(100, { submittedAt: NOW - s * SECOND })] }), small()] }), FAIR).reserve;
     assert.equal(at(610), 100);
@@ -844,9 +844,18 @@ describe('planClaim fair: reservations for starved jobs', () => {
   });
 
   it('a job back from a backoff must wait in its queue again before it reserves, however long ago it was submitted', () => {
+    // The small jobs were submitted 10 s ago (the fixtures' default).
     const back = (inQueueS: number) => head(100, { submittedAt: NOW - 5000 * SECOND, queuedAt: NOW - inQueueS * SECOND });
     assert.equal(planClaim(claim({ offer: busy, queues: [big({ heads: [back(30)] }), small()] }), FAIR).reserve, undefined);
     assert.equal(planClaim(claim({ offer: busy, queues: [big({ heads: [back(700)] }), small()] }), FAIR).reserve, 100);
+  });
+
+  it('a retry in the middle of a batch submitted at once does not make the rest of the batch look starved', () => {
+    // Served next: a small job of the batch, back from a backoff (queued just now, submitted with the rest).
+    const retried = small({ heads: [head(1, { submittedAt: NOW - 5000 * SECOND, queuedAt: NOW })] });
+    const plan = planClaim(claim({ offer: busy, queues: [big({ heads: [head(100, { submittedAt: NOW - 5000 * SECOND })] }), retried] }), FAIR);
+    assert.equal(plan.reserve, undefined);
+    assert.deepEqual(pickedJobs(plan), [1]);
   });
 
   it('while its submission keeps its place in line: the older job is served first among those that fit', () => {
