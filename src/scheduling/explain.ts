@@ -1,10 +1,8 @@
-import type { App, Job, Millis, RuntimeKind } from '../domain/model.js';
-import { withOverrides, type Resources } from '../domain/resources.js';
+import type { Job, Millis, RuntimeKind } from '../domain/model.js';
+import type { Resources } from '../domain/resources.js';
 import type { HostState, JobState } from '../domain/states.js';
 import type { SchedulingOptions } from './options.js';
 import { RESOURCE_NAMES, mismatch, type Mismatch, type Placement, type ResourceName } from './placement.js';
-
-export { placementOf } from './placement.js';
 
 /**
  * `boxgrid explain JOB`: why a queued job is not running. Pure: the service gathers the facts

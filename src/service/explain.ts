@@ -1,5 +1,6 @@
 import { notFound } from '../domain/errors.js';
-import { explainJob, placementOf, type Explanation, type ExplainInput } from '../scheduling/explain.js';
+import { explainJob, type Explanation, type ExplainInput } from '../scheduling/explain.js';
+import { placementOf } from '../scheduling/placement.js';
 import type { ProjectAccess } from './access.js';
 import type { ServiceContext } from './context.js';
 

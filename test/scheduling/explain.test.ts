@@ -1,9 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  duration, explainJob, isLive, placementOf, type ExplainCode, type ExplainHost, type ExplainInput, type Explanation,
+  duration, explainJob, isLive, type ExplainCode, type ExplainHost, type ExplainInput, type Explanation,
 } from '../../src/scheduling/explain.js';
-import type { Placement } from '../../src/scheduling/placement.js';
+import { placementOf, type Placement } from '../../src/scheduling/placement.js';
 import { FAIR, FIFO, NOW, SECOND, res } from './fixtures.js';
 
 const LEASE = 60 * SECOND;

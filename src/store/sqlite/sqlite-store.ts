@@ -841,13 +841,14 @@ export class SqliteStore implements Store {
         projects.set(q.projectId, { projectId: q.projectId, weight: p.share_weight as number, pass: p.fair_pass as number });
       }
     }
-    const reservation = (this.stmt('SELECT reserved_job FROM hosts WHERE id = ?').pluck().get(req.hostId) as number | null) ?? null;
+    const host = this.stmt('SELECT reserved_job, pace FROM hosts WHERE id = ?').get(req.hostId) as Row | undefined;
+    const reservation = (host?.reserved_job as number | null | undefined) ?? null;
     // A reservation holds only while its host keeps calling: a host gone silent frees its job.
     const reservedElsewhere = new Set(
       this.stmt('SELECT reserved_job FROM hosts WHERE reserved_job IS NOT NULL AND id != ? AND last_seen_at >= ?').pluck().all(req.hostId, now - req.leaseMs) as number[],
     );
     const virtualTime = this.stmt('SELECT virtual_time FROM fair_share_clock WHERE id = 1').pluck().get() as number;
-    const pace = (this.stmt('SELECT pace FROM hosts WHERE id = ?').pluck().get(req.hostId) as number | null) ?? null;
+    const pace = (host?.pace as number | null | undefined) ?? null;
     return { queues, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now), pace, virtualTime };
   }
 
