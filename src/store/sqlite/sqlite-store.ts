@@ -6,9 +6,9 @@ import type {
   App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../../domain/model.js';
-import type { OutputFile, RuntimeKind } from '../../domain/model.js';
-import { describeOutcome, settle, type TaskOutcome, type TaskUsage } from '../../domain/outcomes.js';
-import { withOverrides, type Resources } from '../../domain/resources.js';
+import type { RuntimeKind } from '../../domain/model.js';
+import { describeOutcome, settle } from '../../domain/outcomes.js';
+import { withOverrides } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
 import { learnDuration, settledPass } from '../../scheduling/fair-share.js';
 import { learnPace } from '../../scheduling/pace.js';
@@ -16,7 +16,7 @@ import type { ProjectShare } from '../../scheduling/fair-share.js';
 import type { SchedulingOptions } from '../../scheduling/options.js';
 import type { QueueView } from '../../scheduling/plan.js';
 import { placementOf } from '../../scheduling/placement.js';
-import { nextHealth, retryDelayMs, type HostAppHealth } from '../../scheduling/retry.js';
+import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { checksum, type Migration } from '../migration.js';
@@ -24,9 +24,12 @@ import type {
   Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
+import {
+  canonicalSelector, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  retryTime, specEncoder, type Row,
+} from '../rows.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
-type Row = Record<string, unknown>;
 
 /**
  * A filter as an index read in id order: the rows of `from` whose columns `eq` equal `args`,
@@ -43,9 +46,6 @@ function streamWhere(s: IdStream, alias = ''): string {
   return s.eq.map((c) => `${alias}${c} = ?`).join(' AND ');
 }
 
-/** The parts of a job kept in the `spec` JSON column. */
-type StoredJobSpec = Omit<JobSpec, 'priority' | 'deadline'>;
-
 const CANCELLABLE = jobMachine.sourcesOf('cancelled');
 const ACTIVE_TASK_SQL = ACTIVE_TASK_STATES.map((s) => `'${s}'`).join(', ');
 const JOB_CHUNK = 100;
@@ -54,8 +54,6 @@ const LABEL_CHUNK = 250;
 const LABEL_PARAMS = 4;
 /** Most agent calls committed together (group commit): bounds the latency one group adds. */
 const GROUP_MAX = 64;
-/** How much of a task's output the store keeps (the tail), UTF-16 code units. */
-const LOG_KEEP = 64 * 1024;
 const CANCELLABLE_SQL = CANCELLABLE.map((s) => `'${s}'`).join(', ');
 
 /**
@@ -962,23 +960,13 @@ export class SqliteStore implements Store {
     });
   }
 
-  /**
-   * Adds a chunk of a task's output to its stored tail. Chunks carry their offset, so a
-   * retried heartbeat (a chunk already stored) adds nothing and a partly new one adds its
-   * new part only.
-   */
+  /** Adds a chunk of a task's output to its stored tail (see mergeLog). */
   private appendLog(taskId: number, chunk: LogChunk): void {
     const r = this.stmt('SELECT text, end_offset FROM task_logs WHERE task_id = ?').get(taskId) as Row | undefined;
-    const end = (r?.end_offset as number | undefined) ?? 0;
-    const chunkEnd = chunk.offset + chunk.text.length;
-    if (chunkEnd <= end) return;
-    const fresh = chunk.text.slice(Math.max(0, end - chunk.offset));
-    // After a gap (output the agent dropped) the stored text is not followed by this piece: keep
-    // only the piece, so that the text still starts at end_offset - length (TaskLog's contract).
-    const before = chunk.offset > end ? '' : ((r?.text as string | undefined) ?? '');
-    const text = before + fresh;
+    const merged = mergeLog(r ? { text: r.text as string, endOffset: r.end_offset as number } : null, chunk);
+    if (merged === null) return;
     this.stmt('INSERT INTO task_logs (task_id, text, end_offset) VALUES (?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET text = excluded.text, end_offset = excluded.end_offset')
-      .run(taskId, text.length > LOG_KEEP ? text.slice(text.length - LOG_KEEP) : text, chunkEnd);
+      .run(taskId, merged.text, merged.endOffset);
   }
 
   async reportTask(req: ReportRequest, now: Millis): Promise<ReportResult> {
@@ -1172,142 +1160,6 @@ export class SqliteStore implements Store {
   }
 }
 
-function idempotencyConflict(): BoxgridError {
-  return new BoxgridError('conflict', 'Idempotency-Key was already used for a different request', { field: 'headers/idempotency-key' });
-}
-
 function uniqueViolation(e: unknown, make: () => BoxgridError): unknown {
   return e instanceof Error && (e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' ? make() : e;
-}
-
-function mapUser(r: Row | undefined): User | null {
-  return r ? { id: r.id as number, name: r.name as string, operator: r.operator === 1, createdAt: r.created_at as number } : null;
-}
-
-function mapProject(r: Row): Project {
-  return { id: r.id as number, name: r.name as string, shareWeight: r.share_weight as number, createdAt: r.created_at as number };
-}
-
-function mapApp(r: Row): App {
-  const spec = JSON.parse(r.spec as string) as AppSpec;
-  return { ...spec, nativeCommand: spec.nativeCommand ?? null, id: r.id as number, projectId: r.project_id as number, version: r.version as number, createdAt: r.created_at as number };
-}
-
-function mapBatch(r: Row): Batch {
-  return {
-    id: r.id as number, projectId: r.project_id as number, appName: r.app_name as string, appVersion: r.app_version as number,
-    size: r.size as number, labels: JSON.parse(r.labels as string), createdAt: r.created_at as number,
-  };
-}
-
-/**
- * Serialises specs for the `spec` column: only non-empty parts are stored, in the order args,
- * env, inputs, resources, labels, params (stringifying empty objects is a measurable share of a
- * 100k insert). The string is built directly, without an intermediate object, and the JSON of
- * the last object seen for each part is reused: the jobs of a batch mostly share their maps
- * (the template's env, the batch's labels).
- */
-function specEncoder(): (j: JobSpec) => string {
-  const memo = () => {
-    let last: object | null = null;
-    let json = '';
-    return (o: object): string => {
-      if (o !== last) {
-        last = o;
-        json = JSON.stringify(o);
-      }
-      return json;
-    };
-  };
-  const [args, env, inputs, resources, labels, selector, params] = [memo(), memo(), memo(), memo(), memo(), memo(), memo()];
-  return (j) => {
-    let s = '{"args":' + args(j.args);
-    if (!isEmpty(j.env)) s += ',"env":' + env(j.env);
-    if (!isEmpty(j.inputs)) s += ',"inputs":' + inputs(j.inputs);
-    if (!isEmpty(j.resources)) s += ',"resources":' + resources(j.resources);
-    if (!isEmpty(j.labels)) s += ',"labels":' + labels(j.labels);
-    if (j.selector && !isEmpty(j.selector)) s += ',"selector":' + selector(j.selector);
-    if (!isEmpty(j.params)) s += ',"params":' + params(j.params);
-    return s + '}';
-  };
-}
-
-/** When a job requeued after its attempt number `attempts` failed may run again (null: now). */
-function retryTime(attempts: number, rules: SchedulingOptions, now: Millis): Millis | null {
-  const delay = retryDelayMs(attempts, rules);
-  return delay > 0 ? now + delay : null;
-}
-
-/** A selector as stored in a queue's key: keys sorted, so equal selectors are equal strings. */
-function canonicalSelector(selector: Record<string, string> | undefined): string {
-  if (!selector || isEmpty(selector)) return '{}';
-  return JSON.stringify(Object.fromEntries(Object.keys(selector).sort().map((k) => [k, selector[k]])));
-}
-
-function isEmpty(o: object): boolean {
-  for (const _ in o) return false;
-  return true;
-}
-
-function mapJob(r: Row): Job {
-  const stored = JSON.parse(r.spec as string) as Partial<StoredJobSpec>;
-  const s: StoredJobSpec = {
-    args: stored.args ?? [], env: stored.env ?? {}, inputs: stored.inputs ?? {}, resources: stored.resources ?? {},
-    labels: stored.labels ?? {}, selector: stored.selector ?? {}, params: stored.params ?? {},
-  };
-  return {
-    id: r.id as number,
-    projectId: r.project_id as number,
-    appId: r.app_id as number,
-    appName: r.app_name as string,
-    appVersion: r.app_version as number,
-    batchId: (r.batch_id as number | null) ?? null,
-    state: r.state as JobState,
-    args: s.args,
-    env: s.env,
-    inputs: s.inputs,
-    resources: s.resources,
-    labels: s.labels,
-    selector: s.selector,
-    params: s.params,
-    priority: r.priority as number,
-    deadline: (r.deadline as number | null) ?? null,
-    attempts: r.attempts as number,
-    reason: (r.reason as string | null) ?? null,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-    finishedAt: (r.finished_at as number | null) ?? null,
-    checkpoint: (r.checkpoint as string | null) ?? null,
-    retryAt: (r.not_before as number | null) ?? null,
-  };
-}
-
-function mapHost(r: Row): Host {
-  return {
-    id: r.id as number, siteId: r.site_id as number, name: r.name as string, state: r.state as Host['state'],
-    resources: JSON.parse(r.resources as string), platform: r.platform as string, labels: JSON.parse((r.labels as string | undefined) ?? '{}'),
-    createdAt: r.created_at as number, lastSeenAt: (r.last_seen_at as number | null) ?? null,
-    pace: (r.pace as number | null | undefined) ?? null,
-  };
-}
-
-function mapEnrollToken(r: Row): EnrollTokenRecord {
-  return {
-    id: r.id as string, siteId: r.site_id as number, secretHash: r.secret_hash as Buffer, label: r.label as string,
-    usesLeft: (r.uses_left as number | null) ?? null, expiresAt: (r.expires_at as number | null) ?? null,
-    revokedAt: (r.revoked_at as number | null) ?? null, createdAt: r.created_at as number,
-  };
-}
-
-function mapTask(r: Row): Task {
-  const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));
-  return {
-    id: r.id as number, jobId: r.job_id as number, hostId: r.host_id as number, attempt: r.attempt as number,
-    replica: r.replica as number, state: r.state as Task['state'], runtime: r.runtime as RuntimeKind,
-    leaseExpiresAt: r.lease_expires_at as number, createdAt: r.created_at as number,
-    startedAt: (r.started_at as number | null) ?? null, endedAt: (r.ended_at as number | null) ?? null,
-    exitCode: (r.exit_code as number | null) ?? null, reason: (r.reason as string | null) ?? null,
-    progress: (r.progress as number | null) ?? null, usage: json<TaskUsage>(r.usage), outcome: json<TaskOutcome>(r.outcome),
-    durationMs: (r.duration_ms as number | null) ?? null, outputs: json<Record<string, OutputFile>>(r.outputs) ?? {},
-  };
 }
