@@ -51,7 +51,7 @@ function taking(jobIds: number[], reserve: number | null | undefined = undefined
   });
 }
 
-export function runExplainConformance(name: string, open: OpenStore): void {
+export function runExplainConformance(name: string, open: OpenStore, opts: { skip?: string | false } = {}): void {
   const test = (title: string, fn: (s: Store) => Promise<void>) => it(title, () => withFreshStore(open, fn));
 
   async function grid(s: Store) {
@@ -92,7 +92,7 @@ export function runExplainConformance(name: string, open: OpenStore): void {
     return { p, q, sim, other, h1, h2, h3, jobs, claim, fail, prove, failVindicated };
   }
 
-  describe(name, () => {
+  describe(name, { skip: opts.skip ?? false }, () => {
     test('jobsAhead counts the queued jobs of its queue that go before it: higher priority, then smaller id', async (s) => {
       const g = await grid(s);
       const [a, b, high, c, low] = await g.jobs(g.sim, [{}, {}, { priority: 5 }, {}, { priority: -3 }]);

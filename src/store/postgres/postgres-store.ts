@@ -1,0 +1,1089 @@
+import pg from 'pg';
+import { BoxgridError, alreadyExists, notFound } from '../../domain/errors.js';
+import type {
+  App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, RuntimeKind, Site, StateCounts, Task,
+  TokenRecord, User,
+} from '../../domain/model.js';
+import { describeOutcome, settle } from '../../domain/outcomes.js';
+import { withOverrides } from '../../domain/resources.js';
+import type { Role } from '../../domain/roles.js';
+import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
+import { learnDuration, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
+import type { SchedulingOptions } from '../../scheduling/options.js';
+import { learnPace } from '../../scheduling/pace.js';
+import { placementOf } from '../../scheduling/placement.js';
+import type { QueueView } from '../../scheduling/plan.js';
+import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
+import type { RunningTask } from '../../scheduling/speculation.js';
+import { checksum, type Migration } from '../migration.js';
+import {
+  canonicalSelector, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  retryTime, specEncoder, type Row,
+} from '../rows.js';
+import type {
+  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
+  InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
+} from '../store.js';
+import { POSTGRES_MIGRATIONS } from './migrations.js';
+
+const ACTIVE_TASK_SQL = ACTIVE_TASK_STATES.map((s) => `'${s}'`).join(', ');
+const CANCELLABLE_SQL = jobMachine.sourcesOf('cancelled').map((s) => `'${s}'`).join(', ');
+/** Rows per INSERT … SELECT FROM unnest(…): one round trip carries this many jobs. */
+const JOB_CHUNK = 5000;
+
+/**
+ * Advisory lock keys (first half of the two-key form; "bxg" in ASCII, so they do not collide
+ * with another application's locks on a shared server).
+ */
+const LOCK_SPACE = 0x627867;
+const LOCK = { migrate: 1, claim: 2, insertJobs: 3, bootstrap: 4, appName: 5 } as const;
+
+/** SQLSTATEs after which a whole transaction is safely run again. */
+const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
+const UNIQUE_VIOLATION = '23505';
+const MAX_ATTEMPTS = 5;
+
+/**
+ * bigint comes back from node-postgres as a string (it may not fit a double). Ids and epoch-ms
+ * times here stay far below 2^53, so they are read as numbers, as the port's types say.
+ */
+const INT8_ARRAY = 1016;
+const TYPES = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
+    if (oid === pg.types.builtins.INT8) return (v: string) => Number(v);
+    if (oid === INT8_ARRAY) {
+      const strings = pg.types.getTypeParser(oid as never, format) as (v: string) => Array<string | null>;
+      return (v: string) => strings(v).map((x) => (x === null ? null : Number(x)));
+    }
+    return pg.types.getTypeParser(oid, format);
+  }) as typeof pg.types.getTypeParser,
+};
+
+export interface PostgresStoreOptions {
+  /** postgres://user:password@host:port/database (libpq-style parameters are understood). */
+  connectionString: string;
+  /** Keep boxgrid's tables in this schema (created if missing) instead of the role's default. */
+  schema?: string;
+  /** Most connections this server opens (node-postgres pool). */
+  maxConnections?: number;
+}
+
+/** One connection inside a transaction (or a single statement outside one). */
+class Conn {
+  constructor(private readonly client: pg.PoolClient | pg.Pool) {}
+
+  async all(sql: string, values: unknown[] = []): Promise<Row[]> {
+    return (await this.client.query<Row>({ name: statementName(sql), text: sql, values })).rows;
+  }
+  async one(sql: string, values: unknown[] = []): Promise<Row | undefined> {
+    return (await this.all(sql, values))[0];
+  }
+  /** The first column of the first row. */
+  async value<T>(sql: string, values: unknown[] = []): Promise<T | undefined> {
+    const r = await this.one(sql, values);
+    return r === undefined ? undefined : (Object.values(r)[0] as T);
+  }
+  /** Rows changed. */
+  async run(sql: string, values: unknown[] = []): Promise<number> {
+    return (await this.client.query({ name: statementName(sql), text: sql, values })).rowCount ?? 0;
+  }
+  async lock(key: number, sub = 0): Promise<void> {
+    await this.client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_SPACE + key, sub]);
+  }
+}
+
+const statementNames = new Map<string, string>();
+
+/** Each distinct query text is prepared once per connection, under a name of its own. */
+function statementName(sql: string): string {
+  let name = statementNames.get(sql);
+  if (name === undefined) {
+    name = `bxg${statementNames.size}`;
+    statementNames.set(sql, name);
+  }
+  return name;
+}
+
+function pgCode(e: unknown): string | undefined {
+  return e instanceof Error ? (e as { code?: string }).code : undefined;
+}
+
+function uniqueViolation(e: unknown, make: () => BoxgridError): unknown {
+  return pgCode(e) === UNIQUE_VIOLATION ? make() : e;
+}
+
+/**
+ * The store for several servers on one database. Each method is one transaction at READ
+ * COMMITTED; what several servers could race on is made safe explicitly:
+ * - claims run one at a time (a transaction-scoped advisory lock): they read and rewrite the
+ *   shared scheduling state (queue heads, fair-share clock, reservations), and a claim that
+ *   waited sees what the one before it committed;
+ * - a task, a job, a project's pass or a host's pace that a call reads in order to rewrite is
+ *   read FOR UPDATE; lease and deadline sweeps take rows with SKIP LOCKED, so two servers
+ *   sweeping at once share the work and each row is handled once;
+ * - a batch's jobs take consecutive ids (the batch range queries rely on it): job inserts take
+ *   an advisory lock of their own;
+ * - a deadlock or serialization failure reruns the whole transaction.
+ */
+export class PostgresStore implements Store {
+  private readonly pool: pg.Pool;
+
+  constructor(opts: PostgresStoreOptions, private readonly migrations: readonly Migration[] = POSTGRES_MIGRATIONS) {
+    if (opts.schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(opts.schema)) {
+      throw new Error(`schema "${opts.schema}" is not a plain lower-case identifier`);
+    }
+    this.schema = opts.schema ?? null;
+    this.pool = new pg.Pool({
+      connectionString: opts.connectionString,
+      max: opts.maxConnections ?? 10,
+      types: TYPES,
+      ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+    });
+    // An idle connection the server dropped must not take the process down.
+    this.pool.on('error', () => {});
+  }
+
+  private readonly schema: string | null;
+
+  private get db(): Conn {
+    return new Conn(this.pool);
+  }
+
+  /** Runs `fn` in one transaction, again from the start after a deadlock or serialization failure. */
+  private async tx<T>(fn: (c: Conn) => Promise<T>, retryOn: ReadonlySet<string> = RETRYABLE): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const client = await this.pool.connect();
+      let broken = false;
+      try {
+        await client.query('BEGIN');
+        const result = await fn(new Conn(client));
+        await client.query('COMMIT');
+        return result;
+      } catch (e) {
+        try {
+          await client.query('ROLLBACK');
+        } catch {
+          broken = true; // the connection itself failed: do not hand it out again
+        }
+        const code = pgCode(e);
+        if (attempt >= MAX_ATTEMPTS || code === undefined || !retryOn.has(code)) throw e;
+      } finally {
+        client.release(broken);
+      }
+    }
+  }
+
+  async migrate(): Promise<{ applied: number[] }> {
+    const client = await this.pool.connect();
+    try {
+      // Several servers may start at once: one migrates, the others wait and find it done.
+      await client.query('SELECT pg_advisory_lock($1, 0)', [LOCK_SPACE + LOCK.migrate]);
+      try {
+        if (this.schema) await client.query(`CREATE SCHEMA IF NOT EXISTS ${this.schema}`);
+        await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+          version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at bigint NOT NULL)`);
+        const done = new Map<number, string>(
+          (await client.query<Row>('SELECT version, checksum FROM schema_migrations')).rows.map((r) => [r.version as number, r.checksum as string]),
+        );
+        const known = new Set(this.migrations.map((m) => m.version));
+        for (const v of done.keys()) {
+          if (!known.has(v)) throw new Error(`database has migration ${v}, which this boxgrid does not know: is it older than the data?`);
+        }
+        const applied: number[] = [];
+        for (const m of this.migrations) {
+          const have = done.get(m.version);
+          if (have !== undefined) {
+            if (have !== checksum(m)) throw new Error(`migration ${m.version} (${m.name}) was edited after it was applied; migrations are append-only`);
+            continue;
+          }
+          await client.query('BEGIN');
+          try {
+            await client.query(m.sql);
+            await client.query('INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)', [
+              m.version, m.name, checksum(m), Date.now(),
+            ]);
+            await client.query('COMMIT');
+          } catch (e) {
+            await client.query('ROLLBACK');
+            throw e;
+          }
+          applied.push(m.version);
+        }
+        return { applied };
+      } finally {
+        await client.query('SELECT pg_advisory_unlock($1, 0)', [LOCK_SPACE + LOCK.migrate]);
+      }
+    } finally {
+      client.release();
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.pool.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    if (!this.pool.ended) await this.pool.end();
+  }
+
+  // ── identity ──────────────────────────────────────────────────────────────
+
+  async countUsers(): Promise<number> {
+    return (await this.db.value<number>('SELECT count(*) FROM users'))!;
+  }
+
+  async createUser(name: string, operator: boolean, now: Millis): Promise<User> {
+    try {
+      const id = await this.db.value<number>('INSERT INTO users (name, operator, created_at) VALUES ($1, $2, $3) RETURNING id', [name, operator, now]);
+      return { id: id!, name, operator, createdAt: now };
+    } catch (e) {
+      throw uniqueViolation(e, () => alreadyExists(`user "${name}"`, 'name'));
+    }
+  }
+
+  async getUser(id: number): Promise<User | null> {
+    return mapUser(await this.db.one('SELECT * FROM users WHERE id = $1', [id]));
+  }
+
+  async getUserByName(name: string): Promise<User | null> {
+    return mapUser(await this.db.one('SELECT * FROM users WHERE name = $1', [name]));
+  }
+
+  async createProject(name: string, shareWeight: number, now: Millis): Promise<Project> {
+    try {
+      const id = await this.db.value<number>('INSERT INTO projects (name, share_weight, created_at) VALUES ($1, $2, $3) RETURNING id', [name, shareWeight, now]);
+      return { id: id!, name, shareWeight, createdAt: now };
+    } catch (e) {
+      throw uniqueViolation(e, () => alreadyExists(`project "${name}"`, 'name'));
+    }
+  }
+
+  async setShareWeight(projectId: number, shareWeight: number): Promise<void> {
+    await this.db.run('UPDATE projects SET share_weight = $1 WHERE id = $2', [shareWeight, projectId]);
+  }
+
+  async getProjectByName(name: string): Promise<Project | null> {
+    const r = await this.db.one('SELECT * FROM projects WHERE name = $1', [name]);
+    return r ? mapProject(r) : null;
+  }
+
+  async listProjectsFor(user: User): Promise<Array<Project & { role: Role }>> {
+    const rows = user.operator
+      ? await this.db.all(`SELECT p.*, 'admin' AS role FROM projects p ORDER BY p.name`)
+      : await this.db.all('SELECT p.*, m.role FROM projects p JOIN memberships m ON m.project_id = p.id WHERE m.user_id = $1 ORDER BY p.name', [user.id]);
+    return rows.map((r) => ({ ...mapProject(r), role: r.role as Role }));
+  }
+
+  async setMembership(projectId: number, userId: number, role: Role): Promise<void> {
+    await this.db.run(
+      'INSERT INTO memberships (project_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role',
+      [projectId, userId, role],
+    );
+  }
+
+  async getRole(projectId: number, userId: number): Promise<Role | null> {
+    return ((await this.db.value<string>('SELECT role FROM memberships WHERE project_id = $1 AND user_id = $2', [projectId, userId])) as Role | undefined) ?? null;
+  }
+
+  async insertToken(t: TokenRecord): Promise<void> {
+    await insertToken(this.db, t);
+  }
+
+  async revokeToken(id: string, now: Millis): Promise<boolean> {
+    return (await this.db.run('UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL', [now, id])) === 1;
+  }
+
+  async bootstrap(b: Bootstrap, now: Millis): Promise<boolean> {
+    return this.tx(async (c) => {
+      await c.lock(LOCK.bootstrap); // servers starting together: one bootstraps, the others see users
+      if ((await c.value<number>('SELECT count(*) FROM users'))! > 0) return false;
+      const userId = (await c.value<number>('INSERT INTO users (name, operator, created_at) VALUES ($1, true, $2) RETURNING id', [b.operatorName, now]))!;
+      const projectId = await c.value<number>('INSERT INTO projects (name, share_weight, created_at) VALUES ($1, 1, $2) RETURNING id', [b.projectName, now]);
+      await c.run(`INSERT INTO memberships (project_id, user_id, role) VALUES ($1, $2, 'admin')`, [projectId, userId]);
+      await insertToken(c, b.token(userId));
+      return true;
+    });
+  }
+
+  async getToken(id: string): Promise<TokenRecord | null> {
+    const r = await this.db.one('SELECT * FROM tokens WHERE id = $1', [id]);
+    if (!r) return null;
+    return {
+      id: r.id as string, kind: r.kind as TokenRecord['kind'], subjectId: r.subject_id as number, secretHash: r.secret_hash as Buffer,
+      label: r.label as string, createdAt: r.created_at as number, expiresAt: (r.expires_at as number | null) ?? null,
+      revokedAt: (r.revoked_at as number | null) ?? null,
+    };
+  }
+
+  // ── apps ──────────────────────────────────────────────────────────────────
+
+  async createAppVersion(projectId: number, spec: AppSpec, mode: 'new' | 'version', now: Millis): Promise<App> {
+    return this.tx(async (c) => {
+      await c.lock(LOCK.appName, projectId); // two new versions at once must not both read the same latest
+      const current = (await c.value<number | null>('SELECT max(version) FROM apps WHERE project_id = $1 AND name = $2', [projectId, spec.name])) ?? 0;
+      if (mode === 'new' && current > 0) throw alreadyExists(`app "${spec.name}"`, 'name');
+      if (mode === 'version' && current === 0) throw notFound(`app "${spec.name}"`);
+      const version = current + 1;
+      const id = await c.value<number>('INSERT INTO apps (project_id, name, version, spec, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id', [
+        projectId, spec.name, version, JSON.stringify(spec), now,
+      ]);
+      return { ...spec, id: id!, projectId, version, createdAt: now };
+    });
+  }
+
+  async getApp(projectId: number, name: string, version?: number): Promise<App | null> {
+    const r = version === undefined
+      ? await this.db.one('SELECT * FROM apps WHERE project_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1', [projectId, name])
+      : await this.db.one('SELECT * FROM apps WHERE project_id = $1 AND name = $2 AND version = $3', [projectId, name, version]);
+    return r ? mapApp(r) : null;
+  }
+
+  async listApps(projectId: number): Promise<App[]> {
+    const rows = await this.db.all('SELECT DISTINCT ON (name) * FROM apps WHERE project_id = $1 ORDER BY name, version DESC', [projectId]);
+    return rows.map(mapApp);
+  }
+
+  async listAppVersions(projectId: number, name: string): Promise<App[]> {
+    return (await this.db.all('SELECT * FROM apps WHERE project_id = $1 AND name = $2 ORDER BY version', [projectId, name])).map(mapApp);
+  }
+
+  // ── jobs and batches ─────────────────────────────────────────────────────
+
+  async insertJobs(req: InsertJobsRequest): Promise<InsertJobsResult> {
+    const { projectId, app, now } = req;
+    return this.tx(async (c): Promise<InsertJobsResult> => {
+      // One insert at a time: a batch's ids must be consecutive, and a repeated idempotency key
+      // must find the first request's outcome, not race it.
+      await c.lock(LOCK.insertJobs);
+      if (req.idempotency) {
+        const prior = await idempotentOutcome(c, projectId, req.idempotency.key);
+        if (prior) {
+          if (prior.requestHash !== req.idempotency.requestHash) throw idempotencyConflict();
+          return prior.result;
+        }
+      }
+      let batch: Batch | null = null;
+      if (req.batch) {
+        const id = await c.value<number>(
+          'INSERT INTO batches (project_id, app_name, app_version, size, labels, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id',
+          [projectId, app.name, app.version, req.jobs.length, JSON.stringify(req.batch.labels), now],
+        );
+        batch = { id: id!, projectId, appName: app.name, appVersion: app.version, size: req.jobs.length, labels: req.batch.labels, createdAt: now };
+      }
+      const batchId = batch?.id ?? null;
+      const jobIds = await this.insertJobRows(c, projectId, app, batchId, req.jobs, now);
+      if (batchId !== null && jobIds.length > 0) {
+        const first = jobIds[0]!;
+        if (jobIds[jobIds.length - 1] !== first + jobIds.length - 1) throw new Error('job ids of a batch are not consecutive');
+        await c.run('UPDATE batches SET first_job_id = $1 WHERE id = $2', [first, batchId]);
+      }
+      if (req.idempotency) {
+        await c.run('INSERT INTO idempotency_keys (project_id, key, request_hash, batch_id, job_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)', [
+          projectId, req.idempotency.key, req.idempotency.requestHash, batchId, batchId === null ? jobIds[0] ?? null : null, now,
+        ]);
+      }
+      return { batch, jobIds, replayed: false };
+    });
+  }
+
+  /** Jobs as arrays unnested by the server: one statement per JOB_CHUNK jobs, ids in request order. */
+  private async insertJobRows(c: Conn, projectId: number, app: App, batchId: number | null, jobs: JobSpec[], now: Millis): Promise<number[]> {
+    const encode = specEncoder();
+    const queueOf = queueFinder(c, projectId, app);
+    const ids: number[] = [];
+    for (let start = 0; start < jobs.length; start += JOB_CHUNK) {
+      const chunk = jobs.slice(start, start + JOB_CHUNK);
+      const priorities: number[] = [];
+      const deadlines: Array<number | null> = [];
+      const specs: string[] = [];
+      const queues: number[] = [];
+      for (const j of chunk) {
+        priorities.push(j.priority);
+        deadlines.push(j.deadline);
+        specs.push(encode(j));
+        queues.push(await queueOf(j));
+      }
+      const rows = await c.all(
+        `INSERT INTO jobs (project_id, app_id, app_name, app_version, batch_id, state, priority, deadline, spec, queue_id, created_at, updated_at)
+         SELECT $1, $2, $3, $4, $5, 'queued', u.p, u.d, u.s, u.q, $6, $6
+         FROM unnest($7::integer[], $8::bigint[], $9::text[], $10::bigint[]) WITH ORDINALITY AS u(p, d, s, q, n) ORDER BY u.n
+         RETURNING id`,
+        [projectId, app.id, app.name, app.version, batchId, now, priorities, deadlines, specs, queues],
+      );
+      // Rows are numbered as they are inserted, in the ORDER BY's order.
+      for (const id of rows.map((r) => r.id as number).sort((a, b) => a - b)) ids.push(id);
+    }
+    const keys: string[] = [];
+    const values: string[] = [];
+    const jobIds: number[] = [];
+    jobs.forEach((j, i) => {
+      for (const key in j.labels) {
+        keys.push(key);
+        values.push(j.labels[key]!);
+        jobIds.push(ids[i]!);
+      }
+    });
+    for (let start = 0; start < keys.length; start += JOB_CHUNK) {
+      await c.run('INSERT INTO job_labels (project_id, key, value, job_id) SELECT $1, k, v, j FROM unnest($2::text[], $3::text[], $4::bigint[]) AS u(k, v, j)', [
+        projectId, keys.slice(start, start + JOB_CHUNK), values.slice(start, start + JOB_CHUNK), jobIds.slice(start, start + JOB_CHUNK),
+      ]);
+    }
+    return ids;
+  }
+
+  async findIdempotent(projectId: number, key: string): Promise<{ requestHash: string; result: InsertJobsResult } | null> {
+    return idempotentOutcome(this.db, projectId, key);
+  }
+
+  async getJob(projectId: number, id: number): Promise<Job | null> {
+    const r = await this.db.one('SELECT * FROM jobs WHERE id = $1 AND project_id = $2', [id, projectId]);
+    return r ? mapJob(r) : null;
+  }
+
+  /**
+   * Newest first, every filter in one statement: the planner combines the indexes (state, app,
+   * a label's key, a batch's id range) as it sees fit.
+   */
+  async listJobs(projectId: number, filter: JobFilter, page: Page): Promise<Job[]> {
+    if (page.limit <= 0) return [];
+    const where = ['j.project_id = $1'];
+    const args: unknown[] = [projectId];
+    const add = (sql: string, ...values: unknown[]) => {
+      where.push(sql.replace(/\?/g, () => `$${args.push(values.shift()) }`));
+    };
+    if (page.beforeId !== undefined) add('j.id < ?', page.beforeId);
+    if (filter.batchId !== undefined) {
+      const range = await batchRange(this.db, filter.batchId);
+      if (!range) return [];
+      add('j.id BETWEEN ? AND ?', range.first, range.last);
+      add('j.batch_id = ?', filter.batchId);
+    }
+    if (filter.state !== undefined) add('j.state = ?', filter.state);
+    if (filter.appName !== undefined) add('j.app_name = ?', filter.appName);
+    if (filter.label !== undefined) {
+      add('EXISTS (SELECT 1 FROM job_labels l WHERE l.project_id = j.project_id AND l.key = ? AND l.value = ? AND l.job_id = j.id)', filter.label.key, filter.label.value);
+    }
+    args.push(page.limit);
+    const rows = await this.db.all(`SELECT j.* FROM jobs j WHERE ${where.join(' AND ')} ORDER BY j.id DESC LIMIT $${args.length}`, args);
+    return rows.map(mapJob);
+  }
+
+  async listTasks(jobId: number): Promise<Task[]> {
+    return (await this.db.all('SELECT * FROM tasks WHERE job_id = $1 ORDER BY id', [jobId])).map(mapTask);
+  }
+
+  async cancelJob(projectId: number, id: number, now: Millis): Promise<Job> {
+    return this.tx(async (c) => {
+      const r = await c.one('SELECT * FROM jobs WHERE id = $1 AND project_id = $2 FOR UPDATE', [id, projectId]);
+      if (!r) throw notFound(`job ${id}`);
+      jobMachine.assert(r.state as JobState, 'cancelled', `job ${id}`);
+      await c.run(`UPDATE jobs SET state = 'cancelled', reason = 'cancelled by user', updated_at = $1, finished_at = $1, not_before = NULL WHERE id = $2`, [now, id]);
+      return mapJob({ ...r, state: 'cancelled', reason: 'cancelled by user', updated_at: now, finished_at: now, not_before: null });
+    });
+  }
+
+  async cancelBatch(projectId: number, batchId: number, now: Millis): Promise<number> {
+    const range = await batchRange(this.db, batchId);
+    if (!range) return 0;
+    return this.db.run(
+      `UPDATE jobs SET state = 'cancelled', reason = 'batch cancelled by user', updated_at = $1, finished_at = $1, not_before = NULL
+       WHERE id BETWEEN $2 AND $3 AND batch_id = $4 AND project_id = $5 AND state IN (${CANCELLABLE_SQL})`,
+      [now, range.first, range.last, batchId, projectId],
+    );
+  }
+
+  async getBatch(projectId: number, id: number): Promise<Batch | null> {
+    const r = await this.db.one('SELECT * FROM batches WHERE id = $1 AND project_id = $2', [id, projectId]);
+    return r ? mapBatch(r) : null;
+  }
+
+  async listBatches(projectId: number, page: Page): Promise<Batch[]> {
+    const rows = await this.db.all('SELECT * FROM batches WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3', [
+      projectId, page.beforeId ?? Number.MAX_SAFE_INTEGER, page.limit,
+    ]);
+    return rows.map(mapBatch);
+  }
+
+  async batchCounts(batchId: number): Promise<StateCounts> {
+    const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as StateCounts;
+    const b = await this.db.one('SELECT project_id, first_job_id, size FROM batches WHERE id = $1', [batchId]);
+    if (!b || b.first_job_id === null) return counts;
+    const rows = await this.db.all('SELECT state, count(*) AS n FROM jobs WHERE project_id = $1 AND id BETWEEN $2 AND $3 GROUP BY state', [
+      b.project_id, b.first_job_id, (b.first_job_id as number) + (b.size as number) - 1,
+    ]);
+    for (const r of rows) counts[r.state as JobState] = r.n as number;
+    return counts;
+  }
+
+  // ── blobs ─────────────────────────────────────────────────────────────────
+
+  async recordBlob(projectId: number, blob: BlobRecord): Promise<void> {
+    await this.db.run('INSERT INTO blob_refs (project_id, sha256, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [
+      projectId, blob.sha256, blob.size, blob.createdAt,
+    ]);
+  }
+
+  async getBlobRef(projectId: number, sha256: string): Promise<BlobRecord | null> {
+    const r = await this.db.one('SELECT * FROM blob_refs WHERE project_id = $1 AND sha256 = $2', [projectId, sha256]);
+    return r ? { sha256: r.sha256 as string, size: r.size as number, createdAt: r.created_at as number } : null;
+  }
+
+  async missingBlobs(projectId: number, sha256s: string[]): Promise<string[]> {
+    const wanted = [...new Set(sha256s)];
+    if (wanted.length === 0) return [];
+    const held = new Set((await this.db.all('SELECT sha256 FROM blob_refs WHERE project_id = $1 AND sha256 = ANY($2::text[])', [projectId, wanted])).map((r) => r.sha256 as string));
+    return wanted.filter((s) => !held.has(s));
+  }
+
+  // ── sites and hosts ─────────────────────────────────────────────────────
+
+  async createSite(name: string, now: Millis): Promise<Site> {
+    try {
+      const id = await this.db.value<number>('INSERT INTO sites (name, created_at) VALUES ($1, $2) RETURNING id', [name, now]);
+      return { id: id!, name, createdAt: now };
+    } catch (e) {
+      throw uniqueViolation(e, () => alreadyExists(`site "${name}"`, 'name'));
+    }
+  }
+
+  async getSiteByName(name: string): Promise<Site | null> {
+    const r = await this.db.one('SELECT * FROM sites WHERE name = $1', [name]);
+    return r ? { id: r.id as number, name: r.name as string, createdAt: r.created_at as number } : null;
+  }
+
+  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace'> & { labels?: Record<string, string> }, now: Millis): Promise<Host> {
+    const labels = h.labels ?? {};
+    const id = await this.db.value<number>(
+      `INSERT INTO hosts (site_id, name, state, resources, platform, labels, created_at) VALUES ($1, $2, 'active', $3, $4, $5, $6) RETURNING id`,
+      [h.siteId, h.name, JSON.stringify(h.resources), h.platform, JSON.stringify(labels), now],
+    );
+    return { ...h, labels, id: id!, state: 'active', createdAt: now, lastSeenAt: null, pace: null };
+  }
+
+  async setHostLabels(hostId: number, labels: Record<string, string>): Promise<void> {
+    await this.db.run('UPDATE hosts SET labels = $1 WHERE id = $2', [JSON.stringify(labels), hostId]);
+  }
+
+  async createEnrollToken(t: EnrollTokenRecord): Promise<void> {
+    await this.db.run(
+      'INSERT INTO enroll_tokens (id, site_id, secret_hash, label, uses_left, expires_at, revoked_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+      [t.id, t.siteId, t.secretHash, t.label, t.usesLeft, t.expiresAt, t.revokedAt, t.createdAt],
+    );
+  }
+
+  async getEnrollToken(id: string): Promise<EnrollTokenRecord | null> {
+    const r = await this.db.one('SELECT * FROM enroll_tokens WHERE id = $1', [id]);
+    return r ? mapEnrollToken(r) : null;
+  }
+
+  async enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }> {
+    // The same enrolment sent to two servers at once: the second insert of the credential fails
+    // unique, and its rerun finds the first one's host (a replay).
+    return this.tx(async (c) => {
+      const prior = await c.one('SELECT * FROM tokens WHERE id = $1', [req.credential.id]);
+      if (prior) {
+        const same = prior.kind === 'host' && Buffer.compare(prior.secret_hash as Buffer, req.credential.secretHash) === 0;
+        if (!same) throw new BoxgridError('conflict', 'this credential id is already enrolled with another secret', { field: 'credentialId' });
+        const host = await hostRow(c, prior.subject_id as number);
+        if (host) return { host, replayed: true };
+      }
+      const row = await c.one('SELECT * FROM enroll_tokens WHERE id = $1 FOR UPDATE', [req.enrollTokenId]);
+      const t = row ? mapEnrollToken(row) : null;
+      if (!t || t.revokedAt !== null) throw new BoxgridError('unauthenticated', 'the enrolment token is not valid (unknown or revoked)');
+      if (t.expiresAt !== null && t.expiresAt <= now) throw new BoxgridError('unauthenticated', 'the enrolment token has expired');
+      if (t.usesLeft !== null && t.usesLeft <= 0) throw new BoxgridError('unauthenticated', 'the enrolment token has no uses left');
+      if (t.usesLeft !== null) await c.run('UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = $1', [t.id]);
+      const hostId = (await c.value<number>(
+        `INSERT INTO hosts (site_id, name, state, resources, platform, created_at) VALUES ($1, $2, 'active', $3, $4, $5) RETURNING id`,
+        [t.siteId, req.host.name, JSON.stringify(req.host.resources), req.host.platform, now],
+      ))!;
+      await insertToken(c, { ...req.credential, kind: 'host', subjectId: hostId });
+      return { host: (await hostRow(c, hostId))!, replayed: false };
+    }, new Set([...RETRYABLE, UNIQUE_VIOLATION]));
+  }
+
+  async getHost(id: number): Promise<Host | null> {
+    return hostRow(this.db, id);
+  }
+
+  async listHosts(): Promise<HostSummary[]> {
+    const rows = await this.db.all(
+      `SELECT h.*, s.name AS site_name,
+         (SELECT count(*) FROM tasks t WHERE t.host_id = h.id AND t.state IN (${ACTIVE_TASK_SQL})) AS active_tasks
+       FROM hosts h JOIN sites s ON s.id = h.site_id ORDER BY h.id`,
+    );
+    return rows.map((r) => ({ ...mapHost(r), siteName: r.site_name as string, activeTasks: r.active_tasks as number }));
+  }
+
+  // ── the agent protocol ──────────────────────────────────────────────────
+
+  async claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult> {
+    return this.tx(async (c): Promise<ClaimResult> => {
+      // Claims run one at a time across servers (see the class comment). Taken first, so that a
+      // retried request waits for its first try and then finds its tasks.
+      await c.lock(LOCK.claim);
+      await c.run('UPDATE hosts SET last_seen_at = $1 WHERE id = $2', [now, req.hostId]);
+      const prior = await c.all('SELECT * FROM tasks WHERE host_id = $1 AND request_id = $2 ORDER BY id', [req.hostId, req.requestId]);
+      if (prior.length > 0) {
+        const live = prior.map(mapTask).filter((t) => isActiveTask(t.state));
+        const tasks: ClaimedTask[] = [];
+        for (const t of live) tasks.push(await this.claimed(c, t, mapJob((await c.one('SELECT * FROM jobs WHERE id = $1', [t.jobId]))!)));
+        return { tasks, replayed: true };
+      }
+      // Jobs whose backoff is over go back to their queues, entering them now (JobHead.queuedAt)
+      // but in their place (JobHead.submittedAt).
+      await c.run(`UPDATE jobs SET updated_at = not_before, not_before = NULL WHERE not_before IS NOT NULL AND not_before <= $1 AND state = 'queued'`, [now]);
+      const gathered = await this.gatherForClaim(c, req, now);
+      const plan = req.plan(gathered);
+      const tasks: ClaimedTask[] = [];
+      for (const pick of plan.picks) {
+        // A job cancelled since the gathering (cancels do not wait for claims) is passed over.
+        const r = await c.one(
+          `UPDATE jobs SET state = 'running', attempts = attempts + 1, reason = NULL, updated_at = $1 WHERE id = $2 AND state = 'queued' RETURNING *`,
+          [now, pick.jobId],
+        );
+        if (!r) continue;
+        const job = mapJob(r);
+        tasks.push(await this.newTask(c, req, job, job.attempts, 0, pick.runtime, pick.cost, now));
+      }
+      for (const [projectId, pass] of plan.passes) {
+        // As a change, not a value: a report may have settled the project's pass meanwhile.
+        await c.run('UPDATE projects SET fair_pass = fair_pass + $1 WHERE id = $2', [pass - (gathered.projects.get(projectId)?.pass ?? 0), projectId]);
+      }
+      if (plan.virtualTime !== gathered.virtualTime) await c.run('UPDATE fair_share_clock SET virtual_time = $1 WHERE id = 1', [plan.virtualTime]);
+      let reservation = gathered.reservation;
+      if (plan.reserve !== undefined) {
+        reservation = plan.reserve;
+        await c.run('UPDATE hosts SET reserved_job = $1, reserved_at = $2 WHERE id = $3', [reservation, reservation === null ? null : now, req.hostId]);
+      }
+      // Speculation is for the tail of the work: not while any job waits, even one backing off.
+      const tail = gathered.queues.length === 0 && (await c.one(`SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' LIMIT 1`)) === undefined;
+      if (plan.picks.length === 0 && reservation === null && req.duplicates && tail) {
+        const running = await this.runningForDuplicates(c, req.hostId, req.duplicates.scan);
+        const active = (await c.value<number>(`SELECT count(*) FROM tasks WHERE replica > 0 AND state IN (${ACTIVE_TASK_SQL})`))!;
+        for (const pick of req.duplicates.choose(running, active, gathered)) {
+          const r = await c.one(`SELECT * FROM jobs WHERE id = $1 AND state = 'running' FOR UPDATE`, [pick.jobId]);
+          if (!r) continue; // ended since the gathering
+          const job = mapJob(r);
+          const replica = (await c.value<number>('SELECT max(replica) FROM tasks WHERE job_id = $1', [job.id]))! + 1;
+          tasks.push(await this.newTask(c, req, job, job.attempts, replica, pick.runtime, 0, now));
+        }
+      }
+      return { tasks, replayed: false };
+    });
+  }
+
+  private async newTask(c: Conn, req: ClaimRequest, job: Job, attempt: number, replica: number, runtime: RuntimeKind, charge: number, now: Millis): Promise<ClaimedTask> {
+    const r = await c.one(
+      `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs, charge)
+       VALUES ($1, $2, $3, $4, 'assigned', $5, $6, $7, $8, '{}', $9) RETURNING *`,
+      [job.id, req.hostId, attempt, replica, runtime, now + req.leaseMs, now, req.requestId, charge],
+    );
+    return this.claimed(c, mapTask(r!), job);
+  }
+
+  private async claimed(c: Conn, task: Task, job: Job): Promise<ClaimedTask> {
+    return { task, job, app: await this.appRow(c, job.appId), projectName: (await c.value<string>('SELECT name FROM projects WHERE id = $1', [job.projectId]))! };
+  }
+
+  /**
+   * What the policy decides a claim on, in a few statements whatever the number of queues:
+   * the queues with eligible jobs by a loose index scan of jobs_queue_heads (as in SQLite), each
+   * queue's heads through a LATERAL join.
+   */
+  private async gatherForClaim(c: Conn, req: ClaimRequest, now: Millis): Promise<ClaimGathered> {
+    const heads = await c.all(
+      `WITH RECURSIVE q(id) AS (
+         SELECT (SELECT min(queue_id) FROM jobs WHERE state = 'queued' AND not_before IS NULL)
+         UNION ALL
+         SELECT (SELECT min(queue_id) FROM jobs WHERE state = 'queued' AND not_before IS NULL AND queue_id > q.id) FROM q WHERE q.id IS NOT NULL
+       )
+       SELECT qs.id AS queue_id, h.id, h.priority, h.created_at, h.updated_at, h.deadline
+       FROM (SELECT id FROM q WHERE id IS NOT NULL LIMIT $1) qs
+       CROSS JOIN LATERAL (
+         SELECT id, priority, created_at, updated_at, deadline FROM jobs
+         WHERE queue_id = qs.id AND state = 'queued' AND not_before IS NULL ORDER BY priority DESC, id LIMIT $2) h
+       ORDER BY qs.id, h.priority DESC, h.id`,
+      [req.maxQueues, req.headsPerQueue],
+    );
+    const queueIds = [...new Set(heads.map((r) => r.queue_id as number))];
+    const views = await this.queueViews(c, queueIds);
+    for (const r of heads) {
+      views.get(r.queue_id as number)!.heads.push({
+        jobId: r.id as number, priority: r.priority as number, submittedAt: r.created_at as number, queuedAt: r.updated_at as number,
+        deadline: (r.deadline as number | null) ?? null,
+      });
+    }
+    const queues = queueIds.map((id) => views.get(id)!);
+    const projectIds = [...new Set(queues.map((q) => q.projectId))];
+    const projects = new Map<number, ProjectShare>();
+    if (projectIds.length > 0) {
+      for (const p of await c.all('SELECT id, share_weight, fair_pass FROM projects WHERE id = ANY($1::bigint[])', [projectIds])) {
+        projects.set(p.id as number, { projectId: p.id as number, weight: p.share_weight as number, pass: p.fair_pass as number });
+      }
+    }
+    const s = (await c.one(
+      `SELECT h.reserved_job, h.pace, (SELECT virtual_time FROM fair_share_clock WHERE id = 1) AS virtual_time,
+         (SELECT coalesce(array_agg(reserved_job), '{}') FROM hosts WHERE reserved_job IS NOT NULL AND id != $1 AND last_seen_at >= $2) AS reserved_elsewhere,
+         (SELECT coalesce(array_agg(app_id), '{}') FROM host_app_health WHERE host_id = $1 AND cooldown_until > $3) AS cooled
+       FROM (SELECT $1::bigint AS id) me LEFT JOIN hosts h ON h.id = me.id`,
+      // A reservation holds only while its host keeps calling: a host gone silent frees its job.
+      [req.hostId, now - req.leaseMs, now],
+    ))!;
+    return {
+      queues, projects,
+      reservation: (s.reserved_job as number | null) ?? null,
+      reservedElsewhere: new Set(s.reserved_elsewhere as number[]),
+      cooledApps: new Set(s.cooled as number[]),
+      pace: (s.pace as number | null) ?? null,
+      virtualTime: s.virtual_time as number,
+    };
+  }
+
+  /** Queue placements (fixed for a queue's life, read once) with their learned durations (read fresh). */
+  private async queueViews(c: Conn, ids: number[]): Promise<Map<number, QueueView>> {
+    const out = new Map<number, QueueView>();
+    if (ids.length === 0) return out;
+    const rows = await c.all('SELECT * FROM queues WHERE id = ANY($1::bigint[])', [ids]);
+    for (const q of rows) {
+      const id = q.id as number;
+      let def = this.queueDefs.get(id);
+      if (!def) {
+        const app = await this.appRow(c, q.app_id as number);
+        const shape = { cores: q.cores as number, memoryMiB: q.memory_mib as number, diskMiB: q.disk_mib as number, gpus: q.gpus as number };
+        def = { queueId: id, projectId: q.project_id as number, ...placementOf(app, { resources: shape, selector: JSON.parse(q.selector as string) as Record<string, string> }) };
+        this.queueDefs.set(id, def);
+      }
+      out.set(id, { ...def, estimatedMs: (q.estimated_ms as number | null) ?? null, heads: [] });
+    }
+    return out;
+  }
+
+  private readonly queueDefs = new Map<number, Omit<QueueView, 'estimatedMs' | 'heads'>>();
+
+  /** The oldest active tasks of running jobs, with what speculation decides on (see SqliteStore). */
+  private async runningForDuplicates(c: Conn, hostId: number, scan: number): Promise<RunningTask[]> {
+    const rows = await c.all(
+      `WITH active AS (SELECT id, job_id, host_id, created_at, progress FROM tasks WHERE state IN (${ACTIVE_TASK_SQL}))
+       SELECT a.id, a.job_id, a.created_at, a.progress, j.queue_id, h.pace AS host_pace, count(*) OVER (PARTITION BY a.job_id) AS copies
+       FROM active a JOIN jobs j ON j.id = a.job_id LEFT JOIN hosts h ON h.id = a.host_id
+       WHERE j.state = 'running' AND j.queue_id IS NOT NULL AND a.job_id NOT IN (SELECT job_id FROM tasks WHERE host_id = $1 AND state IN (${ACTIVE_TASK_SQL}))
+       ORDER BY a.created_at, a.id LIMIT $2`,
+      [hostId, scan],
+    );
+    const views = await this.queueViews(c, [...new Set(rows.map((r) => r.queue_id as number))]);
+    return rows.map((r) => {
+      const { queueId: _q, projectId: _p, heads: _h, ...placement } = views.get(r.queue_id as number)!;
+      return {
+        ...placement, jobId: r.job_id as number, taskId: r.id as number, startedAt: r.created_at as number,
+        progress: (r.progress as number | null) ?? null, copies: r.copies as number, hostPace: (r.host_pace as number | null) ?? null,
+      };
+    });
+  }
+
+  private readonly apps = new Map<number, App>();
+
+  /** App versions are immutable: each is read once. */
+  private async appRow(c: Conn, id: number): Promise<App> {
+    let a = this.apps.get(id);
+    if (!a) {
+      a = mapApp((await c.one('SELECT * FROM apps WHERE id = $1', [id]))!);
+      this.apps.set(id, a);
+    }
+    return a;
+  }
+
+  async heartbeat(req: HeartbeatRequest, now: Millis): Promise<HeartbeatResult> {
+    return this.tx(async (c): Promise<HeartbeatResult> => {
+      await c.run('UPDATE hosts SET last_seen_at = $1 WHERE id = $2', [now, req.hostId]);
+      const leases: HeartbeatResult['leases'] = [];
+      const abort: HeartbeatResult['abort'] = [];
+      const lease = now + req.leaseMs;
+      // The host's tasks, locked (in id order) so that a report or a sweep on another server
+      // cannot end one between this check and the lease extension.
+      const rows = await c.all(
+        `SELECT t.id, t.state AS task_state, t.reason AS task_reason, j.state AS job_state
+         FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ANY($1::bigint[]) AND t.host_id = $2 ORDER BY t.id FOR UPDATE OF t`,
+        [req.tasks.map((t) => t.taskId), req.hostId],
+      );
+      const byId = new Map(rows.map((r) => [r.id as number, r]));
+      for (const report of req.tasks) {
+        const r = byId.get(report.taskId);
+        const why = !r
+          ? 'the server knows no such task of this host'
+          : !isActiveTask(r.task_state as TaskState)
+            ? `the task is ${r.task_state as string}${r.task_reason ? ` (${r.task_reason as string})` : ''}`
+            : r.job_state !== 'running'
+              ? `its job is ${r.job_state as string}`
+              : null;
+        if (why !== null) {
+          abort.push({ taskId: report.taskId, reason: why });
+          continue;
+        }
+        await c.run(
+          `UPDATE tasks SET lease_expires_at = $1, state = 'running', started_at = coalesce(started_at, $2),
+             progress = coalesce($3, progress), usage = coalesce($4, usage) WHERE id = $5`,
+          [lease, now, report.progress, report.usage ? JSON.stringify(report.usage) : null, report.taskId],
+        );
+        if (report.log) await appendLog(c, report.taskId, report.log);
+        leases.push({ taskId: report.taskId, leaseExpiresAt: lease });
+      }
+      return { leases, abort };
+    });
+  }
+
+  async reportTask(req: ReportRequest, now: Millis): Promise<ReportResult> {
+    return this.tx(async (c): Promise<ReportResult> => {
+      await c.run('UPDATE hosts SET last_seen_at = $1 WHERE id = $2', [now, req.hostId]);
+      const row = await c.one('SELECT * FROM tasks WHERE id = $1 AND host_id = $2 FOR UPDATE', [req.taskId, req.hostId]);
+      if (!row) throw notFound(`task ${req.taskId}`);
+      const task = mapTask(row);
+      const jobRow = (await c.one('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [task.jobId]))!;
+      const job = mapJob(jobRow);
+      const late = task.state === 'lost';
+      if (!isActiveTask(task.state)) {
+        if (row.report_hash === req.reportHash) return { task, job, jobStateBefore: job.state, replayed: true };
+        if (late && jobMachine.isTerminal(job.state)) {
+          throw new BoxgridError('lease_expired', `task ${task.id}'s lease expired before its report; the task was counted lost and its job is ${job.state}`);
+        }
+        if (!late) throw new BoxgridError('conflict', `task ${task.id} was already reported (${task.state}) with a different result`);
+      }
+      const app = await this.appRow(c, job.appId);
+      const othersActive = (await c.value<number>(`SELECT count(*) FROM tasks WHERE job_id = $1 AND id != $2 AND state IN (${ACTIVE_TASK_SQL})`, [job.id, task.id]))!;
+      const s = settle(req.outcome, job, app.maxAttempts, { othersActive, late });
+      taskMachine.assert(task.state, s.task, `task ${task.id}`);
+      const exitCode = req.outcome.kind === 'succeeded' ? 0 : req.outcome.kind === 'failed' ? req.outcome.exitCode : null;
+      const reason = req.outcome.kind === 'succeeded' ? null : describeOutcome(req.outcome);
+      const ended = await c.one(
+        `UPDATE tasks SET state = $1, ended_at = $2, exit_code = $3, reason = $4, outcome = $5, duration_ms = $6,
+           usage = coalesce($7, usage), outputs = $8, report_hash = $9, started_at = coalesce(started_at, $10) WHERE id = $11 RETURNING *`,
+        [
+          s.task, now, exitCode, reason, JSON.stringify(req.outcome), req.durationMs, req.usage ? JSON.stringify(req.usage) : null,
+          JSON.stringify(req.outputs), req.reportHash, now - req.durationMs, task.id,
+        ],
+      );
+      if (req.log) await appendLog(c, task.id, req.log);
+      let after = job;
+      if (s.job !== null) {
+        const attempts = s.countsAsAttempt ? job.attempts : job.attempts - 1;
+        after = await moveJob(c, job, s.job, s.reason, attempts, s.backoff ? retryTime(attempts, req.rules, now) : null, now);
+      }
+      if (!late) {
+        if (req.outcome.kind === 'succeeded') {
+          await recordHealth(c, req.hostId, job.appId, 'succeeded', req.rules, now);
+          // The job's earlier failures on other hosts were the hosts', not the job's.
+          const failedOn = await c.all(
+            `SELECT host_id FROM tasks WHERE job_id = $1 AND state = 'failed' AND host_id != $2 AND outcome NOT LIKE '{"kind":"aborted"%' ORDER BY id`,
+            [job.id, req.hostId],
+          );
+          for (const f of failedOn) await recordHealth(c, f.host_id as number, job.appId, 'failed_where_others_succeeded', req.rules, now);
+        }
+        await this.settleCharge(c, row, jobRow, req.durationMs);
+      }
+      const queueId = (jobRow.queue_id as number | null) ?? null;
+      if (req.outcome.kind === 'succeeded' && queueId !== null) {
+        const prev = (await c.value<number | null>('SELECT estimated_ms FROM queues WHERE id = $1 FOR UPDATE', [queueId])) ?? null;
+        await c.run('UPDATE queues SET estimated_ms = $1 WHERE id = $2', [learnDuration(prev, req.durationMs), queueId]);
+        // Pace from the time the server saw the task held, not the reported duration (see SqliteStore).
+        if (job.checkpoint === null) {
+          const pace = (await c.value<number | null>('SELECT pace FROM hosts WHERE id = $1', [req.hostId])) ?? null;
+          await c.run('UPDATE hosts SET pace = $1 WHERE id = $2', [learnPace(pace, now - task.createdAt, prev), req.hostId]);
+        }
+      }
+      return { task: mapTask(ended!), job: after, jobStateBefore: job.state, replayed: false };
+    });
+  }
+
+  /** A task ended: its project pays for the resource-time it really held, less what it was charged. */
+  private async settleCharge(c: Conn, task: Row, job: Row, heldMs: number): Promise<void> {
+    const queueId = (job.queue_id as number | null) ?? null;
+    const host = await hostRow(c, task.host_id as number);
+    if (queueId === null || !host) return;
+    const p = (await c.one('SELECT share_weight, fair_pass FROM projects WHERE id = $1 FOR UPDATE', [job.project_id]))!;
+    const view = (await this.queueViews(c, [queueId])).get(queueId)!;
+    const pass = settledPass(p.fair_pass as number, (task.charge as number | null) ?? 0, view.resources, host.resources, heldMs, p.share_weight as number);
+    await c.run('UPDATE projects SET fair_pass = $1 WHERE id = $2', [pass, job.project_id]);
+  }
+
+  async getHostTask(hostId: number, taskId: number): Promise<{ task: Task; job: Job } | null> {
+    const row = await this.db.one('SELECT * FROM tasks WHERE id = $1 AND host_id = $2', [taskId, hostId]);
+    if (!row) return null;
+    const task = mapTask(row);
+    return { task, job: mapJob((await this.db.one('SELECT * FROM jobs WHERE id = $1', [task.jobId]))!) };
+  }
+
+  async recordCheckpoint(hostId: number, taskId: number, sha256: string, now: Millis): Promise<boolean> {
+    const n = await this.db.run(
+      `UPDATE jobs SET checkpoint = $1, updated_at = $2 WHERE id = (
+         SELECT job_id FROM tasks WHERE id = $3 AND host_id = $4 AND state IN (${ACTIVE_TASK_SQL})) AND state = 'running'`,
+      [sha256, now, taskId, hostId],
+    );
+    return n === 1;
+  }
+
+  async expireLeases(now: Millis, limit: number, rules: SchedulingOptions): Promise<ExpiredTask[]> {
+    return this.tx(async (c): Promise<ExpiredTask[]> => {
+      // SKIP LOCKED: a task another server is sweeping (or a report is ending) is left to it.
+      const rows = await c.all(
+        `SELECT * FROM tasks WHERE state IN (${ACTIVE_TASK_SQL}) AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+        [now, limit],
+      );
+      const out: ExpiredTask[] = [];
+      for (const row of rows) {
+        const task = mapTask(row);
+        await c.run(`UPDATE tasks SET state = 'lost', ended_at = $1, reason = 'its lease expired: the host stopped reporting' WHERE id = $2`, [now, task.id]);
+        const jobRow = (await c.one('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [task.jobId]))!;
+        const job = mapJob(jobRow);
+        await this.settleCharge(c, row, jobRow, now - task.createdAt);
+        const othersActive = (await c.value<number>(`SELECT count(*) FROM tasks WHERE job_id = $1 AND state IN (${ACTIVE_TASK_SQL})`, [job.id]))!;
+        if (job.state !== 'running' || othersActive > 0) {
+          out.push({ taskId: task.id, job, jobChanged: false });
+          continue;
+        }
+        const app = await this.appRow(c, job.appId);
+        const after = job.attempts >= app.maxAttempts
+          ? await moveJob(c, job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`, job.attempts, null, now)
+          : await moveJob(c, job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, retryTime(job.attempts, rules, now), now);
+        out.push({ taskId: task.id, job: after, jobChanged: true });
+      }
+      return out;
+    });
+  }
+
+  async failPastDeadline(now: Millis, limit: number): Promise<Job[]> {
+    return this.tx(async (c): Promise<Job[]> => {
+      const rows = await c.all(
+        `SELECT * FROM jobs WHERE deadline IS NOT NULL AND deadline <= $1 AND state IN ('queued', 'running') ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED`,
+        [now, limit],
+      );
+      const out: Job[] = [];
+      for (const job of rows.map(mapJob)) {
+        out.push(await moveJob(c, job, 'failed', `its deadline passed (${new Date(job.deadline!).toISOString()}) before it finished`, job.attempts, null, now));
+      }
+      return out;
+    });
+  }
+
+  async getTaskLog(projectId: number, taskId: number): Promise<TaskLog | null> {
+    const r = await this.db.one(
+      `SELECT t.id, t.job_id, t.state, l.text, l.end_offset FROM tasks t JOIN jobs j ON j.id = t.job_id
+       LEFT JOIN task_logs l ON l.task_id = t.id WHERE t.id = $1 AND j.project_id = $2`,
+      [taskId, projectId],
+    );
+    if (!r) return null;
+    return { taskId: r.id as number, jobId: r.job_id as number, state: r.state as TaskState, text: (r.text as string | null) ?? '', endOffset: (r.end_offset as number | null) ?? 0 };
+  }
+
+  // ── explain ─────────────────────────────────────────────────────────────
+
+  async jobsAhead(projectId: number, jobId: number, now: Millis, limit: number): Promise<number | null> {
+    const job = await this.db.one(`SELECT queue_id, priority FROM jobs WHERE id = $1 AND project_id = $2 AND state = 'queued'`, [jobId, projectId]);
+    if (!job || job.queue_id === null) return null;
+    const n = (await this.db.value<number>(
+      `SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue_id = $1 AND state = 'queued' AND not_before IS NULL AND priority > $2 LIMIT $5) a)
+            + (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue_id = $1 AND state = 'queued' AND not_before IS NULL AND priority = $2 AND id < $3 LIMIT $5) b)
+            + (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND not_before <= $4 AND queue_id = $1 AND state = 'queued'
+                 AND (priority > $2 OR (priority = $2 AND id < $3)) LIMIT $5) c)`,
+      [job.queue_id, job.priority, jobId, now, limit],
+    ))!;
+    return Math.min(Number(n), limit);
+  }
+
+  async hostsCoolingDown(appId: number, now: Millis): Promise<number[]> {
+    return (await this.db.all('SELECT host_id FROM host_app_health WHERE app_id = $1 AND cooldown_until > $2 ORDER BY host_id', [appId, now])).map((r) => r.host_id as number);
+  }
+
+  async reservedHostFor(jobId: number): Promise<number | null> {
+    return (await this.db.value<number>('SELECT id FROM hosts WHERE reserved_job = $1 ORDER BY id LIMIT 1', [jobId])) ?? null;
+  }
+}
+
+async function insertToken(c: Conn, t: TokenRecord): Promise<void> {
+  await c.run('INSERT INTO tokens (id, kind, subject_id, secret_hash, label, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)', [
+    t.id, t.kind, t.subjectId, t.secretHash, t.label, t.createdAt, t.expiresAt, t.revokedAt,
+  ]);
+}
+
+async function hostRow(c: Conn, id: number): Promise<Host | null> {
+  const r = await c.one('SELECT * FROM hosts WHERE id = $1', [id]);
+  return r ? mapHost(r) : null;
+}
+
+/** The id range of a batch's jobs (see insertJobs), or null if there is no such batch. */
+async function batchRange(c: Conn, batchId: number): Promise<{ first: number; last: number } | null> {
+  const r = await c.one('SELECT first_job_id, size FROM batches WHERE id = $1', [batchId]);
+  if (!r || r.first_job_id === null) return null;
+  const first = r.first_job_id as number;
+  return { first, last: first + (r.size as number) - 1 };
+}
+
+async function idempotentOutcome(c: Conn, projectId: number, key: string): Promise<{ requestHash: string; result: InsertJobsResult } | null> {
+  const prior = await c.one('SELECT request_hash, batch_id, job_id FROM idempotency_keys WHERE project_id = $1 AND key = $2', [projectId, key]);
+  if (!prior) return null;
+  if (prior.batch_id === null) return { requestHash: prior.request_hash as string, result: { batch: null, jobIds: [prior.job_id as number], replayed: true } };
+  const batchId = prior.batch_id as number;
+  const batch = mapBatch((await c.one('SELECT * FROM batches WHERE id = $1 AND project_id = $2', [batchId, projectId]))!);
+  const range = await batchRange(c, batchId);
+  const ids = range
+    ? (await c.all('SELECT id FROM jobs WHERE id BETWEEN $1 AND $2 AND batch_id = $3 ORDER BY id', [range.first, range.last, batchId])).map((r) => r.id as number)
+    : [];
+  return { requestHash: prior.request_hash as string, result: { batch, jobIds: ids, replayed: true } };
+}
+
+/** The queue each job of an insert belongs to (see SqliteStore.queueFinder). */
+function queueFinder(c: Conn, projectId: number, app: App): (j: JobSpec) => Promise<number> {
+  const queueIds = new Map<string, number>();
+  let lastResources: object | null = null;
+  let lastSelector: object | null = null;
+  let lastId = 0;
+  return async (j) => {
+    if (j.resources === lastResources && j.selector === lastSelector) return lastId;
+    const r = withOverrides(app.resources, j.resources);
+    const selector = canonicalSelector(j.selector);
+    const key = `${app.id}|${r.cores}|${r.memoryMiB}|${r.diskMiB}|${r.gpus}|${selector}`;
+    let id = queueIds.get(key);
+    if (id === undefined) {
+      const args = [app.id, r.cores, r.memoryMiB, r.diskMiB, r.gpus, selector];
+      await c.run('INSERT INTO queues (project_id, app_id, cores, memory_mib, disk_mib, gpus, selector) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING', [projectId, ...args]);
+      id = (await c.value<number>('SELECT id FROM queues WHERE app_id = $1 AND cores = $2 AND memory_mib = $3 AND disk_mib = $4 AND gpus = $5 AND selector = $6', args))!;
+      queueIds.set(key, id);
+    }
+    lastResources = j.resources;
+    lastSelector = j.selector;
+    lastId = id;
+    return id;
+  };
+}
+
+/** Adds a chunk of a task's output to its stored tail (see mergeLog); the task row is locked by the caller. */
+async function appendLog(c: Conn, taskId: number, chunk: LogChunk): Promise<void> {
+  const r = await c.one('SELECT text, end_offset FROM task_logs WHERE task_id = $1', [taskId]);
+  const merged = mergeLog(r ? { text: r.text as string, endOffset: r.end_offset as number } : null, chunk);
+  if (merged === null) return;
+  await c.run(
+    'INSERT INTO task_logs (task_id, text, end_offset) VALUES ($1, $2, $3) ON CONFLICT (task_id) DO UPDATE SET text = excluded.text, end_offset = excluded.end_offset',
+    [taskId, merged.text, merged.endOffset],
+  );
+}
+
+/** Moves a job to its next state (checked against the job machine); the job row is locked by the caller. */
+async function moveJob(c: Conn, job: Job, to: JobState, reason: string | null, attempts: number, retryAt: Millis | null, now: Millis): Promise<Job> {
+  jobMachine.assert(job.state, to, `job ${job.id}`);
+  const finished = jobMachine.isTerminal(to) ? now : null;
+  await c.run('UPDATE jobs SET state = $1, reason = $2, attempts = $3, updated_at = $4, finished_at = $5, not_before = $6 WHERE id = $7', [
+    to, reason, attempts, now, finished, retryAt, job.id,
+  ]);
+  return { ...job, state: to, reason, attempts, updatedAt: now, finishedAt: finished, retryAt };
+}
+
+async function recordHealth(c: Conn, hostId: number, appId: number, event: 'succeeded' | 'failed_where_others_succeeded', rules: SchedulingOptions, now: Millis): Promise<void> {
+  const r = await c.one('SELECT failures, cooldown_until FROM host_app_health WHERE host_id = $1 AND app_id = $2 FOR UPDATE', [hostId, appId]);
+  const prev: HostAppHealth = { failures: (r?.failures as number | undefined) ?? 0, cooldownUntil: (r?.cooldown_until as number | null | undefined) ?? null };
+  const next = nextHealth(prev, event, rules, now);
+  if (next.failures === prev.failures && next.cooldownUntil === prev.cooldownUntil) return;
+  await c.run(
+    `INSERT INTO host_app_health (host_id, app_id, failures, cooldown_until) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (host_id, app_id) DO UPDATE SET failures = excluded.failures, cooldown_until = excluded.cooldown_until`,
+    [hostId, appId, next.failures, next.cooldownUntil],
+  );
+}

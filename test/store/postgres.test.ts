@@ -1,0 +1,9 @@
+import { runStoreConformance } from './conformance.js';
+import { runExplainConformance } from './explain-conformance.js';
+import { freshPostgresStore, postgresSuite } from '../helpers/postgres.js';
+
+const { skip } = await postgresSuite();
+
+// ── the port's conformance suites, one fresh schema per test ────────────────
+runStoreConformance('PostgresStore (conformance)', async () => freshPostgresStore(), { skip });
+runExplainConformance('PostgresStore (explain conformance)', async () => freshPostgresStore(), { skip });
