@@ -13,7 +13,9 @@ async function main(): Promise<void> {
   const dataDir = process.argv[2];
   if (!dataDir) throw new Error('usage: server-process <data-dir> [timing-json]');
   const timing = process.argv[3] ? (JSON.parse(process.argv[3]) as ServerOptions['timing']) : undefined;
-  const server = await startServer({ dataDir, host: '127.0.0.1', port: 0, logger: false, ...(timing ? { timing } : {}) });
+  // BENCH_DATABASE_URL: run on that PostgreSQL database instead of the data dir's SQLite file.
+  const database = process.env.BENCH_DATABASE_URL;
+  const server = await startServer({ dataDir, host: '127.0.0.1', port: 0, logger: false, ...(timing ? { timing } : {}), ...(database ? { database } : {}) });
   if (server.adminToken === null) throw new Error(`${dataDir} is not a fresh data dir`);
 
   let stopping = false;

@@ -52,7 +52,10 @@ export function settledPass(pass: number, charge: number, need: Resources, capac
   return charged(pass, actual - charge, weight);
 }
 
+/** How a queue's typical duration moves with each new one: kept × previous + learned × new. */
+export const DURATION_WEIGHTS = { kept: 0.8, learned: 0.2 } as const;
+
 /** Typical duration of a queue's tasks: an exponentially weighted mean of the latest ones. */
 export function learnDuration(previousMs: number | null, observedMs: number): number {
-  return previousMs === null ? observedMs : 0.8 * previousMs + 0.2 * observedMs;
+  return previousMs === null ? observedMs : DURATION_WEIGHTS.kept * previousMs + DURATION_WEIGHTS.learned * observedMs;
 }

@@ -5,7 +5,7 @@ import { EventBus } from '../service/events.js';
 import { LeaseSweeper } from '../service/lease-sweeper.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../scheduling/options.js';
 import { AccessService } from '../service/access.js';
-import { SqliteStore } from '../store/sqlite/sqlite-store.js';
+import { describeDatabase, openStore } from '../store/open-store.js';
 import type { Store } from '../store/store.js';
 import { dataFiles } from './data-files.js';
 import { buildHttpServer, DEFAULT_HTTP, type Api, type HttpOptions } from './server.js';
@@ -22,7 +22,16 @@ export interface ServerOptions {
   timing?: Partial<AgentTiming>;
   scheduling?: Partial<SchedulingOptions>;
   http?: Partial<HttpOptions>;
-  /** Use this store instead of the data dir's SQLite file (conformance and PostgreSQL runs). */
+  /**
+   * Where the state lives: a postgres:// URL (several servers may share it) or a SQLite file.
+   * Default: boxgrid.db in the data dir.
+   */
+  database?: string;
+  /** Most database connections this server opens (PostgreSQL only). */
+  databaseConnections?: number;
+  /** The blob directory; several servers share one on a common filesystem. Default: blobs/ in the data dir. */
+  blobDir?: string;
+  /** Use this store instead of opening `database` (tests). */
   store?: Store;
 }
 
@@ -47,11 +56,17 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Every start, not only the first: the store holds every project's data, and mkdir's mode
   // does nothing to a directory that already existed.
   await chmod(opts.dataDir, 0o700);
-  const store = opts.store ?? new SqliteStore(files.database);
-  await store.migrate();
+  const database = opts.database ?? files.database;
+  const store = opts.store ?? (await openStore(database, { maxConnections: opts.databaseConnections }));
+  try {
+    await store.migrate();
+  } catch (e) {
+    await store.close().catch(() => {});
+    throw new Error(`the database ${opts.store ? '' : describeDatabase(database) + ' '}cannot be used: ${(e as Error).message}`);
+  }
   const ctx: ServiceContext = {
     store,
-    blobs: new FsBlobStore(files.blobs),
+    blobs: new FsBlobStore(opts.blobDir ?? files.blobs),
     events: new EventBus(),
     now: Date.now,
     limits: { ...DEFAULT_LIMITS, ...opts.limits },

@@ -1,53 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { BIN } from './run-cli.js';
-
-interface Started {
-  child: ChildProcessWithoutNullStreams;
-  url: string;
-  stderr: () => string;
-  /** Resolves once stderr matches: output arrives in chunks, so never assume a line is there yet. */
-  stderrMatching: (re: RegExp) => Promise<string>;
-}
-
-const children = new Set<ChildProcessWithoutNullStreams>();
-
-/** Starts `boxgrid server` on a free port and resolves once it says where it listens. */
-function startServerProcess(dataDir: string): Promise<Started> {
-  const child = spawn(process.execPath, [BIN, 'server', '--data', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'warn'], {
-    env: { PATH: process.env.PATH ?? '', HOME: dataDir },
-  });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  let err = '';
-  const stderrMatching = (re: RegExp): Promise<string> =>
-    new Promise((resolve) => {
-      const check = (): void => {
-        if (re.test(err)) {
-          child.stderr.off('data', check);
-          resolve(err);
-        }
-      };
-      child.stderr.on('data', check);
-      check();
-    });
-  child.stderr.on('data', (d) => (err += d));
-  return new Promise((resolve, reject) => {
-    stderrMatching(/listening on (http:\/\/\S+)/).then((text) => {
-      resolve({ child, url: /listening on (http:\/\/\S+)/.exec(text)![1]!, stderr: () => err, stderrMatching });
-    }, reject);
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${err}`)));
-  });
-}
-
-function exited(child: ChildProcessWithoutNullStreams): Promise<number | null> {
-  return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-}
+import { children, exited, startServerProcess } from '../helpers/server-process.js';
 
 describe('boxgrid server', () => {
   const dirs: string[] = [];

@@ -48,3 +48,32 @@ export function freshPostgresStore(opts: { maxConnections?: number } = {}): { st
   const store = new PostgresStore({ connectionString: TEST_POSTGRES, schema, maxConnections: opts.maxConnections ?? 4 });
   return { store, schema, cleanup: () => dropSchema(schema) };
 }
+
+/**
+ * A fresh database on the test server, as an operator would create one for boxgrid, with the
+ * URL servers connect to; `drop` removes it (after its servers have closed their connections).
+ */
+export async function freshDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `bxg_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: TEST_POSTGRES });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(TEST_POSTGRES);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: TEST_POSTGRES });
+      await c.connect();
+      try {
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}

@@ -12,6 +12,9 @@ export function parseListen(text: string): { host: string; port: number } {
 
 interface ServerFlags {
   data: string;
+  db?: string;
+  dbConnections?: number;
+  blobs?: string;
   listen: string;
   logLevel: string;
   maxBlobBytes?: number;
@@ -55,6 +58,9 @@ export function registerServer(program: Command): void {
     .command('server')
     .description('run the boxgrid server (API, event stream, blob store) on a data dir')
     .option('--data <dir>', 'data directory (database, blobs, admin token)', defaultDataDir())
+    .option('--db <url-or-file>', 'postgres://… URL (several servers may share the database) or a SQLite file; default: $BOXGRID_DATABASE_URL, else boxgrid.db in the data dir')
+    .option('--db-connections <n>', 'most PostgreSQL connections this server opens (default 10)', (v) => parseNumber(v, '--db-connections'))
+    .option('--blobs <dir>', 'blob directory; servers sharing a database must share it (a common filesystem); default: blobs/ in the data dir')
     .option('--listen <host:port>', 'address to listen on', `127.0.0.1:${DEFAULT_PORT}`)
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
     .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => parseNumber(v, '--max-blob-bytes'))
@@ -75,8 +81,17 @@ export function registerServer(program: Command): void {
       const { host, port } = parseListen(o.listen);
       // Loaded on demand: the server's dependencies would slow every other command's start.
       const { startServer } = await import('../../server/runtime.js');
+      const { describeDatabase } = await import('../../store/open-store.js');
+      // From the environment rather than a flag, a password stays out of the process list.
+      const database = o.db ?? (process.env.BOXGRID_DATABASE_URL || undefined);
+      if (o.dbConnections !== undefined && (!Number.isInteger(o.dbConnections) || o.dbConnections < 1)) {
+        throw new CliExit(2, 'error: --db-connections must be a whole number, at least 1');
+      }
       const server = await startServer({
         dataDir: o.data, host, port,
+        ...(database === undefined ? {} : { database }),
+        ...(o.dbConnections === undefined ? {} : { databaseConnections: o.dbConnections }),
+        ...(o.blobs === undefined ? {} : { blobDir: o.blobs }),
         logger: { level: o.logLevel },
         ...(o.maxBlobBytes === undefined ? {} : { limits: { maxBlobBytes: o.maxBlobBytes } }),
         timing: {
@@ -87,7 +102,7 @@ export function registerServer(program: Command): void {
       });
       // One write, so that readers of a pipe see the banner whole (writes under 4 KiB are atomic).
       process.stderr.write(
-        `boxgrid server listening on ${server.url} (data dir ${o.data})\n` +
+        `boxgrid server listening on ${server.url} (data dir ${o.data}${database === undefined ? '' : `, database ${describeDatabase(database)}`})\n` +
           (server.adminToken
             ? `first start: created operator "admin" and project "default".\n` +
               `admin token (shown once, also saved with mode 0600 in ${o.data}/admin.token):\n${server.adminToken}\n`

@@ -8,7 +8,7 @@ import { describeOutcome, settle } from '../../domain/outcomes.js';
 import { withOverrides } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
-import { learnDuration, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
+import { DURATION_WEIGHTS, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
 import type { SchedulingOptions } from '../../scheduling/options.js';
 import { learnPace } from '../../scheduling/pace.js';
 import { placementOf } from '../../scheduling/placement.js';
@@ -115,12 +115,16 @@ function uniqueViolation(e: unknown, make: () => BoxgridError): unknown {
 /**
  * The store for several servers on one database. Each method is one transaction at READ
  * COMMITTED; what several servers could race on is made safe explicitly:
- * - claims run one at a time (a transaction-scoped advisory lock): they read and rewrite the
- *   shared scheduling state (queue heads, fair-share clock, reservations), and a claim that
- *   waited sees what the one before it committed;
- * - a task, a job, a project's pass or a host's pace that a call reads in order to rewrite is
- *   read FOR UPDATE; lease and deadline sweeps take rows with SKIP LOCKED, so two servers
- *   sweeping at once share the work and each row is handled once;
+ * - a claim locks the queue heads it reads, skipping heads another claim holds, so concurrent
+ *   claims are handed different jobs; one host's claims run one at a time (an advisory lock),
+ *   so a request retried on another server finds its first try's tasks;
+ * - a task or job that a call reads in order to rewrite is read FOR UPDATE; lease and deadline
+ *   sweeps take rows with SKIP LOCKED, so two servers sweeping at once share the work and each
+ *   row is handled once;
+ * - rows that every call of a kind writes (a project's pass, a queue's typical duration, the
+ *   fair-share clock) are written as changes in single statements (pass += change, duration
+ *   learned in SQL, clock = greatest(…)), last in their transaction: no update is lost, and each
+ *   such row is held only until the commit, the one point where those calls queue;
  * - a batch's jobs take consecutive ids (the batch range queries rely on it): job inserts take
  *   an advisory lock of their own;
  * - a deadlock or serialization failure reruns the whole transaction.
@@ -619,9 +623,9 @@ export class PostgresStore implements Store {
 
   async claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult> {
     return this.tx(async (c): Promise<ClaimResult> => {
-      // Claims run one at a time across servers (see the class comment). Taken first, so that a
-      // retried request waits for its first try and then finds its tasks.
-      await c.lock(LOCK.claim);
+      // One claim per host at a time, taken first: a request retried on another server waits
+      // for its first try and then finds its tasks.
+      await c.lock(LOCK.claim, req.hostId);
       await c.run('UPDATE hosts SET last_seen_at = $1 WHERE id = $2', [now, req.hostId]);
       const prior = await c.all('SELECT * FROM tasks WHERE host_id = $1 AND request_id = $2 ORDER BY id', [req.hostId, req.requestId]);
       if (prior.length > 0) {
@@ -646,11 +650,6 @@ export class PostgresStore implements Store {
         const job = mapJob(r);
         tasks.push(await this.newTask(c, req, job, job.attempts, 0, pick.runtime, pick.cost, now));
       }
-      for (const [projectId, pass] of plan.passes) {
-        // As a change, not a value: a report may have settled the project's pass meanwhile.
-        await c.run('UPDATE projects SET fair_pass = fair_pass + $1 WHERE id = $2', [pass - (gathered.projects.get(projectId)?.pass ?? 0), projectId]);
-      }
-      if (plan.virtualTime !== gathered.virtualTime) await c.run('UPDATE fair_share_clock SET virtual_time = $1 WHERE id = 1', [plan.virtualTime]);
       let reservation = gathered.reservation;
       if (plan.reserve !== undefined) {
         reservation = plan.reserve;
@@ -669,6 +668,11 @@ export class PostgresStore implements Store {
           tasks.push(await this.newTask(c, req, job, job.attempts, replica, pick.runtime, 0, now));
         }
       }
+      // As changes, not values: a report may have settled a project's pass meanwhile. Last, so
+      // that these shared rows are held only until the commit.
+      await applyPasses(c, [...plan.passes].map(([projectId, pass]) => [projectId, pass - (gathered.projects.get(projectId)?.pass ?? 0)]));
+      // The clock only moves forward, whichever of two concurrent claims commits first.
+      if (plan.virtualTime > gathered.virtualTime) await c.run('UPDATE fair_share_clock SET virtual_time = greatest(virtual_time, $1) WHERE id = 1', [plan.virtualTime]);
       return { tasks, replayed: false };
     });
   }
@@ -689,7 +693,8 @@ export class PostgresStore implements Store {
   /**
    * What the policy decides a claim on, in a few statements whatever the number of queues:
    * the queues with eligible jobs by a loose index scan of jobs_queue_heads (as in SQLite), each
-   * queue's heads through a LATERAL join.
+   * queue's heads through a LATERAL join. The heads are locked, and heads another claim holds
+   * are skipped: concurrent claims see different jobs instead of racing for the same ones.
    */
   private async gatherForClaim(c: Conn, req: ClaimRequest, now: Millis): Promise<ClaimGathered> {
     const heads = await c.all(
@@ -702,7 +707,8 @@ export class PostgresStore implements Store {
        FROM (SELECT id FROM q WHERE id IS NOT NULL LIMIT $1) qs
        CROSS JOIN LATERAL (
          SELECT id, priority, created_at, updated_at, deadline FROM jobs
-         WHERE queue_id = qs.id AND state = 'queued' AND not_before IS NULL ORDER BY priority DESC, id LIMIT $2) h
+         WHERE queue_id = qs.id AND state = 'queued' AND not_before IS NULL ORDER BY priority DESC, id LIMIT $2
+         FOR UPDATE SKIP LOCKED) h
        ORDER BY qs.id, h.priority DESC, h.id`,
       [req.maxQueues, req.headsPerQueue],
     );
@@ -864,6 +870,7 @@ export class PostgresStore implements Store {
       );
       if (req.log) await appendLog(c, task.id, req.log);
       let after = job;
+      const passes: Array<[number, number] | null> = [];
       if (s.job !== null) {
         const attempts = s.countsAsAttempt ? job.attempts : job.attempts - 1;
         after = await moveJob(c, job, s.job, s.reason, attempts, s.backoff ? retryTime(attempts, req.rules, now) : null, now);
@@ -878,31 +885,41 @@ export class PostgresStore implements Store {
           );
           for (const f of failedOn) await recordHealth(c, f.host_id as number, job.appId, 'failed_where_others_succeeded', req.rules, now);
         }
-        await this.settleCharge(c, row, jobRow, req.durationMs);
+        passes.push(await this.chargeChange(c, row, jobRow, req.durationMs));
       }
+      // Rows every report of a queue or project writes come last, so that each is held only
+      // until the commit (see the class comment).
       const queueId = (jobRow.queue_id as number | null) ?? null;
       if (req.outcome.kind === 'succeeded' && queueId !== null) {
-        const prev = (await c.value<number | null>('SELECT estimated_ms FROM queues WHERE id = $1 FOR UPDATE', [queueId])) ?? null;
-        await c.run('UPDATE queues SET estimated_ms = $1 WHERE id = $2', [learnDuration(prev, req.durationMs), queueId]);
-        // Pace from the time the server saw the task held, not the reported duration (see SqliteStore).
+        // Pace from the time the server saw the task held, not the reported duration (see
+        // SqliteStore), against the queue's typical duration as this report found it.
         if (job.checkpoint === null) {
+          const typical = (await c.value<number | null>('SELECT estimated_ms FROM queues WHERE id = $1', [queueId])) ?? null;
           const pace = (await c.value<number | null>('SELECT pace FROM hosts WHERE id = $1', [req.hostId])) ?? null;
-          await c.run('UPDATE hosts SET pace = $1 WHERE id = $2', [learnPace(pace, now - task.createdAt, prev), req.hostId]);
+          await c.run('UPDATE hosts SET pace = $1 WHERE id = $2', [learnPace(pace, now - task.createdAt, typical), req.hostId]);
         }
+        // learnDuration in one statement, so that the row is held for no more than that.
+        await c.run('UPDATE queues SET estimated_ms = coalesce($1::float8 * estimated_ms + $2::float8 * $3::float8, $3::float8) WHERE id = $4', [
+          DURATION_WEIGHTS.kept, DURATION_WEIGHTS.learned, req.durationMs, queueId,
+        ]);
       }
+      await applyPasses(c, passes);
       return { task: mapTask(ended!), job: after, jobStateBefore: job.state, replayed: false };
     });
   }
 
-  /** A task ended: its project pays for the resource-time it really held, less what it was charged. */
-  private async settleCharge(c: Conn, task: Row, job: Row, heldMs: number): Promise<void> {
+  /**
+   * A task ended: its project pays for the resource-time it really held, less what it was
+   * charged. Returned as a change of the project's pass, for `applyPasses` at the end.
+   */
+  private async chargeChange(c: Conn, task: Row, job: Row, heldMs: number): Promise<[projectId: number, change: number] | null> {
     const queueId = (job.queue_id as number | null) ?? null;
     const host = await hostRow(c, task.host_id as number);
-    if (queueId === null || !host) return;
-    const p = (await c.one('SELECT share_weight, fair_pass FROM projects WHERE id = $1 FOR UPDATE', [job.project_id]))!;
+    if (queueId === null || !host) return null;
+    const weight = (await c.value<number>('SELECT share_weight FROM projects WHERE id = $1', [job.project_id]))!;
     const view = (await this.queueViews(c, [queueId])).get(queueId)!;
-    const pass = settledPass(p.fair_pass as number, (task.charge as number | null) ?? 0, view.resources, host.resources, heldMs, p.share_weight as number);
-    await c.run('UPDATE projects SET fair_pass = $1 WHERE id = $2', [pass, job.project_id]);
+    // settledPass moves a pass by a difference that does not depend on the pass itself.
+    return [job.project_id as number, settledPass(0, (task.charge as number | null) ?? 0, view.resources, host.resources, heldMs, weight)];
   }
 
   async getHostTask(hostId: number, taskId: number): Promise<{ task: Task; job: Job } | null> {
@@ -929,12 +946,13 @@ export class PostgresStore implements Store {
         [now, limit],
       );
       const out: ExpiredTask[] = [];
+      const passes: Array<[number, number] | null> = [];
       for (const row of rows) {
         const task = mapTask(row);
         await c.run(`UPDATE tasks SET state = 'lost', ended_at = $1, reason = 'its lease expired: the host stopped reporting' WHERE id = $2`, [now, task.id]);
         const jobRow = (await c.one('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [task.jobId]))!;
         const job = mapJob(jobRow);
-        await this.settleCharge(c, row, jobRow, now - task.createdAt);
+        passes.push(await this.chargeChange(c, row, jobRow, now - task.createdAt));
         const othersActive = (await c.value<number>(`SELECT count(*) FROM tasks WHERE job_id = $1 AND state IN (${ACTIVE_TASK_SQL})`, [job.id]))!;
         if (job.state !== 'running' || othersActive > 0) {
           out.push({ taskId: task.id, job, jobChanged: false });
@@ -946,6 +964,7 @@ export class PostgresStore implements Store {
           : await moveJob(c, job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, retryTime(job.attempts, rules, now), now);
         out.push({ taskId: task.id, job: after, jobChanged: true });
       }
+      await applyPasses(c, passes);
       return out;
     });
   }
@@ -1064,6 +1083,18 @@ async function appendLog(c: Conn, taskId: number, chunk: LogChunk): Promise<void
     'INSERT INTO task_logs (task_id, text, end_offset) VALUES ($1, $2, $3) ON CONFLICT (task_id) DO UPDATE SET text = excluded.text, end_offset = excluded.end_offset',
     [taskId, merged.text, merged.endOffset],
   );
+}
+
+/**
+ * Moves projects' passes by the changes given (null: none), one statement per project in id
+ * order: transactions that move several take their locks in the same order.
+ */
+async function applyPasses(c: Conn, changes: Array<readonly [number, number] | null>): Promise<void> {
+  const byProject = new Map<number, number>();
+  for (const ch of changes) if (ch !== null && ch[1] !== 0) byProject.set(ch[0], (byProject.get(ch[0]) ?? 0) + ch[1]);
+  for (const projectId of [...byProject.keys()].sort((a, b) => a - b)) {
+    await c.run('UPDATE projects SET fair_pass = fair_pass + $1 WHERE id = $2', [byProject.get(projectId), projectId]);
+  }
 }
 
 /** Moves a job to its next state (checked against the job machine); the job row is locked by the caller. */
