@@ -71,7 +71,7 @@ export const containersBenchmark: Benchmark = {
     const removeScratch = onCleanup(() => rmSync(scratch, { recursive: true, force: true }));
     const sandbox = sandboxFlags(scratch);
 
-    const server = await startServerProcess(30_000, TIMING);
+    const server = await startServerProcess({ timing: TIMING });
     let stopAgent: (() => Promise<void>) | null = null;
     try {
       const admin = new BoxgridClient({ url: server.url, token: server.adminToken });

@@ -27,8 +27,8 @@ const CONNECTING = 16;
 /** Jobs queued before the hosts start: enough for twice the target over the whole run, so the queue never runs dry. */
 const JOBS = Math.ceil(((WARM_UP_SECONDS + WINDOW_SECONDS + 2) * 10_000) / 100_000) * 100_000;
 const BATCH = 100_000;
-const PROJECT = 'default';
-const APP = 'bench-tiny';
+export const PROJECT = 'default';
+export const APP = 'bench-tiny';
 
 /** What every simulated host enrols with and offers: a 4-core machine, so one request takes up to 4 one-core tasks. */
 export const HOST_RESOURCES = { cores: 4, memoryMiB: 16_384, diskMiB: 100_000, gpus: 0 };
@@ -48,6 +48,8 @@ export interface SimHost {
   hostId: number;
   name: string;
   token: string;
+  /** The server this host talks to (several servers: spread as a load balancer would). */
+  url: string;
 }
 
 /**
@@ -69,7 +71,7 @@ export async function enrollHosts(server: ServerUnderTest, count: number, namePr
       const r = await client.expect(201, 'POST', '/agent/v1/enroll', {
         enrollToken, name, resources: HOST_RESOURCES, platform: HOST_PLATFORM, credentialId: c.id, credentialHash: c.secretHash.toString('hex'),
       });
-      hosts[i] = { hostId: r.body.hostId as number, name, token: c.token };
+      hosts[i] = { hostId: r.body.hostId as number, name, token: c.token, url: server.url };
     }
   };
   await Promise.all(Array.from({ length: 8 }, enrolOne));
@@ -163,9 +165,9 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
  * retryAfterMs, as a real agent would. No new request starts after windowEnd; tasks already
  * held are still reported, so none is left running.
  */
-async function driveAgents(url: string, hosts: SimHost[], progress: SharedArrayBuffer, connected: () => Promise<Timeline>): Promise<DriveResult> {
+async function driveAgents(hosts: SimHost[], progress: SharedArrayBuffer, connected: () => Promise<Timeline>): Promise<DriveResult> {
   const reported = new Int32Array(progress);
-  const agents = hosts.map((h) => new SimAgent(url, h));
+  const agents = hosts.map((h) => new SimAgent(h.url, h));
   try {
     let next = 0;
     const connect = async (): Promise<void> => {
@@ -222,15 +224,15 @@ async function driveAgents(url: string, hosts: SimHost[], progress: SharedArrayB
  * Once every thread's hosts are connected, `timeline()` fixes the run's times and every
  * thread gets them.
  */
-async function driveAll(url: string, hosts: SimHost[], workers: number, progress: SharedArrayBuffer, timeline: () => Timeline): Promise<DriveResult[]> {
-  if (workers === 0) return [await driveAgents(url, hosts, progress, async () => timeline())];
+async function driveAll(hosts: SimHost[], workers: number, progress: SharedArrayBuffer, timeline: () => Timeline): Promise<DriveResult[]> {
+  if (workers === 0) return [await driveAgents(hosts, progress, async () => timeline())];
   const share = Math.ceil(hosts.length / workers);
   const threads: Worker[] = [];
   let ready = 0;
   const runs: Array<Promise<DriveResult>> = [];
   for (let w = 0; w < workers; w++) {
     const worker = new Worker(new URL(import.meta.url), {
-      workerData: { role: WORKER_ROLE, url, hosts: hosts.slice(w * share, (w + 1) * share), progress },
+      workerData: { role: WORKER_ROLE, hosts: hosts.slice(w * share, (w + 1) * share), progress },
     });
     threads.push(worker);
     const stop = onCleanup(() => void worker.terminate());
@@ -252,13 +254,13 @@ async function driveAll(url: string, hosts: SimHost[], workers: number, progress
 
 const WORKER_ROLE = 'bench-dispatch-agents';
 if (!isMainThread && (workerData as { role?: string } | null)?.role === WORKER_ROLE) {
-  const d = workerData as { url: string; hosts: SimHost[]; progress: SharedArrayBuffer };
+  const d = workerData as { hosts: SimHost[]; progress: SharedArrayBuffer };
   const connected = (): Promise<Timeline> =>
     new Promise((resolve) => {
       parentPort!.once('message', resolve);
       parentPort!.postMessage({ ready: true });
     });
-  driveAgents(d.url, d.hosts, d.progress, connected).then(
+  driveAgents(d.hosts, d.progress, connected).then(
     (result) => parentPort!.postMessage({ result }),
     (e: unknown) => {
       throw e; // becomes the worker's 'error' event
@@ -277,13 +279,14 @@ function processCpuSeconds(pid: number): number {
 
 interface CpuSample {
   at: number;
+  /** All the servers' together. */
   server: number;
   bench: number;
 }
 
-function sampleCpu(serverPid: number): CpuSample {
+function sampleCpu(serverPids: number[]): CpuSample {
   const u = process.cpuUsage(); // the whole bench process, worker threads included
-  return { at: clock(), server: processCpuSeconds(serverPid), bench: (u.user + u.system) / 1e6 };
+  return { at: clock(), server: serverPids.reduce((a, pid) => a + processCpuSeconds(pid), 0), bench: (u.user + u.system) / 1e6 };
 }
 
 // ── the benchmark ─────────────────────────────────────────────────────────
@@ -308,125 +311,154 @@ export const dispatchBenchmark: Benchmark = {
   async run(log): Promise<Fields> {
     const server = await startServerProcess();
     try {
-      const { client } = server;
-      await client.expect(201, 'POST', `/v1/projects/${PROJECT}/apps`, tinyAppBody(APP));
-
-      // ── enrol the hosts ──
-      const enrolStarted = performance.now();
-      const hosts = await enrollHosts(server, AGENTS, 'dispatch');
-      log(`${hosts.length} hosts enrolled in ${((performance.now() - enrolStarted) / 1000).toFixed(1)} s`);
-
-      // ── queue the jobs ──
-      const batchIds: number[] = [];
-      for (let b = 0; b * BATCH < JOBS; b++) {
-        const size = Math.min(BATCH, JOBS - b * BATCH);
-        const r = await client.expect(201, 'POST', `/v1/projects/${PROJECT}/batches`, batchBody({ app: APP, jobs: size, tag: `d${b}` }));
-        batchIds.push(r.body.batch.id as number);
+      await server.client.expect(201, 'POST', `/v1/projects/${PROJECT}/apps`, tinyAppBody(APP));
+      const m = await measureDispatch([server], { agents: AGENTS, jobs: JOBS, warmUpSeconds: WARM_UP_SECONDS, windowSeconds: WINDOW_SECONDS, workers: WORKERS }, log);
+      if (m.succeeded !== m.reportedTotal || m.running !== 0) {
+        throw new Error(`the server counts ${m.succeeded} succeeded and ${m.running} running jobs; the hosts reported ${m.reportedTotal}`);
       }
-      log(`${JOBS.toLocaleString('en')} jobs queued in ${batchIds.length} batches`);
-
-      // ── run the hosts ──
-      const progress = new SharedArrayBuffer(4);
-      const reported = new Int32Array(progress);
-      log(`connecting ${AGENTS} hosts, ${WORKERS === 0 ? 'on the main thread' : `on ${WORKERS} worker threads`}`);
-      // Set once every host is connected: CPU samples when the window opens and closes (timers
-      // on this thread: with the hosts on it too they fire a little late, so each sample keeps
-      // its own time), and a progress line every 5 s.
-      let plan: Timeline | undefined;
-      let sampled: Promise<unknown> = Promise.resolve();
-      const samples: CpuSample[] = [];
-      let ticker: NodeJS.Timeout | undefined;
-      const timeline = (): Timeline => {
-        const startAt = clock() + 200;
-        const windowStart = startAt + WARM_UP_SECONDS * 1000;
-        plan = { startAt, windowStart, windowEnd: windowStart + WINDOW_SECONDS * 1000 };
-        log(`connected; ${WARM_UP_SECONDS} s warm-up, then ${WINDOW_SECONDS} s measured`);
-        const sampler = (at: number): Promise<void> => sleep(at - clock()).then(() => void samples.push(sampleCpu(server.pid)));
-        sampled = Promise.all([sampler(plan.windowStart), sampler(plan.windowEnd)]);
-        let lastCount = 0;
-        let lastAt = clock();
-        ticker = setInterval(() => {
-          const n = Atomics.load(reported, 0);
-          const now = clock();
-          const phase = now < plan!.windowStart ? ' [warm-up]' : now < plan!.windowEnd ? '' : ' [draining]';
-          log(`${n.toLocaleString('en')} tasks reported (${Math.round(((n - lastCount) * 1000) / (now - lastAt)).toLocaleString('en')}/s)${phase}`);
-          lastCount = n;
-          lastAt = now;
-        }, 5000);
-        return plan;
-      };
-      let results: DriveResult[];
-      try {
-        results = await driveAll(server.url, hosts, WORKERS, progress, timeline);
-        await sampled;
-      } finally {
-        clearInterval(ticker);
-      }
-
-      // ── merge and check ──
-      const workMs = results.flatMap((r) => r.workMs);
-      const reportMs = results.flatMap((r) => r.reportMs);
-      const sum = (f: (r: DriveResult) => number): number => results.reduce((a, r) => a + f(r), 0);
-      const tasks = sum((r) => r.tasksInWindow);
-      const claimedTotal = sum((r) => r.claimedTotal);
-      const workTotal = sum((r) => r.workTotal);
-      const reportedTotal = sum((r) => r.reportedTotal);
-      const emptyInWindow = sum((r) => r.emptyInWindow);
-      const calls = sum((r) => r.workInWindow) + tasks; // agent calls completed in the window
-      const perSecond = results[0]!.perSecond.map((_, i) => sum((r) => r.perSecond[i]!));
-      if (emptyInWindow > 0) throw new Error(`${emptyInWindow} work requests in the window got no task: the queue ran dry, so the figure would understate the server (raise JOBS)`);
-      if (claimedTotal !== reportedTotal) throw new Error(`claimed ${claimedTotal} tasks but reported ${reportedTotal}`);
-      let succeeded = 0;
-      let active = 0;
-      for (const id of batchIds) {
-        const counts = (await client.expect(200, 'GET', `/v1/projects/${PROJECT}/batches/${id}`)).body.counts as Record<string, number>;
-        succeeded += counts.succeeded ?? 0;
-        active += counts.running ?? 0;
-      }
-      if (succeeded !== reportedTotal || active !== 0) {
-        throw new Error(`the server counts ${succeeded} succeeded and ${active} running jobs; the hosts reported ${reportedTotal}`);
-      }
-      log(`verified: ${succeeded.toLocaleString('en')} jobs succeeded, none left running`);
-
-      const [open, close] = samples as [CpuSample, CpuSample];
-      const cpuSeconds = (close.at - open.at) / 1000;
-      const all = summarize([...workMs, ...reportMs]);
-      const work = summarize(workMs);
-      const report = summarize(reportMs);
-      const mem = server.memory();
-      const fields: Fields = {
-        tasksPerSecond: Math.round(tasks / WINDOW_SECONDS),
-        agents: AGENTS,
-        tasks,
-        requestP99Ms: all.p99,
-        requestP50Ms: all.p50,
-        workP50Ms: work.p50,
-        workP99Ms: work.p99,
-        reportP50Ms: report.p50,
-        reportP99Ms: report.p99,
-        workRequests: sum((r) => r.workInWindow),
-        tasksPerWorkRequest: round(claimedTotal / Math.max(1, workTotal), 2),
-        requestsPerSecond: Math.round(calls / WINDOW_SECONDS),
-        windowSeconds: WINDOW_SECONDS,
-        warmUpSeconds: WARM_UP_SECONDS,
-        workerThreads: WORKERS,
-        serverCpuPercent: Math.round(((close.server - open.server) / cpuSeconds) * 100),
-        benchCpuPercent: Math.round(((close.bench - open.bench) / cpuSeconds) * 100),
-        serverCpuMsPerTask: round(((close.server - open.server) * 1000) / Math.max(1, tasks), 3),
-        benchCpuMsPerRequest: round(((close.bench - open.bench) * 1000) / Math.max(1, calls), 3),
-        tasksReportedInAll: reportedTotal,
-        slowestSecond: Math.min(...perSecond),
-        fastestSecond: Math.max(...perSecond),
-        serverRssMb: mem.rssMb,
-        tasksEachSecond: perSecond,
-      };
-      log(`${tasks.toLocaleString('en')} tasks in ${WINDOW_SECONDS} s = ${fields.tasksPerSecond} tasks/s; p99 ${all.p99} ms (work ${work.p99}, report ${report.p99}); server CPU ${fields.serverCpuPercent}%, bench CPU ${fields.benchCpuPercent}%`);
-      return fields;
+      log(`verified: ${m.succeeded.toLocaleString('en')} jobs succeeded, none left running`);
+      return { ...m.fields, serverRssMb: server.memory().rssMb };
     } finally {
       await server.stop();
     }
   },
 };
+
+export interface DispatchLoad {
+  agents: number;
+  jobs: number;
+  warmUpSeconds: number;
+  windowSeconds: number;
+  /** Threads driving the hosts (0: this one). */
+  workers: number;
+}
+
+export interface DispatchMeasure {
+  fields: Fields;
+  /** Tasks the hosts reported in the whole run (all succeeded). */
+  reportedTotal: number;
+  /** What the servers count afterwards. */
+  succeeded: number;
+  running: number;
+}
+
+/**
+ * The dispatch load against running servers (the app APP already created): enrols the hosts
+ * through the first server, spreads them over all the servers (host i talks to server i mod n,
+ * as a load balancer would), queues the jobs, drives the hosts (see driveAgents) and reads the
+ * batches' counts back. The caller judges the counts.
+ */
+export async function measureDispatch(servers: ServerUnderTest[], load: DispatchLoad, log: (msg: string) => void): Promise<DispatchMeasure> {
+  const { client } = servers[0]!;
+  const { agents: AGENT_COUNT, jobs: JOB_COUNT, warmUpSeconds, windowSeconds, workers } = load;
+
+  // ── enrol the hosts ──
+  const enrolStarted = performance.now();
+  const hosts = (await enrollHosts(servers[0]!, AGENT_COUNT, 'dispatch')).map((h, i) => ({ ...h, url: servers[i % servers.length]!.url }));
+  log(`${hosts.length} hosts enrolled in ${((performance.now() - enrolStarted) / 1000).toFixed(1)} s`);
+
+  // ── queue the jobs ──
+  const batchIds: number[] = [];
+  for (let b = 0; b * BATCH < JOB_COUNT; b++) {
+    const size = Math.min(BATCH, JOB_COUNT - b * BATCH);
+    const r = await client.expect(201, 'POST', `/v1/projects/${PROJECT}/batches`, batchBody({ app: APP, jobs: size, tag: `d${b}` }));
+    batchIds.push(r.body.batch.id as number);
+  }
+  log(`${JOB_COUNT.toLocaleString('en')} jobs queued in ${batchIds.length} batches`);
+
+  // ── run the hosts ──
+  const progress = new SharedArrayBuffer(4);
+  const reported = new Int32Array(progress);
+  log(`connecting ${AGENT_COUNT} hosts to ${servers.length} server${servers.length === 1 ? '' : 's'}, ${workers === 0 ? 'on the main thread' : `on ${workers} worker threads`}`);
+  // Set once every host is connected: CPU samples when the window opens and closes (timers
+  // on this thread: with the hosts on it too they fire a little late, so each sample keeps
+  // its own time), and a progress line every 5 s.
+  let plan: Timeline | undefined;
+  let sampled: Promise<unknown> = Promise.resolve();
+  const samples: CpuSample[] = [];
+  let ticker: NodeJS.Timeout | undefined;
+  const pids = servers.map((x) => x.pid);
+  const timeline = (): Timeline => {
+    const startAt = clock() + 200;
+    const windowStart = startAt + warmUpSeconds * 1000;
+    plan = { startAt, windowStart, windowEnd: windowStart + windowSeconds * 1000 };
+    log(`connected; ${warmUpSeconds} s warm-up, then ${windowSeconds} s measured`);
+    const sampler = (at: number): Promise<void> => sleep(at - clock()).then(() => void samples.push(sampleCpu(pids)));
+    sampled = Promise.all([sampler(plan.windowStart), sampler(plan.windowEnd)]);
+    let lastCount = 0;
+    let lastAt = clock();
+    ticker = setInterval(() => {
+      const n = Atomics.load(reported, 0);
+      const now = clock();
+      const phase = now < plan!.windowStart ? ' [warm-up]' : now < plan!.windowEnd ? '' : ' [draining]';
+      log(`${n.toLocaleString('en')} tasks reported (${Math.round(((n - lastCount) * 1000) / (now - lastAt)).toLocaleString('en')}/s)${phase}`);
+      lastCount = n;
+      lastAt = now;
+    }, 5000);
+    return plan;
+  };
+  let results: DriveResult[];
+  try {
+    results = await driveAll(hosts, workers, progress, timeline);
+    await sampled;
+  } finally {
+    clearInterval(ticker);
+  }
+
+  // ── merge and check ──
+  const workMs = results.flatMap((r) => r.workMs);
+  const reportMs = results.flatMap((r) => r.reportMs);
+  const sum = (f: (r: DriveResult) => number): number => results.reduce((a, r) => a + f(r), 0);
+  const tasks = sum((r) => r.tasksInWindow);
+  const claimedTotal = sum((r) => r.claimedTotal);
+  const workTotal = sum((r) => r.workTotal);
+  const reportedTotal = sum((r) => r.reportedTotal);
+  const emptyInWindow = sum((r) => r.emptyInWindow);
+  const calls = sum((r) => r.workInWindow) + tasks; // agent calls completed in the window
+  const perSecond = results[0]!.perSecond.map((_, i) => sum((r) => r.perSecond[i]!));
+  if (emptyInWindow > 0) throw new Error(`${emptyInWindow} work requests in the window got no task: the queue ran dry, so the figure would understate the server (raise the job count)`);
+  if (claimedTotal !== reportedTotal) throw new Error(`claimed ${claimedTotal} tasks but reported ${reportedTotal}`);
+  let succeeded = 0;
+  let running = 0;
+  for (const id of batchIds) {
+    const counts = (await client.expect(200, 'GET', `/v1/projects/${PROJECT}/batches/${id}`)).body.counts as Record<string, number>;
+    succeeded += counts.succeeded ?? 0;
+    running += counts.running ?? 0;
+  }
+
+  const [open, close] = samples as [CpuSample, CpuSample];
+  const cpuSeconds = (close.at - open.at) / 1000;
+  const all = summarize([...workMs, ...reportMs]);
+  const work = summarize(workMs);
+  const report = summarize(reportMs);
+  const fields: Fields = {
+    tasksPerSecond: Math.round(tasks / windowSeconds),
+    agents: AGENT_COUNT,
+    tasks,
+    requestP99Ms: all.p99,
+    requestP50Ms: all.p50,
+    workP50Ms: work.p50,
+    workP99Ms: work.p99,
+    reportP50Ms: report.p50,
+    reportP99Ms: report.p99,
+    workRequests: sum((r) => r.workInWindow),
+    tasksPerWorkRequest: round(claimedTotal / Math.max(1, workTotal), 2),
+    requestsPerSecond: Math.round(calls / windowSeconds),
+    windowSeconds,
+    warmUpSeconds,
+    workerThreads: workers,
+    serverCpuPercent: Math.round(((close.server - open.server) / cpuSeconds) * 100),
+    benchCpuPercent: Math.round(((close.bench - open.bench) / cpuSeconds) * 100),
+    serverCpuMsPerTask: round(((close.server - open.server) * 1000) / Math.max(1, tasks), 3),
+    benchCpuMsPerRequest: round(((close.bench - open.bench) * 1000) / Math.max(1, calls), 3),
+    tasksReportedInAll: reportedTotal,
+    slowestSecond: Math.min(...perSecond),
+    fastestSecond: Math.max(...perSecond),
+    tasksEachSecond: perSecond,
+  };
+  log(`${tasks.toLocaleString('en')} tasks in ${windowSeconds} s = ${fields.tasksPerSecond} tasks/s; p99 ${all.p99} ms (work ${work.p99}, report ${report.p99}); servers' CPU ${fields.serverCpuPercent}%, bench CPU ${fields.benchCpuPercent}%`);
+  return { fields, reportedTotal, succeeded, running };
+}
 
 export function envInt(name: string, fallback: number): number {
   const v = Number(process.env[name]);

@@ -77,17 +77,27 @@ export interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
+export interface ServerProcessOptions {
+  startTimeoutMs?: number;
+  /** Overrides the server's agent-protocol clock (heartbeat, idle poll, …), as `startServer` takes it. */
+  timing?: Record<string, number>;
+  /** A postgres:// URL instead of the data dir's SQLite file. */
+  database?: string;
+  /** Joins servers already on `database`: the first one's admin token, since this one bootstraps nothing. */
+  adminToken?: string;
+}
+
 /**
- * Starts dist/bench/server-process.js on a fresh temp data dir and waits for its URL. `timing`
- * overrides the server's agent-protocol clock (heartbeat, idle poll, …), as `startServer` takes it.
+ * Starts dist/bench/server-process.js on a fresh temp data dir and waits for its URL.
  * BENCH_SERVER_NODE_ARGS passes flags to the server's node, e.g. `--cpu-prof --cpu-prof-dir=DIR`
  * to profile the server under load (NODE_OPTIONS refuses --cpu-prof).
  */
-export async function startServerProcess(startTimeoutMs = 30_000, timing?: Record<string, number>): Promise<ServerUnderTest> {
+export async function startServerProcess(opts: ServerProcessOptions = {}): Promise<ServerUnderTest> {
+  const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   const dataDir = mkdtempSync(join(tmpdir(), 'boxgrid-bench-'));
   const removeDir = onCleanup(() => rmSync(dataDir, { recursive: true, force: true }));
   const script = fileURLToPath(new URL('./server-process.js', import.meta.url));
-  const args = [script, dataDir, ...(timing ? [JSON.stringify(timing)] : [])];
+  const args = [script, dataDir, JSON.stringify({ timing: opts.timing, database: opts.database ?? process.env.BENCH_DATABASE_URL, joining: opts.adminToken !== undefined })];
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
   const killChild = onCleanup(() => {
@@ -96,7 +106,7 @@ export async function startServerProcess(startTimeoutMs = 30_000, timing?: Recor
   let exited = child.exitCode !== null;
   const exitedP = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve(); }));
 
-  const info = await new Promise<{ url: string; adminToken: string; pid: number }>((resolve, reject) => {
+  const info = await new Promise<{ url: string; adminToken: string | null; pid: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('server process did not start in time')), startTimeoutMs);
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
@@ -122,9 +132,11 @@ export async function startServerProcess(startTimeoutMs = 30_000, timing?: Recor
     throw e;
   });
 
-  const client = new HttpClient(info.url, info.adminToken);
+  const adminToken = opts.adminToken ?? info.adminToken!;
+  const client = new HttpClient(info.url, adminToken);
   return {
     ...info,
+    adminToken,
     dataDir,
     client,
     memory() {

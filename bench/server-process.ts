@@ -1,22 +1,30 @@
 /**
  * A real boxgrid server for the benchmarks, run as a child process so that its CPU, memory and
- * event loop are its own. Usage: node dist/bench/server-process.js <fresh-data-dir>
+ * event loop are its own. Usage: node dist/bench/server-process.js <fresh-data-dir> [options-json]
  *
  * Prints one JSON line on stdout once listening: {"url", "adminToken", "pid"}. It stops (and
  * closes the store cleanly) on SIGTERM/SIGINT or when its stdin closes, so it cannot outlive a
  * benchmark process that dies without cleaning up. The data dir belongs to the caller, which
- * removes it. An optional second argument, JSON, overrides the agent timing (`ServerOptions.timing`).
+ * removes it. Options: `timing` overrides the agent timing (`ServerOptions.timing`), `database`
+ * a postgres:// URL to use instead of the data dir's SQLite file, `joining` says that other
+ * servers already use that database (so this one bootstraps nothing and has no admin token).
  */
 import { startServer, type ServerOptions } from '../src/server/runtime.js';
 
+interface Options {
+  timing?: ServerOptions['timing'];
+  database?: string;
+  joining?: boolean;
+}
+
 async function main(): Promise<void> {
   const dataDir = process.argv[2];
-  if (!dataDir) throw new Error('usage: server-process <data-dir> [timing-json]');
-  const timing = process.argv[3] ? (JSON.parse(process.argv[3]) as ServerOptions['timing']) : undefined;
-  // BENCH_DATABASE_URL: run on that PostgreSQL database instead of the data dir's SQLite file.
-  const database = process.env.BENCH_DATABASE_URL;
-  const server = await startServer({ dataDir, host: '127.0.0.1', port: 0, logger: false, ...(timing ? { timing } : {}), ...(database ? { database } : {}) });
-  if (server.adminToken === null) throw new Error(`${dataDir} is not a fresh data dir`);
+  if (!dataDir) throw new Error('usage: server-process <data-dir> [options-json]');
+  const o = (process.argv[3] ? JSON.parse(process.argv[3]) : {}) as Options;
+  const server = await startServer({
+    dataDir, host: '127.0.0.1', port: 0, logger: false, ...(o.timing ? { timing: o.timing } : {}), ...(o.database ? { database: o.database } : {}),
+  });
+  if (server.adminToken === null && !o.joining) throw new Error(`${dataDir} is not a fresh data dir (or its database is not fresh)`);
 
   let stopping = false;
   const stop = (): void => {

@@ -28,21 +28,11 @@ if [ ! -f "$DATA/PG_VERSION" ]; then
     echo "shared_buffers = 256MB"
   } >>"$DATA/postgresql.conf"
 fi
-# Statement counts for the benchmarks (database round trips per task); added to a cluster made
-# by an older version of this script too, which then restarts once.
-restart=no
-if ! grep -q "^shared_preload_libraries = 'pg_stat_statements'" "$DATA/postgresql.conf"; then
-  echo "shared_preload_libraries = 'pg_stat_statements'" >>"$DATA/postgresql.conf"
-  restart=yes
-fi
-if "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
-  if [ "$restart" = yes ]; then as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 60 restart >/dev/null; fi
-else
+if ! "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
   as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 60 start >/dev/null
 fi
 
 psql_admin() { as_postgres "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -qtA "$@"; }
-# The role and database the tests use, and the statement statistics (each made once).
+# The role and database the tests use (each made once).
 if [ -z "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'boxgrid'")" ]; then psql_admin -c "CREATE ROLE boxgrid LOGIN CREATEDB"; fi
 if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'boxgrid'")" ]; then psql_admin -c "CREATE DATABASE boxgrid OWNER boxgrid"; fi
-psql_admin -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null

@@ -79,6 +79,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     await chmod(files.adminToken, 0o600); // mode above applies only when the file is new
   });
   await ctx.blobs.sweepTemporary?.(ctx.now() - 3600_000);
+  // Servers sharing the database see each other's events (a watcher may use any of them).
+  const relay = store.openEventRelay?.();
+  if (relay) await ctx.events.connect(relay);
   const sweeper = new LeaseSweeper(ctx);
   const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http });
   await app.listen({ host: opts.host, port: opts.port });
@@ -107,6 +110,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         clearInterval(sweepIdle);
         clearTimeout(cut);
       }
+      await ctx.events.disconnect();
       await store.close();
       await rm(files.serverInfo, { force: true });
     },

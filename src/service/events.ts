@@ -38,9 +38,21 @@ export function matches(f: EventFilter, e: StampedEvent): boolean {
 }
 
 /**
- * In-process fan-out of events to SSE streams, with a bounded replay buffer so a client that
- * reconnects with Last-Event-ID misses nothing recent. Several servers on one database (a later
- * issue) will need the events in the store instead; this class is the seam for that.
+ * Carries events between servers that share a database, so that a client watching through one
+ * server sees what happened through another (store/postgres/postgres-event-relay.ts).
+ */
+export interface EventRelay {
+  /** Sends one of this server's events to the others (fire and forget). */
+  send(projectId: number, event: BoxgridEvent): void;
+  /** Starts handing the other servers' events to `deliver`. */
+  start(deliver: (projectId: number, event: BoxgridEvent) => void): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Fan-out of events to SSE streams, with a bounded replay buffer so a client that reconnects
+ * with Last-Event-ID misses nothing recent. With a relay, events published through the other
+ * servers on the same database arrive here too; sequence numbers stay this server's own.
  */
 export class EventBus {
   private readonly emitter = new EventEmitter();
@@ -48,12 +60,30 @@ export class EventBus {
   private readonly recent: StampedEvent[] = [];
   private next = 0;
   private readonly seqs = new Map<number, number>();
+  private relay: EventRelay | null = null;
 
   constructor(private readonly keep = 10_000) {
     this.emitter.setMaxListeners(0);
   }
 
+  /** Joins the other servers on the relay: from now on their events are delivered here and ours sent there. */
+  async connect(relay: EventRelay): Promise<void> {
+    await relay.start((projectId, event) => this.deliver(projectId, event));
+    this.relay = relay;
+  }
+
+  async disconnect(): Promise<void> {
+    const relay = this.relay;
+    this.relay = null;
+    await relay?.close();
+  }
+
   publish(projectId: number, event: BoxgridEvent): void {
+    this.deliver(projectId, event);
+    this.relay?.send(projectId, event);
+  }
+
+  private deliver(projectId: number, event: BoxgridEvent): void {
     const seq = (this.seqs.get(projectId) ?? 0) + 1;
     this.seqs.set(projectId, seq);
     const stamped: StampedEvent = { seq, projectId, at: Date.now(), event };

@@ -12,6 +12,7 @@ import type { RunningTask } from '../scheduling/speculation.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
 import type { RuntimeKind } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
+import type { EventRelay } from '../service/events.js';
 
 /**
  * The persistence port. Adapters (SQLite now, PostgreSQL later) implement it and must pass
@@ -170,6 +171,13 @@ export interface Store {
   hostsCoolingDown(appId: number, now: Millis): Promise<number[]>;
   /** The host being kept free for the job (its reservation), or null. */
   reservedHostFor(jobId: number): Promise<number | null>;
+
+  // ── several servers ─────────────────────────────────────────────────────
+  /**
+   * Adapters that several servers share offer a relay for the events each server publishes
+   * (service/events.ts). Absent: the store has one server, whose events stay in its process.
+   */
+  openEventRelay?(): EventRelay;
 }
 
 export interface ClaimRequest {

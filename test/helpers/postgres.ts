@@ -66,11 +66,21 @@ export async function freshDatabase(): Promise<{ url: string; drop: () => Promis
   url.pathname = `/${name}`;
   return {
     url: url.toString(),
+    // Not WITH (FORCE): that needs the right to end other roles' sessions, autovacuum's among
+    // them. The servers are gone by now; a session still closing is waited for.
     drop: async () => {
       const c = new pg.Client({ connectionString: TEST_POSTGRES });
       await c.connect();
       try {
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await c.query(`DROP DATABASE IF EXISTS ${name}`);
+            return;
+          } catch (e) {
+            if ((e as { code?: string }).code !== '55006' || attempt >= 50) throw e; // object_in_use
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
       } finally {
         await c.end();
       }

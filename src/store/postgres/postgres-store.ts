@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { BoxgridError, alreadyExists, notFound } from '../../domain/errors.js';
 import type {
-  App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, RuntimeKind, Site, StateCounts, Task,
+  App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../../domain/model.js';
 import { describeOutcome, settle } from '../../domain/outcomes.js';
@@ -9,7 +9,7 @@ import { withOverrides } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { DURATION_WEIGHTS, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
-import type { SchedulingOptions } from '../../scheduling/options.js';
+import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../scheduling/options.js';
 import { learnPace } from '../../scheduling/pace.js';
 import { placementOf } from '../../scheduling/placement.js';
 import type { QueueView } from '../../scheduling/plan.js';
@@ -25,6 +25,8 @@ import type {
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
+import { PostgresEventRelay } from './postgres-event-relay.js';
+import type { EventRelay } from '../../service/events.js';
 
 const ACTIVE_TASK_SQL = ACTIVE_TASK_STATES.map((s) => `'${s}'`).join(', ');
 const CANCELLABLE_SQL = jobMachine.sourcesOf('cancelled').map((s) => `'${s}'`).join(', ');
@@ -42,6 +44,8 @@ const LOCK = { migrate: 1, claim: 2, insertJobs: 3, bootstrap: 4, appName: 5 } a
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
 const UNIQUE_VIOLATION = '23505';
 const MAX_ATTEMPTS = 5;
+/** Connections for the statistics statements (see PostgresStore.recordStats). */
+const STATS_CONNECTIONS = 4;
 
 /**
  * bigint comes back from node-postgres as a string (it may not fit a double). Ids and epoch-ms
@@ -68,11 +72,17 @@ export interface PostgresStoreOptions {
   maxConnections?: number;
 }
 
+/** Statements sent to the server (each one a round trip), BEGIN and COMMIT included. */
+interface RoundTrips {
+  count: number;
+}
+
 /** One connection inside a transaction (or a single statement outside one). */
 class Conn {
-  constructor(private readonly client: pg.PoolClient | pg.Pool) {}
+  constructor(private readonly client: pg.PoolClient | pg.Pool, private readonly trips: RoundTrips) {}
 
   async all(sql: string, values: unknown[] = []): Promise<Row[]> {
+    this.trips.count++;
     return (await this.client.query<Row>({ name: statementName(sql), text: sql, values })).rows;
   }
   async one(sql: string, values: unknown[] = []): Promise<Row | undefined> {
@@ -85,10 +95,11 @@ class Conn {
   }
   /** Rows changed. */
   async run(sql: string, values: unknown[] = []): Promise<number> {
+    this.trips.count++;
     return (await this.client.query({ name: statementName(sql), text: sql, values })).rowCount ?? 0;
   }
   async lock(key: number, sub = 0): Promise<void> {
-    await this.client.query('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_SPACE + key, sub]);
+    await this.run('SELECT pg_advisory_xact_lock($1, $2)', [LOCK_SPACE + key, sub]);
   }
 }
 
@@ -122,9 +133,9 @@ function uniqueViolation(e: unknown, make: () => BoxgridError): unknown {
  *   sweeps take rows with SKIP LOCKED, so two servers sweeping at once share the work and each
  *   row is handled once;
  * - rows that every call of a kind writes (a project's pass, a queue's typical duration, the
- *   fair-share clock) are written as changes in single statements (pass += change, duration
- *   learned in SQL, clock = greatest(…)), last in their transaction: no update is lost, and each
- *   such row is held only until the commit, the one point where those calls queue;
+ *   fair-share clock) are statistics, written as changes in single statements after the call's
+ *   transaction (pass += change, duration learned in SQL, clock only forward): no update is
+ *   lost, and no call waits for another's commit on them (see recordStats);
  * - a batch's jobs take consecutive ids (the batch range queries rely on it): job inserts take
  *   an advisory lock of their own;
  * - a deadlock or serialization failure reruns the whole transaction.
@@ -137,20 +148,47 @@ export class PostgresStore implements Store {
       throw new Error(`schema "${opts.schema}" is not a plain lower-case identifier`);
     }
     this.schema = opts.schema ?? null;
+    const searchPath = opts.schema ? `-c search_path=${opts.schema}` : '';
+    this.clientConfig = { connectionString: opts.connectionString, types: TYPES, ...(searchPath ? { options: searchPath } : {}) };
     this.pool = new pg.Pool({
-      connectionString: opts.connectionString,
-      max: opts.maxConnections ?? 10,
-      types: TYPES,
-      ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+      connectionString: opts.connectionString, max: opts.maxConnections ?? 10, types: TYPES, ...(searchPath ? { options: searchPath } : {}),
+    });
+    this.statsPool = new pg.Pool({
+      connectionString: opts.connectionString, max: STATS_CONNECTIONS, types: TYPES, options: `${searchPath} -c synchronous_commit=off`.trim(),
     });
     // An idle connection the server dropped must not take the process down.
     this.pool.on('error', () => {});
+    this.statsPool.on('error', () => {});
+  }
+
+  /**
+   * Statistics every call of a kind writes: the projects' fair-share passes, the fair-share
+   * clock, the queues' typical durations and the hosts' paces. They are written after the call's
+   * own transaction, as single statements that do not wait for the disk (synchronous_commit
+   * off), so that the few rows all calls share are each held for one statement's execution,
+   * not for a transaction and its fsync: with them inside, those rows made every claim and
+   * report queue behind each other (bench/multiserver.ts). A database crash may forget the last
+   * moments of learning; a job, task or lease is never among what it forgets. A server that
+   * dies between a call's commit and its statistics loses that call's contribution alone.
+   */
+  private readonly statsPool: pg.Pool;
+
+  private async recordStats(sql: string, values: unknown[]): Promise<void> {
+    this.trips.count++;
+    await this.statsPool.query({ name: statementName(sql), text: sql, values });
   }
 
   private readonly schema: string | null;
+  private readonly clientConfig: pg.ClientConfig;
+  private readonly trips: RoundTrips = { count: 0 };
+
+  /** Statements this store has sent so far, BEGIN and COMMIT included (bench/multiserver.ts). */
+  get roundTrips(): number {
+    return this.trips.count;
+  }
 
   private get db(): Conn {
-    return new Conn(this.pool);
+    return new Conn(this.pool, this.trips);
   }
 
   /** Runs `fn` in one transaction, again from the start after a deadlock or serialization failure. */
@@ -158,14 +196,15 @@ export class PostgresStore implements Store {
     for (let attempt = 1; ; attempt++) {
       const client = await this.pool.connect();
       let broken = false;
+      const c = new Conn(client, this.trips);
       try {
-        await client.query('BEGIN');
-        const result = await fn(new Conn(client));
-        await client.query('COMMIT');
+        await c.run('BEGIN');
+        const result = await fn(c);
+        await c.run('COMMIT');
         return result;
       } catch (e) {
         try {
-          await client.query('ROLLBACK');
+          await c.run('ROLLBACK');
         } catch {
           broken = true; // the connection itself failed: do not hand it out again
         }
@@ -222,12 +261,17 @@ export class PostgresStore implements Store {
     }
   }
 
+  openEventRelay(): EventRelay {
+    return new PostgresEventRelay(this.pool, this.clientConfig, this.schema);
+  }
+
   async ping(): Promise<void> {
     await this.pool.query('SELECT 1');
   }
 
   async close(): Promise<void> {
     if (!this.pool.ended) await this.pool.end();
+    if (!this.statsPool.ended) await this.statsPool.end();
   }
 
   // ── identity ──────────────────────────────────────────────────────────────
@@ -622,145 +666,184 @@ export class PostgresStore implements Store {
   // ── the agent protocol ──────────────────────────────────────────────────
 
   async claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult> {
-    return this.tx(async (c): Promise<ClaimResult> => {
-      // One claim per host at a time, taken first: a request retried on another server waits
-      // for its first try and then finds its tasks.
-      await c.lock(LOCK.claim, req.hostId);
-      await c.run('UPDATE hosts SET last_seen_at = $1 WHERE id = $2', [now, req.hostId]);
-      const prior = await c.all('SELECT * FROM tasks WHERE host_id = $1 AND request_id = $2 ORDER BY id', [req.hostId, req.requestId]);
-      if (prior.length > 0) {
-        const live = prior.map(mapTask).filter((t) => isActiveTask(t.state));
-        const tasks: ClaimedTask[] = [];
-        for (const t of live) tasks.push(await this.claimed(c, t, mapJob((await c.one('SELECT * FROM jobs WHERE id = $1', [t.jobId]))!)));
-        return { tasks, replayed: true };
-      }
+    const { result, stats } = await this.tx(async (c): Promise<{ result: ClaimResult; stats: unknown[] | null }> => {
+      // The host's row, locked until the commit: one claim per host at a time, so a request
+      // retried on another server waits for its first try and then, in the next statement (a
+      // new snapshot), finds its tasks.
+      const host = (await c.one('UPDATE hosts SET last_seen_at = $1 WHERE id = $2 RETURNING reserved_job, pace', [now, req.hostId])) ?? { reserved_job: null, pace: null };
       // Jobs whose backoff is over go back to their queues, entering them now (JobHead.queuedAt)
-      // but in their place (JobHead.submittedAt).
-      await c.run(`UPDATE jobs SET updated_at = not_before, not_before = NULL WHERE not_before IS NOT NULL AND not_before <= $1 AND state = 'queued'`, [now]);
-      const gathered = await this.gatherForClaim(c, req, now);
-      const plan = req.plan(gathered);
+      // but in their place (JobHead.submittedAt); the gathering below sees them.
+      const prior = await c.all(
+        `WITH released AS (
+           UPDATE jobs SET updated_at = not_before, not_before = NULL WHERE not_before IS NOT NULL AND not_before <= $3 AND state = 'queued')
+         SELECT to_jsonb(t) AS task, to_jsonb(j) AS job FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.host_id = $1 AND t.request_id = $2 ORDER BY t.id`,
+        [req.hostId, req.requestId, now],
+      );
+      if (prior.length > 0) {
+        const tasks: ClaimedTask[] = [];
+        for (const r of prior) {
+          const task = mapTask(r.task as Row);
+          if (isActiveTask(task.state)) tasks.push(await this.claimed(c, task, mapJob(r.job as Row)));
+        }
+        return { result: { tasks, replayed: true }, stats: null };
+      }
+      const gathered = await this.gatherForClaim(c, req, host, now);
+      const plan = req.plan(gathered.input);
       const tasks: ClaimedTask[] = [];
-      for (const pick of plan.picks) {
-        // A job cancelled since the gathering (cancels do not wait for claims) is passed over.
-        const r = await c.one(
-          `UPDATE jobs SET state = 'running', attempts = attempts + 1, reason = NULL, updated_at = $1 WHERE id = $2 AND state = 'queued' RETURNING *`,
-          [now, pick.jobId],
-        );
-        if (!r) continue;
-        const job = mapJob(r);
-        tasks.push(await this.newTask(c, req, job, job.attempts, 0, pick.runtime, pick.cost, now));
-      }
-      let reservation = gathered.reservation;
-      if (plan.reserve !== undefined) {
-        reservation = plan.reserve;
-        await c.run('UPDATE hosts SET reserved_job = $1, reserved_at = $2 WHERE id = $3', [reservation, reservation === null ? null : now, req.hostId]);
-      }
+      const reservation = plan.reserve !== undefined ? plan.reserve : gathered.input.reservation;
       // Speculation is for the tail of the work: not while any job waits, even one backing off.
-      const tail = gathered.queues.length === 0 && (await c.one(`SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' LIMIT 1`)) === undefined;
+      const tail = gathered.input.queues.length === 0 && !gathered.backingOff;
       if (plan.picks.length === 0 && reservation === null && req.duplicates && tail) {
         const running = await this.runningForDuplicates(c, req.hostId, req.duplicates.scan);
         const active = (await c.value<number>(`SELECT count(*) FROM tasks WHERE replica > 0 AND state IN (${ACTIVE_TASK_SQL})`))!;
-        for (const pick of req.duplicates.choose(running, active, gathered)) {
+        for (const pick of req.duplicates.choose(running, active, gathered.input)) {
           const r = await c.one(`SELECT * FROM jobs WHERE id = $1 AND state = 'running' FOR UPDATE`, [pick.jobId]);
           if (!r) continue; // ended since the gathering
           const job = mapJob(r);
           const replica = (await c.value<number>('SELECT max(replica) FROM tasks WHERE job_id = $1', [job.id]))! + 1;
-          tasks.push(await this.newTask(c, req, job, job.attempts, replica, pick.runtime, 0, now));
+          const t = await c.one(
+            `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs, charge)
+             VALUES ($1, $2, $3, $4, 'assigned', $5, $6, $7, $8, '{}', 0) RETURNING *`,
+            [job.id, req.hostId, job.attempts, replica, pick.runtime, now + req.leaseMs, now, req.requestId],
+          );
+          tasks.push(await this.claimed(c, mapTask(t!), job));
         }
       }
-      // As changes, not values: a report may have settled a project's pass meanwhile. Last, so
-      // that these shared rows are held only until the commit.
-      await applyPasses(c, [...plan.passes].map(([projectId, pass]) => [projectId, pass - (gathered.projects.get(projectId)?.pass ?? 0)]));
-      // The clock only moves forward, whichever of two concurrent claims commits first.
-      if (plan.virtualTime > gathered.virtualTime) await c.run('UPDATE fair_share_clock SET virtual_time = greatest(virtual_time, $1) WHERE id = 1', [plan.virtualTime]);
-      return { tasks, replayed: false };
+      // The picks in one statement. A job cancelled since the gathering (cancels do not wait
+      // for claims) is passed over.
+      const started = await c.all(
+        `WITH picks AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[]) WITH ORDINALITY AS u(job_id, runtime, cost, n)),
+         started AS (
+           UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, reason = NULL, updated_at = $4
+           FROM picks p WHERE j.id = p.job_id AND j.state = 'queued' RETURNING j.*),
+         created AS (
+           INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs, charge)
+           SELECT s.id, $5, s.attempts, 0, 'assigned', p.runtime, $6, $4, $7, '{}', p.cost FROM started s JOIN picks p ON p.job_id = s.id ORDER BY p.n
+           RETURNING *),
+         reserve AS (UPDATE hosts SET reserved_job = $8, reserved_at = $9 WHERE id = $5 AND $10::boolean)
+         SELECT to_jsonb(t) AS task, to_jsonb(s) AS job FROM created t JOIN started s ON s.id = t.job_id ORDER BY t.id`,
+        [
+          plan.picks.map((p) => p.jobId), plan.picks.map((p) => p.runtime), plan.picks.map((p) => p.cost), now, req.hostId, now + req.leaseMs, req.requestId,
+          reservation, reservation === null ? null : now, plan.reserve !== undefined,
+        ],
+      );
+      const fresh: ClaimedTask[] = [];
+      for (const r of started) fresh.push(await this.claimed(c, mapTask(r.task as Row), mapJob(r.job as Row)));
+      const passes = [...plan.passes].map(([id, pass]) => [id, pass - (gathered.input.projects.get(id)?.pass ?? 0)] as const).filter(([, change]) => change !== 0);
+      const moved = passes.length > 0 || plan.virtualTime > gathered.input.virtualTime;
+      return {
+        result: { tasks: [...fresh, ...tasks], replayed: false },
+        stats: moved ? [passes.map(([id]) => id), passes.map(([, change]) => change), plan.virtualTime] : null,
+      };
     });
-  }
-
-  private async newTask(c: Conn, req: ClaimRequest, job: Job, attempt: number, replica: number, runtime: RuntimeKind, charge: number, now: Millis): Promise<ClaimedTask> {
-    const r = await c.one(
-      `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs, charge)
-       VALUES ($1, $2, $3, $4, 'assigned', $5, $6, $7, $8, '{}', $9) RETURNING *`,
-      [job.id, req.hostId, attempt, replica, runtime, now + req.leaseMs, now, req.requestId, charge],
-    );
-    return this.claimed(c, mapTask(r!), job);
+    // The statistics (see recordStats): passes move as changes, not values, since a report may
+    // have settled one meanwhile; the clock only moves forward, whichever claim comes first.
+    if (stats) {
+      await this.recordStats(
+        `WITH passes AS (
+           UPDATE projects p SET fair_pass = p.fair_pass + d.change FROM unnest($1::bigint[], $2::float8[]) AS d(id, change) WHERE p.id = d.id)
+         UPDATE fair_share_clock SET virtual_time = $3 WHERE id = 1 AND virtual_time < $3`,
+        stats,
+      );
+    }
+    return result;
   }
 
   private async claimed(c: Conn, task: Task, job: Job): Promise<ClaimedTask> {
-    return { task, job, app: await this.appRow(c, job.appId), projectName: (await c.value<string>('SELECT name FROM projects WHERE id = $1', [job.projectId]))! };
+    return { task, job, app: await this.appRow(c, job.appId), projectName: await this.projectName(c, job.projectId) };
+  }
+
+  private readonly projectNames = new Map<number, string>();
+
+  /** Projects are never renamed: each name is read once. */
+  private async projectName(c: Conn, id: number): Promise<string> {
+    let name = this.projectNames.get(id);
+    if (name === undefined) {
+      name = (await c.value<string>('SELECT name FROM projects WHERE id = $1', [id]))!;
+      this.projectNames.set(id, name);
+    }
+    return name;
   }
 
   /**
-   * What the policy decides a claim on, in a few statements whatever the number of queues:
-   * the queues with eligible jobs by a loose index scan of jobs_queue_heads (as in SQLite), each
-   * queue's heads through a LATERAL join. The heads are locked, and heads another claim holds
-   * are skipped: concurrent claims see different jobs instead of racing for the same ones.
+   * What the policy decides a claim on, in one statement whatever the number of queues: the
+   * queues with eligible jobs by a loose index scan of jobs_queue_heads (as in SQLite), each
+   * queue's heads through a LATERAL join, and what else the plan weighs. The heads are locked,
+   * and heads another claim holds are skipped: concurrent claims see different jobs instead of
+   * racing for the same ones.
    */
-  private async gatherForClaim(c: Conn, req: ClaimRequest, now: Millis): Promise<ClaimGathered> {
-    const heads = await c.all(
+  private async gatherForClaim(c: Conn, req: ClaimRequest, host: Row, now: Millis): Promise<{ input: ClaimGathered; backingOff: boolean }> {
+    const s = (await c.one(
       `WITH RECURSIVE q(id) AS (
          SELECT (SELECT min(queue_id) FROM jobs WHERE state = 'queued' AND not_before IS NULL)
          UNION ALL
          SELECT (SELECT min(queue_id) FROM jobs WHERE state = 'queued' AND not_before IS NULL AND queue_id > q.id) FROM q WHERE q.id IS NOT NULL
+       ),
+       heads AS (
+         SELECT qs.id AS queue_id, h.id, h.priority, h.created_at, h.updated_at, h.deadline
+         FROM (SELECT id FROM q WHERE id IS NOT NULL LIMIT $1) qs
+         CROSS JOIN LATERAL (
+           SELECT id, priority, created_at, updated_at, deadline FROM jobs
+           WHERE queue_id = qs.id AND state = 'queued' AND not_before IS NULL ORDER BY priority DESC, id LIMIT $2
+           FOR UPDATE SKIP LOCKED) h
        )
-       SELECT qs.id AS queue_id, h.id, h.priority, h.created_at, h.updated_at, h.deadline
-       FROM (SELECT id FROM q WHERE id IS NOT NULL LIMIT $1) qs
-       CROSS JOIN LATERAL (
-         SELECT id, priority, created_at, updated_at, deadline FROM jobs
-         WHERE queue_id = qs.id AND state = 'queued' AND not_before IS NULL ORDER BY priority DESC, id LIMIT $2
-         FOR UPDATE SKIP LOCKED) h
-       ORDER BY qs.id, h.priority DESC, h.id`,
-      [req.maxQueues, req.headsPerQueue],
-    );
-    const queueIds = [...new Set(heads.map((r) => r.queue_id as number))];
-    const views = await this.queueViews(c, queueIds);
-    for (const r of heads) {
-      views.get(r.queue_id as number)!.heads.push({
-        jobId: r.id as number, priority: r.priority as number, submittedAt: r.created_at as number, queuedAt: r.updated_at as number,
-        deadline: (r.deadline as number | null) ?? null,
-      });
-    }
-    const queues = queueIds.map((id) => views.get(id)!);
-    const projectIds = [...new Set(queues.map((q) => q.projectId))];
-    const projects = new Map<number, ProjectShare>();
-    if (projectIds.length > 0) {
-      for (const p of await c.all('SELECT id, share_weight, fair_pass FROM projects WHERE id = ANY($1::bigint[])', [projectIds])) {
-        projects.set(p.id as number, { projectId: p.id as number, weight: p.share_weight as number, pass: p.fair_pass as number });
-      }
-    }
-    const s = (await c.one(
-      `SELECT h.reserved_job, h.pace, (SELECT virtual_time FROM fair_share_clock WHERE id = 1) AS virtual_time,
-         (SELECT coalesce(array_agg(reserved_job), '{}') FROM hosts WHERE reserved_job IS NOT NULL AND id != $1 AND last_seen_at >= $2) AS reserved_elsewhere,
-         (SELECT coalesce(array_agg(app_id), '{}') FROM host_app_health WHERE host_id = $1 AND cooldown_until > $3) AS cooled
-       FROM (SELECT $1::bigint AS id) me LEFT JOIN hosts h ON h.id = me.id`,
+       SELECT
+         (SELECT coalesce(jsonb_agg(jsonb_build_array(queue_id, id, priority, created_at, updated_at, deadline) ORDER BY queue_id, priority DESC, id), '[]') FROM heads) AS heads,
+         (SELECT coalesce(jsonb_agg(jsonb_build_array(id, estimated_ms, project_id)), '[]') FROM queues WHERE id IN (SELECT queue_id FROM heads)) AS queues,
+         (SELECT coalesce(jsonb_agg(jsonb_build_array(id, share_weight, fair_pass)), '[]') FROM projects
+            WHERE id IN (SELECT project_id FROM queues WHERE id IN (SELECT queue_id FROM heads))) AS projects,
+         (SELECT virtual_time FROM fair_share_clock WHERE id = 1) AS virtual_time,
+         (SELECT coalesce(array_agg(reserved_job), '{}') FROM hosts WHERE reserved_job IS NOT NULL AND id != $3 AND last_seen_at >= $4) AS reserved_elsewhere,
+         (SELECT coalesce(array_agg(app_id), '{}') FROM host_app_health WHERE host_id = $3 AND cooldown_until > $5) AS cooled,
+         EXISTS (SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND state = 'queued') AS backing_off`,
       // A reservation holds only while its host keeps calling: a host gone silent frees its job.
-      [req.hostId, now - req.leaseMs, now],
+      [req.maxQueues, req.headsPerQueue, req.hostId, now - req.leaseMs, now],
     ))!;
+    const estimates = new Map((s.queues as Array<[number, number | null, number]>).map(([id, est]) => [id, est]));
+    const views = await this.queueViews(c, [...estimates.keys()], estimates);
+    const queues: QueueView[] = [];
+    for (const [queueId, jobId, priority, submittedAt, queuedAt, deadline] of s.heads as Array<[number, number, number, number, number, number | null]>) {
+      const view = views.get(queueId)!;
+      if (view.heads.length === 0) queues.push(view);
+      view.heads.push({ jobId, priority, submittedAt, queuedAt, deadline });
+    }
+    const projects = new Map<number, ProjectShare>(
+      (s.projects as Array<[number, number, number]>).map(([projectId, weight, pass]) => [projectId, { projectId, weight, pass }]),
+    );
     return {
-      queues, projects,
-      reservation: (s.reserved_job as number | null) ?? null,
-      reservedElsewhere: new Set(s.reserved_elsewhere as number[]),
-      cooledApps: new Set(s.cooled as number[]),
-      pace: (s.pace as number | null) ?? null,
-      virtualTime: s.virtual_time as number,
+      input: {
+        queues, projects,
+        reservation: (host.reserved_job as number | null) ?? null,
+        reservedElsewhere: new Set(s.reserved_elsewhere as number[]),
+        cooledApps: new Set(s.cooled as number[]),
+        pace: (host.pace as number | null) ?? null,
+        virtualTime: s.virtual_time as number,
+      },
+      backingOff: s.backing_off as boolean,
     };
   }
 
-  /** Queue placements (fixed for a queue's life, read once) with their learned durations (read fresh). */
-  private async queueViews(c: Conn, ids: number[]): Promise<Map<number, QueueView>> {
+  /**
+   * Queue placements (fixed for a queue's life, read once) with their learned durations: read
+   * fresh, unless the caller read them already (`estimates`).
+   */
+  private async queueViews(c: Conn, ids: number[], estimates?: Map<number, number | null>): Promise<Map<number, QueueView>> {
     const out = new Map<number, QueueView>();
-    if (ids.length === 0) return out;
-    const rows = await c.all('SELECT * FROM queues WHERE id = ANY($1::bigint[])', [ids]);
+    const unknown = ids.filter((id) => !this.queueDefs.has(id) || !estimates?.has(id));
+    const rows = unknown.length === 0 ? [] : await c.all('SELECT * FROM queues WHERE id = ANY($1::bigint[])', [unknown]);
+    const fresh = new Map<number, number | null>(estimates ?? []);
     for (const q of rows) {
       const id = q.id as number;
-      let def = this.queueDefs.get(id);
-      if (!def) {
+      fresh.set(id, (q.estimated_ms as number | null) ?? null);
+      if (!this.queueDefs.has(id)) {
         const app = await this.appRow(c, q.app_id as number);
         const shape = { cores: q.cores as number, memoryMiB: q.memory_mib as number, diskMiB: q.disk_mib as number, gpus: q.gpus as number };
-        def = { queueId: id, projectId: q.project_id as number, ...placementOf(app, { resources: shape, selector: JSON.parse(q.selector as string) as Record<string, string> }) };
-        this.queueDefs.set(id, def);
+        this.queueDefs.set(id, { queueId: id, projectId: q.project_id as number, ...placementOf(app, { resources: shape, selector: JSON.parse(q.selector as string) as Record<string, string> }) });
       }
-      out.set(id, { ...def, estimatedMs: (q.estimated_ms as number | null) ?? null, heads: [] });
+    }
+    for (const id of ids) {
+      const def = this.queueDefs.get(id);
+      if (def) out.set(id, { ...def, estimatedMs: fresh.get(id) ?? null, heads: [] });
     }
     return out;
   }
@@ -813,6 +896,7 @@ export class PostgresStore implements Store {
         [req.tasks.map((t) => t.taskId), req.hostId],
       );
       const byId = new Map(rows.map((r) => [r.id as number, r]));
+      const live: HeartbeatRequest['tasks'] = [];
       for (const report of req.tasks) {
         const r = byId.get(report.taskId);
         const why = !r
@@ -822,90 +906,111 @@ export class PostgresStore implements Store {
             : r.job_state !== 'running'
               ? `its job is ${r.job_state as string}`
               : null;
-        if (why !== null) {
-          abort.push({ taskId: report.taskId, reason: why });
-          continue;
+        if (why !== null) abort.push({ taskId: report.taskId, reason: why });
+        else {
+          live.push(report);
+          leases.push({ taskId: report.taskId, leaseExpiresAt: lease });
         }
-        await c.run(
-          `UPDATE tasks SET lease_expires_at = $1, state = 'running', started_at = coalesce(started_at, $2),
-             progress = coalesce($3, progress), usage = coalesce($4, usage) WHERE id = $5`,
-          [lease, now, report.progress, report.usage ? JSON.stringify(report.usage) : null, report.taskId],
-        );
-        if (report.log) await appendLog(c, report.taskId, report.log);
-        leases.push({ taskId: report.taskId, leaseExpiresAt: lease });
       }
+      if (live.length > 0) {
+        await c.run(
+          `UPDATE tasks t SET lease_expires_at = $1, state = 'running', started_at = coalesce(t.started_at, $2),
+             progress = coalesce(u.progress, t.progress), usage = coalesce(u.usage, t.usage)
+           FROM unnest($3::bigint[], $4::float8[], $5::text[]) AS u(id, progress, usage) WHERE t.id = u.id`,
+          [lease, now, live.map((t) => t.taskId), live.map((t) => t.progress), live.map((t) => (t.usage ? JSON.stringify(t.usage) : null))],
+        );
+      }
+      for (const report of live) if (report.log) await appendLog(c, report.taskId, report.log);
       return { leases, abort };
     });
   }
 
   async reportTask(req: ReportRequest, now: Millis): Promise<ReportResult> {
-    return this.tx(async (c): Promise<ReportResult> => {
-      await c.run('UPDATE hosts SET last_seen_at = $1 WHERE id = $2', [now, req.hostId]);
-      const row = await c.one('SELECT * FROM tasks WHERE id = $1 AND host_id = $2 FOR UPDATE', [req.taskId, req.hostId]);
-      if (!row) throw notFound(`task ${req.taskId}`);
+    const { result, stats } = await this.tx(async (c): Promise<{ result: ReportResult; stats: unknown[] | null }> => {
+      // The host's row, locked until the commit: its calls run one at a time, so its health
+      // for the app and its pace, read below, are not raced by another of its reports.
+      const hostRow = await c.one('UPDATE hosts SET last_seen_at = $1 WHERE id = $2 RETURNING *', [now, req.hostId]);
+      const locked = await c.one(
+        'SELECT to_jsonb(t) AS task, to_jsonb(j) AS job FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1 AND t.host_id = $2 FOR UPDATE OF t, j',
+        [req.taskId, req.hostId],
+      );
+      if (!locked || !hostRow) throw notFound(`task ${req.taskId}`);
+      const row = locked.task as Row;
+      const jobRow = locked.job as Row;
       const task = mapTask(row);
-      const jobRow = (await c.one('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [task.jobId]))!;
       const job = mapJob(jobRow);
       const late = task.state === 'lost';
       if (!isActiveTask(task.state)) {
-        if (row.report_hash === req.reportHash) return { task, job, jobStateBefore: job.state, replayed: true };
+        if (row.report_hash === req.reportHash) return { result: { task, job, jobStateBefore: job.state, replayed: true }, stats: null };
         if (late && jobMachine.isTerminal(job.state)) {
           throw new BoxgridError('lease_expired', `task ${task.id}'s lease expired before its report; the task was counted lost and its job is ${job.state}`);
         }
         if (!late) throw new BoxgridError('conflict', `task ${task.id} was already reported (${task.state}) with a different result`);
       }
       const app = await this.appRow(c, job.appId);
-      const othersActive = (await c.value<number>(`SELECT count(*) FROM tasks WHERE job_id = $1 AND id != $2 AND state IN (${ACTIVE_TASK_SQL})`, [job.id, task.id]))!;
-      const s = settle(req.outcome, job, app.maxAttempts, { othersActive, late });
+      const queueId = (jobRow.queue_id as number | null) ?? null;
+      // After the locks, so in a snapshot that has every sibling task's latest state (their
+      // reports and copies lock the job row too).
+      const info = (await c.one(
+        `SELECT
+           (SELECT count(*) FROM tasks WHERE job_id = $1 AND id != $2 AND state IN (${ACTIVE_TASK_SQL})) AS others,
+           (SELECT coalesce(array_agg(host_id ORDER BY id), '{}') FROM tasks
+              WHERE job_id = $1 AND state = 'failed' AND host_id != $3 AND outcome NOT LIKE '{"kind":"aborted"%') AS failed_on,
+           (SELECT share_weight FROM projects WHERE id = $4) AS weight,
+           (SELECT estimated_ms FROM queues WHERE id = $5) AS typical,
+           (SELECT jsonb_build_array(failures, cooldown_until) FROM host_app_health WHERE host_id = $3 AND app_id = $6) AS health`,
+        [job.id, task.id, req.hostId, job.projectId, queueId, job.appId],
+      ))!;
+      const s = settle(req.outcome, job, app.maxAttempts, { othersActive: info.others as number, late });
       taskMachine.assert(task.state, s.task, `task ${task.id}`);
       const exitCode = req.outcome.kind === 'succeeded' ? 0 : req.outcome.kind === 'failed' ? req.outcome.exitCode : null;
       const reason = req.outcome.kind === 'succeeded' ? null : describeOutcome(req.outcome);
+      const after = s.job === null ? job : movedJob(job, s.job, s.reason, s.countsAsAttempt ? job.attempts : job.attempts - 1, now, req.rules, s.backoff);
+      // The task and its job in one statement.
       const ended = await c.one(
-        `UPDATE tasks SET state = $1, ended_at = $2, exit_code = $3, reason = $4, outcome = $5, duration_ms = $6,
-           usage = coalesce($7, usage), outputs = $8, report_hash = $9, started_at = coalesce(started_at, $10) WHERE id = $11 RETURNING *`,
+        `WITH ended AS (
+           UPDATE tasks SET state = $1, ended_at = $2, exit_code = $3, reason = $4, outcome = $5, duration_ms = $6,
+             usage = coalesce($7, usage), outputs = $8, report_hash = $9, started_at = coalesce(started_at, $10) WHERE id = $11 RETURNING *),
+         moved AS (
+           UPDATE jobs SET state = $12, reason = $13, attempts = $14, updated_at = $15, finished_at = $16, not_before = $17 WHERE id = $18 AND $19::boolean)
+         SELECT * FROM ended`,
         [
           s.task, now, exitCode, reason, JSON.stringify(req.outcome), req.durationMs, req.usage ? JSON.stringify(req.usage) : null,
           JSON.stringify(req.outputs), req.reportHash, now - req.durationMs, task.id,
+          after.state, after.reason, after.attempts, after.updatedAt, after.finishedAt, after.retryAt, job.id, s.job !== null,
         ],
       );
       if (req.log) await appendLog(c, task.id, req.log);
-      let after = job;
-      const passes: Array<[number, number] | null> = [];
-      if (s.job !== null) {
-        const attempts = s.countsAsAttempt ? job.attempts : job.attempts - 1;
-        after = await moveJob(c, job, s.job, s.reason, attempts, s.backoff ? retryTime(attempts, req.rules, now) : null, now);
-      }
+      let passChange = 0;
       if (!late) {
         if (req.outcome.kind === 'succeeded') {
-          await recordHealth(c, req.hostId, job.appId, 'succeeded', req.rules, now);
+          const [failures, cooldownUntil] = (info.health as [number, number | null] | null) ?? [0, null];
+          await saveHealth(c, req.hostId, job.appId, { failures, cooldownUntil }, 'succeeded', req.rules, now);
           // The job's earlier failures on other hosts were the hosts', not the job's.
-          const failedOn = await c.all(
-            `SELECT host_id FROM tasks WHERE job_id = $1 AND state = 'failed' AND host_id != $2 AND outcome NOT LIKE '{"kind":"aborted"%' ORDER BY id`,
-            [job.id, req.hostId],
-          );
-          for (const f of failedOn) await recordHealth(c, f.host_id as number, job.appId, 'failed_where_others_succeeded', req.rules, now);
+          for (const hostId of info.failed_on as number[]) await recordHealth(c, hostId, job.appId, 'failed_where_others_succeeded', req.rules, now);
         }
-        passes.push(await this.chargeChange(c, row, jobRow, req.durationMs));
+        const view = queueId === null ? undefined : (await this.queueViews(c, [queueId], new Map([[queueId, (info.typical as number | null) ?? null]]))).get(queueId);
+        // settledPass moves a pass by a difference that does not depend on the pass itself.
+        if (view) passChange = settledPass(0, (row.charge as number | null) ?? 0, view.resources, mapHost(hostRow).resources, req.durationMs, info.weight as number);
       }
-      // Rows every report of a queue or project writes come last, so that each is held only
-      // until the commit (see the class comment).
-      const queueId = (jobRow.queue_id as number | null) ?? null;
-      if (req.outcome.kind === 'succeeded' && queueId !== null) {
-        // Pace from the time the server saw the task held, not the reported duration (see
-        // SqliteStore), against the queue's typical duration as this report found it.
-        if (job.checkpoint === null) {
-          const typical = (await c.value<number | null>('SELECT estimated_ms FROM queues WHERE id = $1', [queueId])) ?? null;
-          const pace = (await c.value<number | null>('SELECT pace FROM hosts WHERE id = $1', [req.hostId])) ?? null;
-          await c.run('UPDATE hosts SET pace = $1 WHERE id = $2', [learnPace(pace, now - task.createdAt, typical), req.hostId]);
-        }
-        // learnDuration in one statement, so that the row is held for no more than that.
-        await c.run('UPDATE queues SET estimated_ms = coalesce($1::float8 * estimated_ms + $2::float8 * $3::float8, $3::float8) WHERE id = $4', [
-          DURATION_WEIGHTS.kept, DURATION_WEIGHTS.learned, req.durationMs, queueId,
-        ]);
-      }
-      await applyPasses(c, passes);
-      return { task: mapTask(ended!), job: after, jobStateBefore: job.state, replayed: false };
+      const learns = req.outcome.kind === 'succeeded' && queueId !== null;
+      const pace = learns && job.checkpoint === null ? learnPace((hostRow.pace as number | null) ?? null, now - task.createdAt, (info.typical as number | null) ?? null) : null;
+      const stats = learns || passChange !== 0 ? [pace, req.hostId, DURATION_WEIGHTS.kept, DURATION_WEIGHTS.learned, req.durationMs, learns ? queueId : null, passChange, job.projectId] : null;
+      return { result: { task: mapTask(ended!), job: after, jobStateBefore: job.state, replayed: false }, stats };
     });
+    // The statistics (see recordStats). The host's pace is learned from the time the server saw
+    // the task held, not the duration it reports (see SqliteStore), against the queue's typical
+    // duration as this report found it; the typical duration itself is learned in SQL
+    // (learnDuration), so that no concurrent report's sample is lost.
+    if (stats) {
+      await this.recordStats(
+        `WITH pace AS (UPDATE hosts SET pace = $1::float8 WHERE id = $2 AND $1::float8 IS NOT NULL),
+         learned AS (UPDATE queues SET estimated_ms = coalesce($3::float8 * estimated_ms + $4::float8 * $5::float8, $5::float8) WHERE id = $6)
+         UPDATE projects SET fair_pass = fair_pass + $7::float8 WHERE id = $8 AND $7::float8 != 0`,
+        stats,
+      );
+    }
+    return result;
   }
 
   /**
@@ -918,7 +1023,6 @@ export class PostgresStore implements Store {
     if (queueId === null || !host) return null;
     const weight = (await c.value<number>('SELECT share_weight FROM projects WHERE id = $1', [job.project_id]))!;
     const view = (await this.queueViews(c, [queueId])).get(queueId)!;
-    // settledPass moves a pass by a difference that does not depend on the pass itself.
     return [job.project_id as number, settledPass(0, (task.charge as number | null) ?? 0, view.resources, host.resources, heldMs, weight)];
   }
 
@@ -960,8 +1064,8 @@ export class PostgresStore implements Store {
         }
         const app = await this.appRow(c, job.appId);
         const after = job.attempts >= app.maxAttempts
-          ? await moveJob(c, job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`, job.attempts, null, now)
-          : await moveJob(c, job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, retryTime(job.attempts, rules, now), now);
+          ? await moveJob(c, job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`, job.attempts, now, rules, false)
+          : await moveJob(c, job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, now, rules, true);
         out.push({ taskId: task.id, job: after, jobChanged: true });
       }
       await applyPasses(c, passes);
@@ -970,6 +1074,7 @@ export class PostgresStore implements Store {
   }
 
   async failPastDeadline(now: Millis, limit: number): Promise<Job[]> {
+    const rules = DEFAULT_SCHEDULING; // no backoff: the jobs fail
     return this.tx(async (c): Promise<Job[]> => {
       const rows = await c.all(
         `SELECT * FROM jobs WHERE deadline IS NOT NULL AND deadline <= $1 AND state IN ('queued', 'running') ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED`,
@@ -977,7 +1082,7 @@ export class PostgresStore implements Store {
       );
       const out: Job[] = [];
       for (const job of rows.map(mapJob)) {
-        out.push(await moveJob(c, job, 'failed', `its deadline passed (${new Date(job.deadline!).toISOString()}) before it finished`, job.attempts, null, now));
+        out.push(await moveJob(c, job, 'failed', `its deadline passed (${new Date(job.deadline!).toISOString()}) before it finished`, job.attempts, now, rules, false));
       }
       return out;
     });
@@ -1097,19 +1202,31 @@ async function applyPasses(c: Conn, changes: Array<readonly [number, number] | n
   }
 }
 
-/** Moves a job to its next state (checked against the job machine); the job row is locked by the caller. */
-async function moveJob(c: Conn, job: Job, to: JobState, reason: string | null, attempts: number, retryAt: Millis | null, now: Millis): Promise<Job> {
+/** A job in its next state (checked against the job machine); a requeued one may wait out a backoff. */
+function movedJob(job: Job, to: JobState, reason: string | null, attempts: number, now: Millis, rules: SchedulingOptions, backoff: boolean): Job {
   jobMachine.assert(job.state, to, `job ${job.id}`);
-  const finished = jobMachine.isTerminal(to) ? now : null;
-  await c.run('UPDATE jobs SET state = $1, reason = $2, attempts = $3, updated_at = $4, finished_at = $5, not_before = $6 WHERE id = $7', [
-    to, reason, attempts, now, finished, retryAt, job.id,
-  ]);
-  return { ...job, state: to, reason, attempts, updatedAt: now, finishedAt: finished, retryAt };
+  const retryAt = backoff ? retryTime(attempts, rules, now) : null;
+  return { ...job, state: to, reason, attempts, updatedAt: now, finishedAt: jobMachine.isTerminal(to) ? now : null, retryAt };
 }
 
+/** Moves a job to its next state; the job row is locked by the caller. */
+async function moveJob(c: Conn, job: Job, to: JobState, reason: string | null, attempts: number, now: Millis, rules: SchedulingOptions, backoff: boolean): Promise<Job> {
+  const after = movedJob(job, to, reason, attempts, now, rules, backoff);
+  await c.run('UPDATE jobs SET state = $1, reason = $2, attempts = $3, updated_at = $4, finished_at = $5, not_before = $6 WHERE id = $7', [
+    after.state, after.reason, after.attempts, after.updatedAt, after.finishedAt, after.retryAt, job.id,
+  ]);
+  return after;
+}
+
+/** A health event of a host for an app, read (locked) and saved. */
 async function recordHealth(c: Conn, hostId: number, appId: number, event: 'succeeded' | 'failed_where_others_succeeded', rules: SchedulingOptions, now: Millis): Promise<void> {
   const r = await c.one('SELECT failures, cooldown_until FROM host_app_health WHERE host_id = $1 AND app_id = $2 FOR UPDATE', [hostId, appId]);
   const prev: HostAppHealth = { failures: (r?.failures as number | undefined) ?? 0, cooldownUntil: (r?.cooldown_until as number | null | undefined) ?? null };
+  await saveHealth(c, hostId, appId, prev, event, rules, now);
+}
+
+/** Saves a host's health for an app after an event, when it changes. */
+async function saveHealth(c: Conn, hostId: number, appId: number, prev: HostAppHealth, event: 'succeeded' | 'failed_where_others_succeeded', rules: SchedulingOptions, now: Millis): Promise<void> {
   const next = nextHealth(prev, event, rules, now);
   if (next.failures === prev.failures && next.cooldownUntil === prev.cooldownUntil) return;
   await c.run(
