@@ -111,13 +111,17 @@ async function roundTrips(): Promise<{ claim: number; heartbeat: number; report:
       const r = await fn();
       return [r, store.roundTrips - before];
     };
-    const [claim, claimTrips] = await counted(() => store.claimTasks({
-      hostId: host.id, requestId: 'r1', leaseMs: 60_000, maxQueues: 64, headsPerQueue: CLAIM_SIZE + 2, duplicates: null,
+    const claimOf = (requestId: string) => store.claimTasks({
+      hostId: host.id, requestId, leaseMs: 60_000, maxQueues: 64, headsPerQueue: CLAIM_SIZE + 2, duplicates: null,
       plan: (g) => ({
         picks: g.queues.flatMap((q) => q.heads.map((h) => ({ jobId: h.jobId, queueId: q.queueId, runtime: 'docker' as const, cost: 1 }))).slice(0, CLAIM_SIZE),
-        passes: new Map([[project.id, 1]]), reserve: undefined, virtualTime: g.virtualTime,
+        passes: new Map([[project.id, (g.projects.get(project.id)?.pass ?? 0) + 1]]), reserve: undefined, virtualTime: g.virtualTime + 1,
       }),
-    }, now));
+    }, now);
+    // A first claim fills the store's caches (the queue's placement, the app, the project's
+    // name), as a running server's are: the second is what a claim costs.
+    await claimOf('warm');
+    const [claim, claimTrips] = await counted(() => claimOf('counted'));
     if (claim.tasks.length !== CLAIM_SIZE) throw new Error(`the round-trip claim took ${claim.tasks.length} tasks, not ${CLAIM_SIZE}`);
     const [, heartbeatTrips] = await counted(() => store.heartbeat({ hostId: host.id, leaseMs: 60_000, tasks: claim.tasks.map((t) => ({ taskId: t.task.id, progress: 0.5, usage: null, log: null })) }, now + 1));
     const [, reportTrips] = await counted(() => store.reportTask({
@@ -138,7 +142,7 @@ export const multiserverBenchmark: Benchmark = {
     `against boxgrid servers on one PostgreSQL database (${POSTGRES.replace(/\/\/[^@]*@/, '//')}), each server its own process, host i talking to server i mod n: ` +
     `first 1 server, then 3, each on a fresh database, ${WINDOW_SECONDS} s measured after ${WARM_UP_SECONDS} s of warm-up. ` +
     `duplicates = jobs with more than one task in the database afterwards (no speculation happens: tasks end at once); lost = tasks reported but not counted succeeded, plus jobs left running. ` +
-    `roundTripsPerClaim/Heartbeat/Report: statements one claim of ${CLAIM_SIZE} tasks, a heartbeat of those ${CLAIM_SIZE}, and one report send to the database (BEGIN and COMMIT included), counted by the store.`,
+    `roundTripsPerClaim/Heartbeat/Report: statements one claim of ${CLAIM_SIZE} tasks (that charges a project and moves the fair-share clock; after a first claim filled the caches), a heartbeat of those ${CLAIM_SIZE}, and one report send to the database (BEGIN and COMMIT and the statistics statement included), counted by the store.`,
   targets: [
     { field: 'duplicates', op: '<=', value: 0, unit: 'jobs' },
     { field: 'lost', op: '<=', value: 0, unit: 'tasks' },
