@@ -92,15 +92,15 @@ describe('PostgresStore with several servers on one database', { skip }, () => {
     assert.equal(keyed.filter((r) => !r.replayed).length, 1, 'the others are replays');
   });
 
-  it('enrols a host once when its enrolment reaches every server at once', async () => {
+  it('enrols a host once when its enrolment reaches every server at once, even on a single-use token', async () => {
     const site = await stores[0]!.createSite('race', T0);
-    await stores[0]!.createEnrollToken({ id: 'rrrrrrrrrrrrrrrr', siteId: site.id, secretHash: Buffer.alloc(32, 2), label: 'race', usesLeft: 5, expiresAt: null, revokedAt: null, createdAt: T0 });
+    await stores[0]!.createEnrollToken({ id: 'rrrrrrrrrrrrrrrr', siteId: site.id, secretHash: Buffer.alloc(32, 2), label: 'race', usesLeft: 1, expiresAt: null, revokedAt: null, createdAt: T0 });
     const credential = { id: 'cccccccccccccccc', kind: 'host' as const, subjectId: 0, secretHash: Buffer.alloc(32, 3), label: 'h', createdAt: T0, expiresAt: null, revokedAt: null };
     const host = { name: 'racer', resources: { cores: 4, memoryMiB: 8192, diskMiB: 10_000, gpus: 0 }, platform: 'linux/amd64' };
     const results = await Promise.all(stores.map((s) => s.enrollHost({ enrollTokenId: 'rrrrrrrrrrrrrrrr', host, credential }, T0)));
     assert.equal(new Set(results.map((r) => r.host.id)).size, 1);
     assert.equal(results.filter((r) => !r.replayed).length, 1);
-    assert.equal((await stores[2]!.getEnrollToken('rrrrrrrrrrrrrrrr'))!.usesLeft, 4, 'one use spent');
+    assert.equal((await stores[2]!.getEnrollToken('rrrrrrrrrrrrrrrr'))!.usesLeft, 0, 'one use spent: the others were replays, not refused for want of uses');
   });
 
   it('hands every job out once while hosts on all servers claim and report at once', async () => {

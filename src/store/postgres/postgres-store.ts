@@ -8,7 +8,7 @@ import { describeOutcome, settle } from '../../domain/outcomes.js';
 import { withOverrides } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
-import { DURATION_WEIGHTS, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
+import { DURATION_WEIGHTS, effectivePass, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../scheduling/options.js';
 import { learnPace } from '../../scheduling/pace.js';
 import { placementOf } from '../../scheduling/placement.js';
@@ -38,7 +38,7 @@ const JOB_CHUNK = 5000;
  * with another application's locks on a shared server).
  */
 const LOCK_SPACE = 0x627867;
-const LOCK = { migrate: 1, claim: 2, insertJobs: 3, bootstrap: 4, appName: 5 } as const;
+const LOCK = { migrate: 1, duplicates: 2, insertJobs: 3, bootstrap: 4, appName: 5 } as const;
 
 /** SQLSTATEs after which a whole transaction is safely run again. */
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
@@ -71,6 +71,23 @@ export interface PostgresStoreOptions {
   /** Most connections this server opens (node-postgres pool). */
   maxConnections?: number;
 }
+
+/** What a call has to add to the statistics (PostgresStore.recordStats). */
+interface Stats {
+  /** Each project's pass becomes max(pass, floor) + charge: a claim catches a project up to the clock once, however many claims raced. */
+  passes: Array<{ projectId: number; floor: number; charge: number }>;
+  learned: { queueId: number; durationMs: number } | null;
+  /** The fair-share clock moves up to this (null: not at all). */
+  clock: number | null;
+}
+
+const STATS_SQL = `
+  WITH d AS (SELECT * FROM unnest($1::bigint[], $2::float8[], $3::float8[]) AS d(id, floor, charge)),
+  locked AS (SELECT p.id FROM projects p WHERE p.id IN (SELECT id FROM d) ORDER BY p.id FOR UPDATE),
+  passes AS (
+    UPDATE projects p SET fair_pass = greatest(p.fair_pass, d.floor) + d.charge FROM d WHERE p.id = d.id AND p.id IN (SELECT id FROM locked)),
+  learned AS (UPDATE queues SET estimated_ms = coalesce($4::float8 * estimated_ms + $5::float8 * $6::float8, $6::float8) WHERE id = $7)
+  UPDATE fair_share_clock SET virtual_time = $8 WHERE id = 1 AND virtual_time < $8::float8`;
 
 /** Statements sent to the server (each one a round trip), BEGIN and COMMIT included. */
 interface RoundTrips {
@@ -172,10 +189,39 @@ export class PostgresStore implements Store {
    * dies between a call's commit and its statistics loses that call's contribution alone.
    */
   private readonly statsPool: pg.Pool;
+  private statsLost = 0;
 
-  private async recordStats(sql: string, values: unknown[]): Promise<void> {
-    this.trips.count++;
-    await this.statsPool.query({ name: statementName(sql), text: sql, values });
+  /** Statistics writes given up on (after retries); they are best-effort, the call they follow stands. */
+  get lostStatistics(): number {
+    return this.statsLost;
+  }
+
+  /**
+   * Writes statistics in one statement: projects' passes (raised to a floor, then charged; a
+   * project's rows locked in id order), a queue's typical duration (learnDuration, in SQL, so
+   * that no concurrent sample is lost) and the fair-share clock (only forward). A deadlock
+   * rolls the statement back whole, so it is sent again; any other failure, or too many
+   * deadlocks, loses these statistics and nothing else: the call's own transaction has
+   * committed, and failing its answer would only make the agent retry it as a replay.
+   */
+  private async recordStats(s: Stats): Promise<void> {
+    const passes = [...s.passes].sort((a, b) => a.projectId - b.projectId);
+    const values = [
+      passes.map((p) => p.projectId), passes.map((p) => p.floor), passes.map((p) => p.charge),
+      DURATION_WEIGHTS.kept, DURATION_WEIGHTS.learned, s.learned?.durationMs ?? null, s.learned?.queueId ?? null, s.clock,
+    ];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        this.trips.count++;
+        await this.statsPool.query({ name: statementName(STATS_SQL), text: STATS_SQL, values });
+        return;
+      } catch (e) {
+        const code = pgCode(e);
+        if (attempt < MAX_ATTEMPTS && code !== undefined && RETRYABLE.has(code)) continue;
+        this.statsLost++;
+        return;
+      }
+    }
   }
 
   private readonly schema: string | null;
@@ -533,11 +579,13 @@ export class PostgresStore implements Store {
   async cancelBatch(projectId: number, batchId: number, now: Millis): Promise<number> {
     const range = await batchRange(this.db, batchId);
     if (!range) return 0;
-    return this.db.run(
+    // In a transaction of its own, so that losing a deadlock (with a claim or a sweep that
+    // locks some of these jobs in another order) runs it again.
+    return this.tx((c) => c.run(
       `UPDATE jobs SET state = 'cancelled', reason = 'batch cancelled by user', updated_at = $1, finished_at = $1, not_before = NULL
        WHERE id BETWEEN $2 AND $3 AND batch_id = $4 AND project_id = $5 AND state IN (${CANCELLABLE_SQL})`,
       [now, range.first, range.last, batchId, projectId],
-    );
+    ));
   }
 
   async getBatch(projectId: number, id: number): Promise<Batch | null> {
@@ -628,6 +676,9 @@ export class PostgresStore implements Store {
     // The same enrolment sent to two servers at once: the second insert of the credential fails
     // unique, and its rerun finds the first one's host (a replay).
     return this.tx(async (c) => {
+      // The enrolment token first: a concurrent enrolment of the same credential commits before
+      // this one reads, so it is seen as a replay rather than spending another use.
+      const row = await c.one('SELECT * FROM enroll_tokens WHERE id = $1 FOR UPDATE', [req.enrollTokenId]);
       const prior = await c.one('SELECT * FROM tokens WHERE id = $1', [req.credential.id]);
       if (prior) {
         const same = prior.kind === 'host' && Buffer.compare(prior.secret_hash as Buffer, req.credential.secretHash) === 0;
@@ -635,7 +686,6 @@ export class PostgresStore implements Store {
         const host = await hostRow(c, prior.subject_id as number);
         if (host) return { host, replayed: true };
       }
-      const row = await c.one('SELECT * FROM enroll_tokens WHERE id = $1 FOR UPDATE', [req.enrollTokenId]);
       const t = row ? mapEnrollToken(row) : null;
       if (!t || t.revokedAt !== null) throw new BoxgridError('unauthenticated', 'the enrolment token is not valid (unknown or revoked)');
       if (t.expiresAt !== null && t.expiresAt <= now) throw new BoxgridError('unauthenticated', 'the enrolment token has expired');
@@ -666,7 +716,7 @@ export class PostgresStore implements Store {
   // ── the agent protocol ──────────────────────────────────────────────────
 
   async claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult> {
-    const { result, stats } = await this.tx(async (c): Promise<{ result: ClaimResult; stats: unknown[] | null }> => {
+    const { result, stats } = await this.tx(async (c): Promise<{ result: ClaimResult; stats: Stats | null }> => {
       // The host's row, locked until the commit: one claim per host at a time, so a request
       // retried on another server waits for its first try and then, in the next statement (a
       // new snapshot), finds its tasks.
@@ -688,12 +738,18 @@ export class PostgresStore implements Store {
         return { result: { tasks, replayed: true }, stats: null };
       }
       const gathered = await this.gatherForClaim(c, req, host, now);
+      // The job this host is kept free for is still queued but another claim holds it as a head
+      // (and will pass over it: it is reserved here). The plan would take it for started
+      // elsewhere and drop the reservation; instead the host takes nothing this time.
+      if (gathered.reservedHeld) return { result: { tasks: [], replayed: false }, stats: null };
       const plan = req.plan(gathered.input);
       const tasks: ClaimedTask[] = [];
       const reservation = plan.reserve !== undefined ? plan.reserve : gathered.input.reservation;
-      // Speculation is for the tail of the work: not while any job waits, even one backing off.
-      const tail = gathered.input.queues.length === 0 && !gathered.backingOff;
-      if (plan.picks.length === 0 && reservation === null && req.duplicates && tail) {
+      // Speculation is for the tail of the work: not while any job waits, even one backing off
+      // or held by another claim.
+      if (plan.picks.length === 0 && reservation === null && req.duplicates && !gathered.anyQueued) {
+        // Copies one at a time across servers: each claim decides on the copies the others made.
+        await c.lock(LOCK.duplicates);
         const running = await this.runningForDuplicates(c, req.hostId, req.duplicates.scan);
         const active = (await c.value<number>(`SELECT count(*) FROM tasks WHERE replica > 0 AND state IN (${ACTIVE_TASK_SQL})`))!;
         for (const pick of req.duplicates.choose(running, active, gathered.input)) {
@@ -709,8 +765,8 @@ export class PostgresStore implements Store {
           tasks.push(await this.claimed(c, mapTask(t!), job));
         }
       }
-      // The picks in one statement. A job cancelled since the gathering (cancels do not wait
-      // for claims) is passed over.
+      // The picks in one statement. Heads stay locked from the gathering to the commit, so a
+      // pick is still queued (a cancel waits for this claim); the state test is a safeguard.
       const started = await c.all(
         `WITH picks AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[]) WITH ORDINALITY AS u(job_id, runtime, cost, n)),
          started AS (
@@ -729,23 +785,20 @@ export class PostgresStore implements Store {
       );
       const fresh: ClaimedTask[] = [];
       for (const r of started) fresh.push(await this.claimed(c, mapTask(r.task as Row), mapJob(r.job as Row)));
-      const passes = [...plan.passes].map(([id, pass]) => [id, pass - (gathered.input.projects.get(id)?.pass ?? 0)] as const).filter(([, change]) => change !== 0);
-      const moved = passes.length > 0 || plan.virtualTime > gathered.input.virtualTime;
+      // Passes as a catch-up and a charge, not values: a report may have settled one meanwhile,
+      // and another claim may have caught the same project up to the clock.
+      const passes = [...plan.passes].map(([projectId, pass]) => {
+        const share = gathered.input.projects.get(projectId);
+        const floor = share ? effectivePass(share, gathered.input.virtualTime) : pass;
+        return { projectId, floor, charge: pass - floor };
+      });
+      const clock = plan.virtualTime > gathered.input.virtualTime ? plan.virtualTime : null;
       return {
         result: { tasks: [...fresh, ...tasks], replayed: false },
-        stats: moved ? [passes.map(([id]) => id), passes.map(([, change]) => change), plan.virtualTime] : null,
+        stats: passes.length > 0 || clock !== null ? { passes, learned: null, clock } : null,
       };
     });
-    // The statistics (see recordStats): passes move as changes, not values, since a report may
-    // have settled one meanwhile; the clock only moves forward, whichever claim comes first.
-    if (stats) {
-      await this.recordStats(
-        `WITH passes AS (
-           UPDATE projects p SET fair_pass = p.fair_pass + d.change FROM unnest($1::bigint[], $2::float8[]) AS d(id, change) WHERE p.id = d.id)
-         UPDATE fair_share_clock SET virtual_time = $3 WHERE id = 1 AND virtual_time < $3`,
-        stats,
-      );
-    }
+    if (stats) await this.recordStats(stats);
     return result;
   }
 
@@ -772,7 +825,7 @@ export class PostgresStore implements Store {
    * and heads another claim holds are skipped: concurrent claims see different jobs instead of
    * racing for the same ones.
    */
-  private async gatherForClaim(c: Conn, req: ClaimRequest, host: Row, now: Millis): Promise<{ input: ClaimGathered; backingOff: boolean }> {
+  private async gatherForClaim(c: Conn, req: ClaimRequest, host: Row, now: Millis): Promise<{ input: ClaimGathered; anyQueued: boolean; reservedHeld: boolean }> {
     const s = (await c.one(
       `WITH RECURSIVE q(id) AS (
          SELECT (SELECT min(queue_id) FROM jobs WHERE state = 'queued' AND not_before IS NULL)
@@ -786,7 +839,8 @@ export class PostgresStore implements Store {
            SELECT id, priority, created_at, updated_at, deadline FROM jobs
            WHERE queue_id = qs.id AND state = 'queued' AND not_before IS NULL ORDER BY priority DESC, id LIMIT $2
            FOR UPDATE SKIP LOCKED) h
-       )
+       ),
+       reserved_free AS (SELECT id FROM jobs WHERE id = $6 FOR UPDATE SKIP LOCKED)
        SELECT
          (SELECT coalesce(jsonb_agg(jsonb_build_array(queue_id, id, priority, created_at, updated_at, deadline) ORDER BY queue_id, priority DESC, id), '[]') FROM heads) AS heads,
          (SELECT coalesce(jsonb_agg(jsonb_build_array(id, estimated_ms, project_id)), '[]') FROM queues WHERE id IN (SELECT queue_id FROM heads)) AS queues,
@@ -795,9 +849,12 @@ export class PostgresStore implements Store {
          (SELECT virtual_time FROM fair_share_clock WHERE id = 1) AS virtual_time,
          (SELECT coalesce(array_agg(reserved_job), '{}') FROM hosts WHERE reserved_job IS NOT NULL AND id != $3 AND last_seen_at >= $4) AS reserved_elsewhere,
          (SELECT coalesce(array_agg(app_id), '{}') FROM host_app_health WHERE host_id = $3 AND cooldown_until > $5) AS cooled,
-         EXISTS (SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND state = 'queued') AS backing_off`,
+         -- Read without locks: heads another claim holds are still queued work.
+         EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND not_before IS NULL)
+           OR EXISTS (SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND state = 'queued') AS any_queued,
+         (SELECT state = 'queued' AND not_before IS NULL FROM jobs WHERE id = $6) AND NOT EXISTS (SELECT 1 FROM reserved_free) AS reserved_held`,
       // A reservation holds only while its host keeps calling: a host gone silent frees its job.
-      [req.maxQueues, req.headsPerQueue, req.hostId, now - req.leaseMs, now],
+      [req.maxQueues, req.headsPerQueue, req.hostId, now - req.leaseMs, now, host.reserved_job ?? null],
     ))!;
     const estimates = new Map((s.queues as Array<[number, number | null, number]>).map(([id, est]) => [id, est]));
     const views = await this.queueViews(c, [...estimates.keys()], estimates);
@@ -819,7 +876,8 @@ export class PostgresStore implements Store {
         pace: (host.pace as number | null) ?? null,
         virtualTime: s.virtual_time as number,
       },
-      backingOff: s.backing_off as boolean,
+      anyQueued: s.any_queued as boolean,
+      reservedHeld: s.reserved_held === true,
     };
   }
 
@@ -926,7 +984,7 @@ export class PostgresStore implements Store {
   }
 
   async reportTask(req: ReportRequest, now: Millis): Promise<ReportResult> {
-    const { result, stats } = await this.tx(async (c): Promise<{ result: ReportResult; stats: unknown[] | null }> => {
+    const { result, stats } = await this.tx(async (c): Promise<{ result: ReportResult; stats: Stats | null }> => {
       // The host's row, locked until the commit: its calls run one at a time, so its health
       // for the app and its pace, read below, are not raced by another of its reports.
       const hostRow = await c.one('UPDATE hosts SET last_seen_at = $1 WHERE id = $2 RETURNING *', [now, req.hostId]);
@@ -966,18 +1024,25 @@ export class PostgresStore implements Store {
       const exitCode = req.outcome.kind === 'succeeded' ? 0 : req.outcome.kind === 'failed' ? req.outcome.exitCode : null;
       const reason = req.outcome.kind === 'succeeded' ? null : describeOutcome(req.outcome);
       const after = s.job === null ? job : movedJob(job, s.job, s.reason, s.countsAsAttempt ? job.attempts : job.attempts - 1, now, req.rules, s.backoff);
-      // The task and its job in one statement.
+      // A success teaches the host's pace: from the time the server saw it hold the task, not
+      // the duration it reports (see SqliteStore), against the queue's typical duration as this
+      // report found it. The host's row is locked, so no other call of it learns meanwhile.
+      const learns = req.outcome.kind === 'succeeded' && queueId !== null;
+      const pace = learns && job.checkpoint === null ? learnPace((hostRow.pace as number | null) ?? null, now - task.createdAt, (info.typical as number | null) ?? null) : null;
+      // The task, its job and the host's pace in one statement.
       const ended = await c.one(
         `WITH ended AS (
            UPDATE tasks SET state = $1, ended_at = $2, exit_code = $3, reason = $4, outcome = $5, duration_ms = $6,
              usage = coalesce($7, usage), outputs = $8, report_hash = $9, started_at = coalesce(started_at, $10) WHERE id = $11 RETURNING *),
          moved AS (
-           UPDATE jobs SET state = $12, reason = $13, attempts = $14, updated_at = $15, finished_at = $16, not_before = $17 WHERE id = $18 AND $19::boolean)
+           UPDATE jobs SET state = $12, reason = $13, attempts = $14, updated_at = $15, finished_at = $16, not_before = $17 WHERE id = $18 AND $19::boolean),
+         paced AS (UPDATE hosts SET pace = $20::float8 WHERE id = $21 AND $20::float8 IS NOT NULL)
          SELECT * FROM ended`,
         [
           s.task, now, exitCode, reason, JSON.stringify(req.outcome), req.durationMs, req.usage ? JSON.stringify(req.usage) : null,
           JSON.stringify(req.outputs), req.reportHash, now - req.durationMs, task.id,
           after.state, after.reason, after.attempts, after.updatedAt, after.finishedAt, after.retryAt, job.id, s.job !== null,
+          pace, req.hostId,
         ],
       );
       if (req.log) await appendLog(c, task.id, req.log);
@@ -993,29 +1058,21 @@ export class PostgresStore implements Store {
         // settledPass moves a pass by a difference that does not depend on the pass itself.
         if (view) passChange = settledPass(0, (row.charge as number | null) ?? 0, view.resources, mapHost(hostRow).resources, req.durationMs, info.weight as number);
       }
-      const learns = req.outcome.kind === 'succeeded' && queueId !== null;
-      const pace = learns && job.checkpoint === null ? learnPace((hostRow.pace as number | null) ?? null, now - task.createdAt, (info.typical as number | null) ?? null) : null;
-      const stats = learns || passChange !== 0 ? [pace, req.hostId, DURATION_WEIGHTS.kept, DURATION_WEIGHTS.learned, req.durationMs, learns ? queueId : null, passChange, job.projectId] : null;
+      const stats: Stats | null = learns || passChange !== 0
+        ? {
+            passes: passChange === 0 ? [] : [{ projectId: job.projectId, floor: -Infinity, charge: passChange }],
+            learned: learns ? { queueId: queueId!, durationMs: req.durationMs } : null, clock: null,
+          }
+        : null;
       return { result: { task: mapTask(ended!), job: after, jobStateBefore: job.state, replayed: false }, stats };
     });
-    // The statistics (see recordStats). The host's pace is learned from the time the server saw
-    // the task held, not the duration it reports (see SqliteStore), against the queue's typical
-    // duration as this report found it; the typical duration itself is learned in SQL
-    // (learnDuration), so that no concurrent report's sample is lost.
-    if (stats) {
-      await this.recordStats(
-        `WITH pace AS (UPDATE hosts SET pace = $1::float8 WHERE id = $2 AND $1::float8 IS NOT NULL),
-         learned AS (UPDATE queues SET estimated_ms = coalesce($3::float8 * estimated_ms + $4::float8 * $5::float8, $5::float8) WHERE id = $6)
-         UPDATE projects SET fair_pass = fair_pass + $7::float8 WHERE id = $8 AND $7::float8 != 0`,
-        stats,
-      );
-    }
+    if (stats) await this.recordStats(stats);
     return result;
   }
 
   /**
    * A task ended: its project pays for the resource-time it really held, less what it was
-   * charged. Returned as a change of the project's pass, for `applyPasses` at the end.
+   * charged. Returned as a change of the project's pass, for the statistics.
    */
   private async chargeChange(c: Conn, task: Row, job: Row, heldMs: number): Promise<[projectId: number, change: number] | null> {
     const queueId = (job.queue_id as number | null) ?? null;
@@ -1043,7 +1100,7 @@ export class PostgresStore implements Store {
   }
 
   async expireLeases(now: Millis, limit: number, rules: SchedulingOptions): Promise<ExpiredTask[]> {
-    return this.tx(async (c): Promise<ExpiredTask[]> => {
+    const { out, passes } = await this.tx(async (c) => {
       // SKIP LOCKED: a task another server is sweeping (or a report is ending) is left to it.
       const rows = await c.all(
         `SELECT * FROM tasks WHERE state IN (${ACTIVE_TASK_SQL}) AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
@@ -1068,9 +1125,12 @@ export class PostgresStore implements Store {
           : await moveJob(c, job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, now, rules, true);
         out.push({ taskId: task.id, job: after, jobChanged: true });
       }
-      await applyPasses(c, passes);
-      return out;
+      return { out, passes };
     });
+    const charges = new Map<number, number>();
+    for (const p of passes) if (p !== null && p[1] !== 0) charges.set(p[0], (charges.get(p[0]) ?? 0) + p[1]);
+    if (charges.size > 0) await this.recordStats({ passes: [...charges].map(([projectId, charge]) => ({ projectId, floor: -Infinity, charge })), learned: null, clock: null });
+    return out;
   }
 
   async failPastDeadline(now: Millis, limit: number): Promise<Job[]> {
@@ -1188,18 +1248,6 @@ async function appendLog(c: Conn, taskId: number, chunk: LogChunk): Promise<void
     'INSERT INTO task_logs (task_id, text, end_offset) VALUES ($1, $2, $3) ON CONFLICT (task_id) DO UPDATE SET text = excluded.text, end_offset = excluded.end_offset',
     [taskId, merged.text, merged.endOffset],
   );
-}
-
-/**
- * Moves projects' passes by the changes given (null: none), one statement per project in id
- * order: transactions that move several take their locks in the same order.
- */
-async function applyPasses(c: Conn, changes: Array<readonly [number, number] | null>): Promise<void> {
-  const byProject = new Map<number, number>();
-  for (const ch of changes) if (ch !== null && ch[1] !== 0) byProject.set(ch[0], (byProject.get(ch[0]) ?? 0) + ch[1]);
-  for (const projectId of [...byProject.keys()].sort((a, b) => a - b)) {
-    await c.run('UPDATE projects SET fair_pass = fair_pass + $1 WHERE id = $2', [byProject.get(projectId), projectId]);
-  }
 }
 
 /** A job in its next state (checked against the job machine); a requeued one may wait out a backoff. */
