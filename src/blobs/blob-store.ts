@@ -1,4 +1,6 @@
-import type { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { Transform, type Readable } from 'node:stream';
+import { BoxgridError } from '../domain/errors.js';
 
 export const SHA256_RE = /^[0-9a-f]{64}$/;
 
@@ -19,4 +21,33 @@ export interface BlobStore {
   sweepTemporary?(before: number): Promise<number>;
   /** Reads bytes [start, end] inclusive, or the whole blob. */
   read(sha256: string, range?: { start: number; end: number }): Readable;
+}
+
+/**
+ * The stream every adapter passes an upload through: it counts and hashes the bytes, and fails
+ * with `payload_too_large` once they pass `maxBytes`. `check` then fails with `digest_mismatch`
+ * unless they hashed to the declared digest.
+ */
+export function uploadMeter(sha256: string, maxBytes: number): { stream: Transform; size: () => number; check: () => void } {
+  const hash = createHash('sha256');
+  let size = 0;
+  const stream = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      size += chunk.length;
+      if (size > maxBytes) {
+        done(new BoxgridError('payload_too_large', `blob is larger than the limit of ${maxBytes} bytes`, { field: 'body' }));
+        return;
+      }
+      hash.update(chunk);
+      done(null, chunk);
+    },
+  });
+  return {
+    stream,
+    size: () => size,
+    check: () => {
+      const actual = hash.digest('hex');
+      if (actual !== sha256) throw new BoxgridError('digest_mismatch', `body hashes to sha256 ${actual}, not the declared ${sha256}`, { field: 'sha256' });
+    },
+  };
 }

@@ -1,11 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BoxgridError } from '../domain/errors.js';
-import type { BlobStore } from './blob-store.js';
+import { uploadMeter, type BlobStore } from './blob-store.js';
 
 /** Blobs as files under `<dir>/sha256/ab/<digest>`; uploads land in `<dir>/tmp` and are renamed in. */
 export class FsBlobStore implements BlobStore {
@@ -28,29 +28,14 @@ export class FsBlobStore implements BlobStore {
     const tmpDir = join(this.dir, 'tmp');
     await mkdir(tmpDir, { recursive: true });
     const tmp = join(tmpDir, `${sha256}.${randomBytes(6).toString('hex')}`);
-    const hash = createHash('sha256');
-    let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        size += chunk.length;
-        if (size > maxBytes) {
-          done(new BoxgridError('payload_too_large', `blob is larger than the limit of ${maxBytes} bytes`, { field: 'body' }));
-          return;
-        }
-        hash.update(chunk);
-        done(null, chunk);
-      },
-    });
+    const meter = uploadMeter(sha256, maxBytes);
     try {
-      await pipeline(body, meter, createWriteStream(tmp, { flags: 'wx' }));
-      const actual = hash.digest('hex');
-      if (actual !== sha256) {
-        throw new BoxgridError('digest_mismatch', `body hashes to sha256 ${actual}, not the declared ${sha256}`, { field: 'sha256' });
-      }
+      await pipeline(body, meter.stream, createWriteStream(tmp, { flags: 'wx' }));
+      meter.check();
       const final = this.path(sha256);
       await mkdir(join(this.dir, 'sha256', sha256.slice(0, 2)), { recursive: true });
       await rename(tmp, final); // atomic: readers see all of the blob or none of it
-      return { size };
+      return { size: meter.size() };
     } catch (e) {
       await rm(tmp, { force: true });
       if ((e as NodeJS.ErrnoException).code === 'ENOSPC') {

@@ -1,5 +1,5 @@
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
-import { FsBlobStore } from '../blobs/fs-blob-store.js';
+import { openBlobStore } from '../blobs/open-blob-store.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMING, type AgentTiming, type Limits, type ServiceContext } from '../service/context.js';
 import { EventBus } from '../service/events.js';
 import { LeaseSweeper } from '../service/lease-sweeper.js';
@@ -29,7 +29,10 @@ export interface ServerOptions {
   database?: string;
   /** Most database connections this server opens (PostgreSQL only). */
   databaseConnections?: number;
-  /** The blob directory; several servers share one on a common filesystem. Default: blobs/ in the data dir. */
+  /**
+   * Where blobs live: a directory (several servers share one on a common filesystem) or
+   * `s3://BUCKET[/PREFIX][?endpoint=URL]`. Default: blobs/ in the data dir.
+   */
   blobDir?: string;
   /** Use this store instead of opening `database` (tests). */
   store?: Store;
@@ -66,7 +69,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
   const ctx: ServiceContext = {
     store,
-    blobs: new FsBlobStore(opts.blobDir ?? files.blobs),
+    blobs: await openBlobStore(opts.blobDir ?? files.blobs),
     events: new EventBus(),
     now: Date.now,
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
