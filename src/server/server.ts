@@ -15,6 +15,7 @@ import { registerBatchRoutes } from './routes/batches.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerBlobRoutes } from './routes/blobs.js';
 import { registerHealthRoutes } from './routes/health.js';
+import { registerMetricsRoute } from './routes/metrics.js';
 import { registerAgentRoutes, registerEnrollRoute } from './routes/agent.js';
 
 export type Api = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
@@ -70,6 +71,7 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
   });
 
   registerHealthRoutes(app, ctx);
+  registerMetricsRoute(app, ctx);
   await app.register(async (v1) => {
     v1.addHook('onRequest', async (req) => {
       const actor = await services.access.authenticate(req.headers.authorization);

@@ -4,7 +4,7 @@ import type { TaskOutcome, TaskUsage } from '../domain/outcomes.js';
 import type { JobState } from '../domain/states.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
 import { retryDelayMs } from '../scheduling/retry.js';
-import type { LogChunk } from './store.js';
+import type { DemandShape, LogChunk } from './store.js';
 
 /**
  * What every SQL adapter shares: rows (snake_case columns, JSON kept as text, times as epoch
@@ -169,5 +169,13 @@ export function mapTask(r: Row): Task {
     exitCode: (r.exit_code as number | null) ?? null, reason: (r.reason as string | null) ?? null,
     progress: (r.progress as number | null) ?? null, usage: json<TaskUsage>(r.usage), outcome: json<TaskOutcome>(r.outcome),
     durationMs: (r.duration_ms as number | null) ?? null, outputs: json<Record<string, OutputFile>>(r.outputs) ?? {},
+  };
+}
+
+/** A demand row (cores, memory_mib, disk_mib, gpus, ready, backing_off) as the port returns it. */
+export function mapDemand(r: Row): DemandShape {
+  return {
+    resources: { cores: r.cores as number, memoryMiB: r.memory_mib as number, diskMiB: r.disk_mib as number, gpus: r.gpus as number },
+    ready: Number(r.ready ?? 0), backingOff: Number(r.backing_off ?? 0),
   };
 }

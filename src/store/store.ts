@@ -172,12 +172,28 @@ export interface Store {
   /** The host being kept free for the job (its reservation), or null. */
   reservedHostFor(jobId: number): Promise<number | null>;
 
+  // ── demand (autoscaling signals; server/metrics.ts) ─────────────────────
+  /**
+   * Queued jobs by resource shape (cores, memory, disk, GPUs, with each job's overrides): how
+   * many could start at `now` and how many are backing off after a failure. Shapes with no
+   * queued job are left out; in the order of their resources.
+   */
+  demand(now: Millis): Promise<DemandShape[]>;
+
   // ── several servers ─────────────────────────────────────────────────────
   /**
    * Adapters that several servers share offer a relay for the events each server publishes
    * (service/events.ts). Absent: the store has one server, whose events stay in its process.
    */
   openEventRelay?(): EventRelay;
+}
+
+export interface DemandShape {
+  resources: Resources;
+  /** Queued jobs that may start now. */
+  ready: number;
+  /** Queued jobs waiting out a backoff. */
+  backingOff: number;
 }
 
 export interface ClaimRequest {

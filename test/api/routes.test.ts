@@ -527,7 +527,7 @@ describe('health and OpenAPI', () => {
   });
 
   const ROUTES: Array<[string, string]> = [
-    ['get', '/healthz'], ['get', '/readyz'],
+    ['get', '/healthz'], ['get', '/readyz'], ['get', '/metrics'],
     ['get', '/v1/me'], ['post', '/v1/users'], ['get', '/v1/projects'], ['post', '/v1/projects'],
     ['patch', '/v1/projects/{project}'], ['put', '/v1/projects/{project}/members/{user}'], ['post', '/v1/tokens'], ['delete', '/v1/tokens/{id}'],
     ['post', '/v1/projects/{project}/apps'], ['get', '/v1/projects/{project}/apps'], ['get', '/v1/projects/{project}/apps/{name}'],

@@ -1371,6 +1371,24 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
         });
 
         // ── backoff ─────────────────────────────────────────────────────────
+        test('demand counts queued jobs by resource shape, ready or backing off, over every app and project; started and ended jobs are none', async (s) => {
+          const g = await grid(s);
+          assert.deepEqual(await s.demand(T), [], 'no jobs, no demand');
+          const [a, b, c] = await g.jobs(g.sim, [{}, {}, { resources: { memoryMiB: 4096 } }]);
+          await g.jobs(g.native, [{}]); // another project and app, the same shape
+          await g.claim(g.h1.id, 'd-1', T, only(a));
+          const tb = (await g.claim(g.h1.id, 'd-2', T, only(b))).tasks[0]!;
+          await g.report(g.h1.id, tb.task.id, { kind: 'failed', exitCode: 1 }, T + 100, { rules: BACKOFF });
+          const simRes = { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 };
+          assert.deepEqual(await s.demand(T + 200), [
+            { resources: simRes, ready: 1, backingOff: 1 },
+            { resources: { ...simRes, memoryMiB: 4096 }, ready: 1, backingOff: 0 },
+          ], 'the running job is no demand; the failed one waits out its backoff');
+          assert.deepEqual((await s.demand(T + 100 + 10_000))[0], { resources: simRes, ready: 2, backingOff: 0 }, 'ready once its backoff is over, released by a claim or not');
+          await s.cancelJob(g.p.id, c!, T + 300);
+          assert.deepEqual(await s.demand(T + 300), [{ resources: simRes, ready: 1, backingOff: 1 }], 'a cancelled job is no demand');
+        });
+
         test('a job requeued after a failure is no head until its retryAt, which doubles with its attempts; the claim at retryAt releases it', async (s) => {
           const g = await grid(s);
           const [j, other] = await g.jobs(g.sim, [{}, {}]);

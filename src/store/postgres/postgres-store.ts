@@ -17,11 +17,11 @@ import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
 import { checksum, type Migration } from '../migration.js';
 import {
-  canonicalSelector, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  canonicalSelector, idempotencyConflict, mapApp, mapDemand, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, type Row,
 } from '../rows.js';
 import type {
-  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
+  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
@@ -1175,6 +1175,21 @@ export class PostgresStore implements Store {
 
   async hostsCoolingDown(appId: number, now: Millis): Promise<number[]> {
     return (await this.db.all('SELECT host_id FROM host_app_health WHERE app_id = $1 AND cooldown_until > $2 ORDER BY host_id', [appId, now])).map((r) => r.host_id as number);
+  }
+
+  /** Counted per queue in the two partial indexes that hold the queued jobs (as in SQLite). */
+  async demand(now: Millis): Promise<DemandShape[]> {
+    const rows = await this.db.all(
+      `SELECT q.cores, q.memory_mib, q.disk_mib, q.gpus, sum(c.ready) AS ready, sum(c.backing_off) AS backing_off FROM (
+         SELECT queue_id, count(*) AS ready, 0 AS backing_off FROM jobs WHERE state = 'queued' AND not_before IS NULL GROUP BY queue_id
+         UNION ALL
+         SELECT queue_id, count(*) FILTER (WHERE not_before <= $1), count(*) FILTER (WHERE not_before > $1)
+         FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' GROUP BY queue_id
+       ) c JOIN queues q ON q.id = c.queue_id
+       GROUP BY q.cores, q.memory_mib, q.disk_mib, q.gpus ORDER BY q.cores, q.memory_mib, q.disk_mib, q.gpus`,
+      [now],
+    );
+    return rows.map(mapDemand);
   }
 
   async reservedHostFor(jobId: number): Promise<number | null> {

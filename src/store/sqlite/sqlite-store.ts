@@ -21,11 +21,11 @@ import type { RunningTask } from '../../scheduling/speculation.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { checksum, type Migration } from '../migration.js';
 import type {
-  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
+  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
 import {
-  canonicalSelector, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  canonicalSelector, idempotencyConflict, mapApp, mapDemand, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, type Row,
 } from '../rows.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -1153,6 +1153,22 @@ export class SqliteStore implements Store {
     return this.stmt(
       `SELECT h.id FROM hosts h CROSS JOIN host_app_health a ON a.host_id = h.id AND a.app_id = ? WHERE a.cooldown_until > ? ORDER BY h.id`,
     ).pluck().all(appId, now) as number[];
+  }
+
+  /**
+   * Counted per queue in the two partial indexes that hold the queued jobs (jobs_queue_heads,
+   * jobs_backoff): index entries only, the queued jobs and no others.
+   */
+  async demand(now: Millis): Promise<DemandShape[]> {
+    const rows = this.stmt(
+      `SELECT q.cores, q.memory_mib, q.disk_mib, q.gpus, sum(c.ready) AS ready, sum(c.backing_off) AS backing_off FROM (
+         SELECT queue_id, count(*) AS ready, 0 AS backing_off FROM jobs WHERE state = 'queued' AND not_before IS NULL GROUP BY queue_id
+         UNION ALL
+         SELECT queue_id, sum(not_before <= @now), sum(not_before > @now) FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' GROUP BY queue_id
+       ) c JOIN queues q ON q.id = c.queue_id
+       GROUP BY q.cores, q.memory_mib, q.disk_mib, q.gpus ORDER BY q.cores, q.memory_mib, q.disk_mib, q.gpus`,
+    ).all({ now }) as Row[];
+    return rows.map(mapDemand);
   }
 
   async reservedHostFor(jobId: number): Promise<number | null> {
