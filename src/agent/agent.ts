@@ -38,8 +38,17 @@ export interface AgentOptions {
   labels?: Record<string, string>;
   /** Images the runtime held at start (the probe's list); tasks of their apps come here first. */
   images?: string[];
+  /**
+   * A pilot's ends (a batch job on a cluster): stop asking for work after holding nothing for
+   * `idleMs`, and take only tasks whose app may run no longer than the time left before
+   * `endsAt` (epoch ms) less a margin for staging and delivery. Absent: an agent that stays.
+   */
+  pilot?: { idleMs: number | null; endsAt: number | null };
   log: AgentLogger;
 }
+
+/** Kept back from a pilot's time left: staging inputs before a task, delivering after it. */
+export const WALLTIME_MARGIN_SECONDS = 30;
 
 /** Most image names a work request carries (the most recently used). */
 const MAX_IMAGES_SENT = 512;
@@ -191,11 +200,24 @@ export class Agent {
 
   private async workLoop(stop: AbortSignal): Promise<void> {
     let failures = 0;
+    const idleMs = this.opts.pilot?.idleMs ?? null;
+    const endsAt = this.opts.pilot?.endsAt ?? null;
+    let busyAt = Date.now();
     while (!stop.aborted) {
+      if (this.running.size > 0 || this.outbox.size > 0) busyAt = Date.now();
+      else if (idleMs !== null && Date.now() - busyAt >= idleMs) {
+        this.opts.log('info', `no work for ${Math.round(idleMs / 1000)} s: stopping (--exit-when-idle)`);
+        return;
+      }
+      const left = endsAt === null ? null : Math.floor((endsAt - Date.now()) / 1000) - WALLTIME_MARGIN_SECONDS;
+      if (left !== null && left < 1) {
+        this.opts.log('info', 'no time left for another task before the walltime: stopping (--walltime)');
+        return;
+      }
       const free = this.free();
       const room = this.opts.maxTasks - this.running.size;
       if (room <= 0 || free.cores <= 0 || free.memoryMiB <= 0) {
-        await this.work.wait(null, stop);
+        await this.work.wait(left === null ? null : (left + 1) * 1000, stop);
         continue;
       }
       let delay: number;
@@ -204,6 +226,7 @@ export class Agent {
         const answer = await this.client.requestWork({
           requestId: this.requestId, free, maxTasks: room, runtimes: this.opts.runtimes.map((r) => r.kind),
           labels: this.opts.labels ?? {}, images: [...this.images].slice(-MAX_IMAGES_SENT),
+          ...(left === null ? {} : { maxRuntimeSeconds: left }),
         });
         this.requestId = null;
         failures = 0;
@@ -218,6 +241,8 @@ export class Agent {
         delay = this.backoff(failures++);
         this.opts.log('warn', `asking for work failed (${(e as Error).message}); trying again in ${Math.round(delay / 1000)} s`);
       }
+      // An idle pilot looks again when its idle time is up, not a whole poll later.
+      if (idleMs !== null && this.running.size === 0 && this.outbox.size === 0) delay = Math.min(delay, Math.max(0, busyAt + idleMs - Date.now()));
       await this.work.wait(delay, stop);
     }
   }

@@ -66,7 +66,7 @@ export interface EnrollView { hostId: number; name: string; siteId: number; repl
 export interface AgentSelf { id: number; name: string; state: string; resources: Resources; platform: string }
 export interface WorkRequestBody {
   requestId: string; free: Resources; maxTasks: number; runtimes: RuntimeKind[];
-  labels?: Record<string, string>; images?: string[];
+  labels?: Record<string, string>; images?: string[]; maxRuntimeSeconds?: number;
 }
 export interface TaskAssignment {
   taskId: number; jobId: number; project: string; attempt: number; runtime: RuntimeKind; leaseExpiresAt: string;

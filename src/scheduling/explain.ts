@@ -267,6 +267,8 @@ function groupFact(g: Array<{ host: ExplainHost; m: Mismatch }>, p: Placement, o
     }
     case 'cooldown':
       return `${hosts} ${verb('is', 'are')} cooling down from this app after failing it ${o.hostFailureLimit} times in a row`;
+    case 'walltime': // offers only: enrolled hosts have no walltime
+      return `${hosts} ${verb('has', 'have')} less time left than its runs may take (${m.need} s)`;
   }
 }
 

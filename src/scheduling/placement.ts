@@ -22,6 +22,11 @@ export interface Offer {
   cooledApps: ReadonlySet<number>;
   /** How long tasks take on this host against their typical duration (pace.ts); null: not known yet. */
   pace: number | null;
+  /**
+   * The longest run the host has time left for (a pilot job near the end of its allocation):
+   * apps whose runs may take longer are not handed out. Absent: no limit.
+   */
+  maxRuntimeSeconds?: number;
 }
 
 /** What a job asks of a host, shared by every job of one queue. */
@@ -36,6 +41,8 @@ export interface Placement {
   selector: Readonly<Record<string, string>>;
   /** The app's image reference and digest (when known): a host holding either needs no pull. */
   images: readonly string[];
+  /** The longest a run of the app may take (its maxRuntimeSeconds). */
+  maxRuntimeSeconds: number;
 }
 
 /**
@@ -44,7 +51,7 @@ export interface Placement {
  * selector, and the image names a host may already hold. The store builds queues with it and
  * `explain` the job it explains, so both judge a host alike.
  */
-export function placementOf(app: Pick<App, 'id' | 'resources' | 'platforms' | 'nativeCommand' | 'image' | 'imageDigest'>, job: Pick<Job, 'resources' | 'selector'>): Placement {
+export function placementOf(app: Pick<App, 'id' | 'resources' | 'platforms' | 'nativeCommand' | 'image' | 'imageDigest' | 'maxRuntimeSeconds'>, job: Pick<Job, 'resources' | 'selector'>): Placement {
   return {
     appId: app.id,
     resources: withOverrides(app.resources, job.resources),
@@ -52,6 +59,7 @@ export function placementOf(app: Pick<App, 'id' | 'resources' | 'platforms' | 'n
     runtimes: app.nativeCommand ? ['docker', 'native'] : ['docker'],
     selector: job.selector,
     images: app.imageDigest ? [app.image, app.imageDigest] : [app.image],
+    maxRuntimeSeconds: app.maxRuntimeSeconds,
   };
 }
 
@@ -64,7 +72,8 @@ export type Mismatch =
   | { kind: 'platform'; need: readonly string[]; have: string }
   | { kind: 'runtime'; need: readonly RuntimeKind[]; have: readonly RuntimeKind[] }
   | { kind: 'selector'; key: string; need: string; have: string | null }
-  | { kind: 'cooldown' };
+  | { kind: 'cooldown' }
+  | { kind: 'walltime'; need: number; have: number };
 
 /** The resources `need` lacks in `have`, first one only: enough to say why. */
 export function shortfall(need: Resources, have: Resources): Mismatch | null {
@@ -78,7 +87,7 @@ export function shortfall(need: Resources, have: Resources): Mismatch | null {
  * Whether the host could ever run the placement: platform, runtime, labels, cool-down and its
  * whole capacity. The runtime it would use is the host's most preferred one the app supports.
  */
-export function mismatch(offer: Pick<Offer, 'capacity' | 'platform' | 'runtimes' | 'labels' | 'cooledApps'>, p: Placement): Mismatch | null {
+export function mismatch(offer: Pick<Offer, 'capacity' | 'platform' | 'runtimes' | 'labels' | 'cooledApps' | 'maxRuntimeSeconds'>, p: Placement): Mismatch | null {
   if (p.platforms.length > 0 && !p.platforms.includes(offer.platform)) return { kind: 'platform', need: p.platforms, have: offer.platform };
   if (!offer.runtimes.some((r) => p.runtimes.includes(r))) return { kind: 'runtime', need: p.runtimes, have: offer.runtimes };
   for (const [key, value] of Object.entries(p.selector)) {
@@ -86,6 +95,9 @@ export function mismatch(offer: Pick<Offer, 'capacity' | 'platform' | 'runtimes'
     if (have !== value) return { kind: 'selector', key, need: value, have };
   }
   if (offer.cooledApps.has(p.appId)) return { kind: 'cooldown' };
+  if (offer.maxRuntimeSeconds !== undefined && p.maxRuntimeSeconds > offer.maxRuntimeSeconds) {
+    return { kind: 'walltime', need: p.maxRuntimeSeconds, have: offer.maxRuntimeSeconds };
+  }
   return shortfall(p.resources, offer.capacity);
 }
 
@@ -123,6 +135,8 @@ export function describeMismatch(m: Mismatch): string {
       return m.have === null ? `needs label ${m.key}=${m.need}, has no ${m.key}` : `needs label ${m.key}=${m.need}, has ${m.key}=${m.have}`;
     case 'cooldown':
       return 'is cooling down after failing this app repeatedly';
+    case 'walltime':
+      return `runs may take ${m.need} s, the host has ${m.have} s left`;
   }
 }
 

@@ -47,6 +47,8 @@ export interface WorkRequest {
   labels?: Record<string, string>;
   /** Images the host holds (references and digests): tasks of those apps come to it first. */
   images?: string[];
+  /** The longest run the host has time left for; apps whose runs may take longer are not handed out. */
+  maxRuntimeSeconds?: number;
 }
 
 export interface HeartbeatInput {
@@ -103,6 +105,7 @@ export class AgentProtocolService {
     const offer: Omit<Offer, 'cooledApps' | 'pace'> = {
       hostId: host.id, capacity: host.resources, free, maxTasks: req.maxTasks, platform: host.platform, runtimes: req.runtimes,
       labels, images: new Set(req.images ?? []),
+      ...(req.maxRuntimeSeconds === undefined ? {} : { maxRuntimeSeconds: req.maxRuntimeSeconds }),
     };
     const o = this.ctx.scheduling;
     const now = this.ctx.now();

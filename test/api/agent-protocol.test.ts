@@ -118,6 +118,20 @@ describe('agent protocol: work requests', () => {
       assert.deepEqual(ids(await arm.claim()), [jobId]);
     }));
 
+  it('a host with little time left (a pilot near the end of its allocation) gets only apps whose runs fit in it', () =>
+    withGrid(async (g) => {
+      await createApp(g.s, P, 'hour', { maxRuntimeSeconds: 3600 });
+      await createApp(g.s, P, 'minute', { maxRuntimeSeconds: 60 });
+      const long = await submitJob(g.s, P, { app: 'hour', priority: 5 });
+      const short = await submitJob(g.s, P, { app: 'minute' });
+      const pilot = await g.host();
+      assert.deepEqual(ids(await pilot.claim({ maxRuntimeSeconds: 30 })), [], 'neither fits in 30 s');
+      assert.deepEqual(ids(await pilot.claim({ maxRuntimeSeconds: 600 })), [short], 'the 60 s app fits in 600 s; the higher-priority hour does not');
+      assert.deepEqual(ids(await pilot.claim()), [long], 'without a limit, any');
+      const bad = await pilot.work({ maxRuntimeSeconds: 0 });
+      assertError(bad, 400, 'invalid_request', 'body/maxRuntimeSeconds');
+    }));
+
   it('only apps with a native command go to hosts asking for the native runtime', () =>
     withGrid(async (g) => {
       await createApp(g.s, P, 'boxed', { command: ['/bin/boxed'] });

@@ -21,7 +21,7 @@ export interface Host {
   token: string;
   call(method: string, path: string, body?: unknown): Promise<TestResponse>;
   /** POST /work with a fresh request id (unless given) and a big free capacity (unless given). */
-  work(body?: Partial<{ requestId: string; free: Partial<typeof BIG>; maxTasks: number; runtimes: string[]; labels: Record<string, string>; images: string[] }>): Promise<TestResponse>;
+  work(body?: Partial<{ requestId: string; free: Partial<typeof BIG>; maxTasks: number; runtimes: string[]; labels: Record<string, string>; images: string[]; maxRuntimeSeconds: number }>): Promise<TestResponse>;
   /** POST /work and return the assignments, asserting 200. */
   claim(body?: Parameters<Host['work']>[0]): Promise<any[]>;
   heartbeat(tasks: unknown[]): Promise<TestResponse>;
@@ -79,6 +79,7 @@ export async function withGrid(
           call('POST', '/work', {
             requestId: b.requestId ?? randomUUID(), free: { ...BIG, ...b.free }, maxTasks: b.maxTasks ?? 16, runtimes: b.runtimes ?? ['docker'],
             ...(b.labels ? { labels: b.labels } : {}), ...(b.images ? { images: b.images } : {}),
+            ...(b.maxRuntimeSeconds === undefined ? {} : { maxRuntimeSeconds: b.maxRuntimeSeconds }),
           }),
         async claim(b) {
           const r = await h.work(b);

@@ -26,6 +26,8 @@ export interface RunningAgent {
   agent: Agent;
   workDir: string;
   hostId: number;
+  /** Resolves when the agent's run ends (stopped, or on its own: a pilot). */
+  finished: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -64,7 +66,7 @@ export async function startGrid(opts: Partial<ServerOptions> = {}): Promise<Test
       const stopper = new AbortController();
       const done = agent.run(stopper.signal);
       const running: RunningAgent = {
-        agent, workDir: host.workDir, hostId: host.credential.hostId,
+        agent, workDir: host.workDir, hostId: host.credential.hostId, finished: done,
         async stop() {
           stopper.abort();
           await done;

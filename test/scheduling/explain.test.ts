@@ -10,7 +10,7 @@ const LEASE = 60 * SECOND;
 const iso = (ms: number) => new Date(ms).toISOString();
 
 function placement(over: Partial<Placement> = {}): Placement {
-  return { appId: 7, resources: res(1, 512, 100, 0), platforms: [], runtimes: ['docker'], selector: {}, images: ['sci/app:1'], ...over };
+  return { appId: 7, resources: res(1, 512, 100, 0), platforms: [], runtimes: ['docker'], selector: {}, images: ['sci/app:1'], maxRuntimeSeconds: 3600, ...over };
 }
 
 let nextHost = 0;
@@ -253,9 +253,9 @@ describe('explainJob: hosts', () => {
 
 describe('placementOf and duration', () => {
   it('builds the placement as the store builds a queue: overrides, runtimes, images, selector', () => {
-    const app = { id: 3, resources: res(2, 1024, 2048, 0), platforms: ['linux/amd64'], nativeCommand: null, image: 'sci/a:1', imageDigest: null };
+    const app = { id: 3, resources: res(2, 1024, 2048, 0), platforms: ['linux/amd64'], nativeCommand: null, image: 'sci/a:1', imageDigest: null, maxRuntimeSeconds: 600 };
     assert.deepEqual(placementOf(app, { resources: { cores: 16 }, selector: { zone: 'a' } }), {
-      appId: 3, resources: res(16, 1024, 2048, 0), platforms: ['linux/amd64'], runtimes: ['docker'], selector: { zone: 'a' }, images: ['sci/a:1'],
+      appId: 3, resources: res(16, 1024, 2048, 0), platforms: ['linux/amd64'], runtimes: ['docker'], selector: { zone: 'a' }, images: ['sci/a:1'], maxRuntimeSeconds: 600,
     });
     const native = placementOf({ ...app, nativeCommand: ['/bin/run'], imageDigest: 'sha256:ab' }, { resources: {}, selector: {} });
     assert.deepEqual([native.runtimes, native.images], [['docker', 'native'], ['sci/a:1', 'sha256:ab']]);

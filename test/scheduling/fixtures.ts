@@ -77,6 +77,7 @@ export function queue(queueId: number, over: Partial<QueueView> = {}): QueueView
     runtimes: ['docker'] as RuntimeKind[],
     selector: {},
     images: [`img${queueId}`],
+    maxRuntimeSeconds: 3600,
     estimatedMs: null,
     heads: [],
     ...over,

@@ -7,10 +7,17 @@ import {
 import { offer, res } from './fixtures.js';
 
 function placement(over: Partial<Placement> = {}): Placement {
-  return { appId: 1, resources: res(1), platforms: [], runtimes: ['docker'], selector: {}, images: ['repo/app:1'], ...over };
+  return { appId: 1, resources: res(1), platforms: [], runtimes: ['docker'], selector: {}, images: ['repo/app:1'], maxRuntimeSeconds: 3600, ...over };
 }
 
 describe('mismatch', () => {
+  it('walltime: an offer with little time left refuses apps whose runs may take longer', () => {
+    assert.deepEqual(mismatch(offer({ maxRuntimeSeconds: 600 }), placement({ maxRuntimeSeconds: 3600 })), { kind: 'walltime', need: 3600, have: 600 });
+    assert.equal(mismatch(offer({ maxRuntimeSeconds: 3600 }), placement({ maxRuntimeSeconds: 3600 })), null, 'exactly the time left');
+    assert.equal(mismatch(offer(), placement({ maxRuntimeSeconds: 86_400 })), null, 'no limit');
+    assert.equal(describeMismatch({ kind: 'walltime', need: 3600, have: 600 }), 'runs may take 3600 s, the host has 600 s left');
+  });
+
   it('null when the host can run the placement', () => {
     assert.equal(mismatch(offer(), placement()), null);
     assert.equal(mismatch(offer(), placement({ resources: res(8, 16384, 100_000) })), null, 'exactly the whole host');

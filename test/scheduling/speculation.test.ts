@@ -21,6 +21,7 @@ function task(taskId: number, over: Partial<RunningTask> & { ranS?: number } = {
     runtimes: ['docker'],
     selector: {},
     images: ['img'],
+    maxRuntimeSeconds: 3600,
     ...rest,
   };
 }

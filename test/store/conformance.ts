@@ -1282,19 +1282,19 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
           const head = (jobId: number, priority = 0, submittedAt = T0 + 10, deadline: number | null = null) => ({ jobId, priority, submittedAt, queuedAt: submittedAt, deadline });
           const simImage = [g.sim.image];
           const want: Array<Omit<QueueView, 'queueId'>> = [
-            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: simImage, estimatedMs: null,
+            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: simImage, maxRuntimeSeconds: 3600, estimatedMs: null,
               heads: [head(later!, 1, T0 + 20), head(a!), head(same!)] },
-            { projectId: g.p.id, appId: g.sim.id, resources: { ...SIM_RES, memoryMiB: 4096 }, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: simImage, estimatedMs: null,
+            { projectId: g.p.id, appId: g.sim.id, resources: { ...SIM_RES, memoryMiB: 4096 }, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: simImage, maxRuntimeSeconds: 3600, estimatedMs: null,
               heads: [head(bigHigh!, 3, T0 + 10, T + 500_000), head(big!)] },
-            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: { gpu: 'none', zone: 'x' }, images: simImage, estimatedMs: null,
+            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: { gpu: 'none', zone: 'x' }, images: simImage, maxRuntimeSeconds: 3600, estimatedMs: null,
               heads: [head(sel1!), head(sel2!)] },
-            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: { zone: 'y' }, images: simImage, estimatedMs: null,
+            { projectId: g.p.id, appId: g.sim.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: { zone: 'y' }, images: simImage, maxRuntimeSeconds: 3600, estimatedMs: null,
               heads: [head(selOther!)] },
-            { projectId: g.p.id, appId: sim2.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [sim2.image], estimatedMs: null,
+            { projectId: g.p.id, appId: sim2.id, resources: SIM_RES, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [sim2.image], maxRuntimeSeconds: 3600, estimatedMs: null,
               heads: [head(v2!)] },
             { projectId: g.q.id, appId: pinned.id, resources: { ...pinnedRes, cores: 1 }, platforms: ['linux/amd64', 'linux/arm64'], runtimes: ['docker'], selector: {},
-              images: [pinned.image, digest], estimatedMs: null, heads: [head(pin!)] },
-            { projectId: g.q.id, appId: g.native.id, resources: SIM_RES, platforms: [], runtimes: ['docker', 'native'], selector: {}, images: [g.native.image], estimatedMs: null,
+              images: [pinned.image, digest], maxRuntimeSeconds: 3600, estimatedMs: null, heads: [head(pin!)] },
+            { projectId: g.q.id, appId: g.native.id, resources: SIM_RES, platforms: [], runtimes: ['docker', 'native'], selector: {}, images: [g.native.image], maxRuntimeSeconds: 3600, estimatedMs: null,
               heads: [head(nat!)] },
           ];
           assert.equal(got.queues.length, want.length, 'seven queues: four shapes of sim v1, sim v2, pinned, native');

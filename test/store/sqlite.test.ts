@@ -218,7 +218,7 @@ describe('SqliteStore (SQLite specifics)', () => {
         return seen!;
       };
       const simRes = { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 };
-      const placement = { projectId: p.id, appId: app.id, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [app.image], estimatedMs: null };
+      const placement = { projectId: p.id, appId: app.id, platforms: ['linux/amd64'], runtimes: ['docker'], selector: {}, images: [app.image], maxRuntimeSeconds: app.maxRuntimeSeconds, estimatedMs: null };
       const head = (jobId: number, priority: number, submittedAt: number) => ({ jobId, priority, submittedAt, queuedAt: submittedAt, deadline: null });
       const g = await peek(T);
       const byFirst = (x: ClaimGathered, jobId: number) => x.queues.find((q) => q.heads[0]?.jobId === jobId);

@@ -25,6 +25,8 @@ interface AgentFlags {
   maxOutput: string;
   checkpointInterval: string;
   label?: string[];
+  exitWhenIdle?: string;
+  walltime?: string;
 }
 
 export function defaultAgentDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -52,6 +54,8 @@ export function registerAgent(program: Command, ctx: CliContext): void {
     .option('--image-budget <size>', 'keep the images the agent pulled within this much disk, e.g. 20Gi (default: no pruning)')
     .option('--max-output <size>', 'largest output file the agent uploads', '4Gi')
     .option('--checkpoint-interval <seconds>', 'for apps that checkpoint: how often /checkpoint is uploaded', '600')
+    .option('--exit-when-idle <seconds>', 'stop once no task has been held for this long (pilot jobs on a cluster)')
+    .option('--walltime <seconds>', 'this agent ends this long after it starts (a pilot\'s job time limit): take only tasks whose app may finish before then')
     .option('--label <key=value...>', 'labels of this host, for jobs that select hosts by label (e.g. --label gpu-model=a100 room=b12)')
     .action(async (o: AgentFlags) => {
       if (o.onStop !== 'wait' && o.onStop !== 'release') throw new CliExit(2, `error: --on-stop must be "wait" or "release", not "${o.onStop}"`);
@@ -66,6 +70,10 @@ export function registerAgent(program: Command, ctx: CliContext): void {
       const { BoxgridClient } = await import('../../client/client.js');
       const { parseToken } = await import('../../service/credentials.js');
 
+      const started = Date.now(); // --walltime counts from here
+      for (const [flag, v] of [['--exit-when-idle', o.exitWhenIdle], ['--walltime', o.walltime]] as const) {
+        if (v !== undefined && !(parseNumber(v, flag) > 0)) throw new CliExit(2, `error: ${flag} must be a number of seconds above 0`);
+      }
       await mkdir(o.workDir, { recursive: true, mode: 0o700 });
       const socket = o.dockerSocket ? { socketPath: o.dockerSocket } : {};
       const probeEngine = o.docker ? new DockerRuntime(socket) : null;
@@ -123,6 +131,14 @@ export function registerAgent(program: Command, ctx: CliContext): void {
         checkpointSeconds: parseNumber(o.checkpointInterval, '--checkpoint-interval'),
         backoff: { minMs: 1000, maxMs: 60_000 },
         labels, images: probe.images,
+        ...(o.exitWhenIdle === undefined && o.walltime === undefined
+          ? {}
+          : {
+              pilot: {
+                idleMs: o.exitWhenIdle === undefined ? null : parseNumber(o.exitWhenIdle, '--exit-when-idle') * 1000,
+                endsAt: o.walltime === undefined ? null : started + parseNumber(o.walltime, '--walltime') * 1000,
+              },
+            }),
         log: (level, message) => process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`),
       });
       process.stderr.write(

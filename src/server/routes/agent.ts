@@ -28,6 +28,9 @@ const WorkBody = Type.Object(
     images: Type.Optional(
       Type.Array(Type.String({ maxLength: 512 }), { maxItems: 512, description: 'images the host holds (references or digests): tasks of their apps come to it first' }),
     ),
+    maxRuntimeSeconds: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'the longest run the host has time for (a pilot near the end of its allocation): apps whose runs may take longer are not handed out' }),
+    ),
   },
   { additionalProperties: false },
 );
