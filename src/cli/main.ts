@@ -8,6 +8,7 @@ import { registerJobs } from './commands/jobs.js';
 import { registerIdentity } from './commands/identity.js';
 import { registerDemo } from './commands/demo.js';
 import { registerAgent } from './commands/agent.js';
+import { registerSite } from './commands/site.js';
 import { registerResults } from './commands/results.js';
 import { registerExplain } from './commands/explain.js';
 
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerServer(program);
   registerDemo(program);
   registerAgent(program, ctx);
+  registerSite(program, ctx);
   registerApps(program, ctx);
   registerSubmit(program, ctx);
   registerJobs(program, ctx);

@@ -136,6 +136,11 @@ for (const m of modes) {
       assert.equal(r.logTail.trim(), '[unset]');
     });
 
+    test('a scratch dir that does not exist yet (a fresh work dir, as the agent gives it) is made', async () => {
+      const fresh = new NativeRuntime({ ...m.options, scratchDir: join(work, `scratch-${++n}`, 'nested') });
+      assert.deepEqual((await fresh.run(await spec('true'))).outcome, { kind: 'succeeded' });
+    });
+
     test('a non-zero exit is "failed" with its code; death by a signal is 128 + its number', async () => {
       assert.deepEqual((await runtime.run(await spec('exit 7'))).outcome, { kind: 'failed', exitCode: 7 });
       assert.deepEqual((await runtime.run(await spec('kill -SEGV $$'))).outcome, { kind: 'failed', exitCode: 139 });

@@ -189,7 +189,10 @@ export class NativeRuntime implements TaskRuntime, RuntimeProbe {
       if (signal?.aborted) return end({ kind: 'aborted' });
       // Relative directories would be taken from the wrong place (the sandbox's cwd is not ours).
       spec = { ...spec, inputsDir: resolve(spec.inputsDir), outputsDir: resolve(spec.outputsDir), checkpointDir: spec.checkpointDir && resolve(spec.checkpointDir) };
-      scratch = await mkdtemp(join(this.opts.scratchDir ?? tmpdir(), `boxgrid-native-${spec.taskId}-`));
+      // The agent clears its scratch dir at start (recovery): it may not exist yet.
+      const scratchRoot = this.opts.scratchDir ?? tmpdir();
+      await mkdir(scratchRoot, { recursive: true, mode: 0o700 });
+      scratch = await mkdtemp(join(scratchRoot, `boxgrid-native-${spec.taskId}-`));
       const { argv, cwd, env } = await this.invocation(setup, spec, scratch);
       // GNU time reports on fd 3, a file we read afterwards (a regular file: time re-opens
       // /proc/self/fd/3, which works across the sandbox for a file but not for node's sockets).
