@@ -19,11 +19,12 @@ import { containersBenchmark } from './containers.js';
 import { depthBenchmark } from './depth.js';
 import { dispatchBenchmark } from './dispatch.js';
 import { multiserverBenchmark } from './multiserver.js';
+import { pilotsBenchmark } from './pilots.js';
 import { queryBenchmark } from './query.js';
 import { simBenchmark } from './sim.js';
 import { submitBenchmark } from './submit.js';
 
-const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark, dispatchBenchmark, multiserverBenchmark, depthBenchmark, simBenchmark];
+const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark, dispatchBenchmark, multiserverBenchmark, pilotsBenchmark, depthBenchmark, simBenchmark];
 
 async function runOne(b: Benchmark, quiet: boolean): Promise<Outcome> {
   const log = (msg: string): void => {
