@@ -60,7 +60,7 @@ export const pilotsBenchmark: Benchmark = {
       });
       const token = (await client.expect(201, 'POST', '/v1/enroll-tokens', { uses: 1000, label: 'bench pilots' })).body.token as string;
       const site = new SlurmSite({
-        server: server.url, enrollToken: token, partition: null, account: null,
+        server: server.url, enrollToken: token, partition: null, account: null, jobName: PILOT_JOB_NAME,
         shape: { resources: { cores: 1, memoryMiB: 512, diskMiB: 1024, gpus: 0 }, maxPilots: PILOTS, maxPending: PILOTS },
         walltimeSeconds: 600, idleSeconds: 3, workRoot, boxgrid: thisBoxgrid(), log,
       });
@@ -73,14 +73,17 @@ export const pilotsBenchmark: Benchmark = {
           await sleep(2000);
         }
       })();
-      await until(async () => {
-        const counts = (await client.expect(200, 'GET', `/v1/projects/${PROJECT}/batches/${batch}`)).body.counts as Record<string, number>;
-        if ((counts.failed ?? 0) > 0) throw new Error(`${counts.failed} tasks failed under pilots`);
-        return counts.succeeded === TASKS;
-      }, 600_000, 'the pilots to run the batch');
+      try {
+        await until(async () => {
+          const counts = (await client.expect(200, 'GET', `/v1/projects/${PROJECT}/batches/${batch}`)).body.counts as Record<string, number>;
+          if ((counts.failed ?? 0) > 0) throw new Error(`${counts.failed} tasks failed under pilots`);
+          return counts.succeeded === TASKS;
+        }, 600_000, 'the pilots to run the batch');
+      } finally {
+        done = true; // the passes stop however the wait ended, before the server does
+        await passes;
+      }
       pilotSeconds = (performance.now() - started) / 1000;
-      done = true;
-      await passes;
       log(`pilots: ${TASKS} tasks in ${pilotSeconds.toFixed(1)} s with ${pilotJobs} pilot jobs`);
       await until(async () => (await inQueue(PILOT_JOB_NAME)) === 0, 120_000, 'the pilots to exit');
     } finally {

@@ -9,6 +9,11 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 if sinfo -h >/dev/null 2>&1 && [ -n "$(sinfo -h -o '%t' | grep -E 'idle|mix|alloc' || true)" ]; then exit 0; fi
 
+# Never over a real cluster's configuration: only a file this script wrote is rewritten.
+if [ -s /etc/slurm/slurm.conf ] && ! grep -q "^# Written by boxgrid's scripts/start-slurm.sh" /etc/slurm/slurm.conf; then
+  echo "/etc/slurm/slurm.conf exists and was not written by this script: not touching a real cluster's Slurm" >&2
+  exit 1
+fi
 HOST="$(hostname -s)"
 CPUS="$(nproc)"
 MEM_MB="$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))"

@@ -21,6 +21,8 @@ export interface BlobStore {
   sweepTemporary?(before: number): Promise<number>;
   /** Reads bytes [start, end] inclusive, or the whole blob. */
   read(sha256: string, range?: { start: number; end: number }): Readable;
+  /** The largest blob the store can hold, if it has a limit (the server refuses to start with a larger --max-blob-bytes). */
+  readonly maxBlobBytes?: number;
 }
 
 /**

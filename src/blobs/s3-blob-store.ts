@@ -26,6 +26,8 @@ export class S3BlobStore implements BlobStore {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly client: S3Client;
+  /** One CopyObject (temporary key → digest) copies at most 5 GiB. */
+  readonly maxBlobBytes = 5 * 1024 ** 3;
 
   constructor(opts: S3BlobStoreOptions) {
     if (opts.prefix !== '' && !opts.prefix.endsWith('/')) throw new Error(`an S3 key prefix must end in "/": "${opts.prefix}"`);
@@ -51,7 +53,8 @@ export class S3BlobStore implements BlobStore {
   async put(sha256: string, body: Readable, maxBytes: number): Promise<{ size: number }> {
     const tmp = `${this.prefix}tmp/${sha256}.${randomBytes(6).toString('hex')}`;
     const meter = uploadMeter(sha256, maxBytes);
-    const upload = new Upload({ client: this.client, params: { Bucket: this.bucket, Key: tmp, Body: meter.stream } });
+    // queueSize 2: at most two 5 MiB parts of an upload in memory at once.
+    const upload = new Upload({ client: this.client, params: { Bucket: this.bucket, Key: tmp, Body: meter.stream }, queueSize: 2 });
     let uploaded = false;
     try {
       const piped = pipeline(body, meter.stream);
@@ -67,7 +70,7 @@ export class S3BlobStore implements BlobStore {
       uploaded = true;
       meter.check();
       if ((await this.stat(sha256)) === null) {
-        await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.key(sha256), CopySource: `${this.bucket}/${encodeURI(tmp)}` }));
+        await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.key(sha256), CopySource: `${this.bucket}/${tmp.split('/').map(encodeURIComponent).join('/')}` }));
       }
       return { size: meter.size() };
     } catch (e) {
@@ -139,7 +142,11 @@ export function s3FromUrl(url: string): S3BlobStoreOptions {
   const u = new URL(url);
   if (u.protocol !== 's3:' || !u.hostname) throw new Error(`"${url}" is not s3://BUCKET[/PREFIX]`);
   const path = decodeURIComponent(u.pathname).replace(/^\/+/, '');
-  const config: S3ClientConfig = { region: u.searchParams.get('region') ?? process.env.AWS_REGION ?? 'us-east-1' };
+  const config: S3ClientConfig = {
+    region: u.searchParams.get('region') ?? process.env.AWS_REGION ?? 'us-east-1',
+    // A stuck store fails calls instead of hanging them; many agents' downloads at once get sockets.
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000, httpAgent: { maxSockets: 256 }, httpsAgent: { maxSockets: 256 } },
+  };
   const endpoint = u.searchParams.get('endpoint');
   if (endpoint) config.endpoint = endpoint;
   if (u.searchParams.get('pathStyle') === 'true') config.forcePathStyle = true;

@@ -5,12 +5,13 @@ import type { DemandShape } from '../store/store.js';
 /** How long one reading of the demand serves scrapes: every server of a fleet may be scraped often. */
 const DEMAND_CACHE_MS = 5000;
 
-const SHAPE = ['cores', 'memory_mib', 'disk_mib', 'gpus'] as const;
+const SHAPE = ['cores', 'memory_mib', 'disk_mib', 'gpus', 'native', 'max_runtime_seconds', 'selector'] as const;
 
 /**
  * Prometheus metrics of the server (GET /metrics): the demand for capacity that autoscalers
  * act on (a cluster autoscaler through the Kubernetes executor, KEDA on the gauges directly),
- * by resource shape and in total. Only counts and sizes: no project, app, job or host.
+ * by shape — resources, and what else a host must offer: a native runtime, time for the
+ * longest run, labels — and in total. Only counts and sizes: no project, app, job or host.
  */
 export function buildMetrics(ctx: ServiceContext): Registry {
   const registry = new Registry();
@@ -23,7 +24,10 @@ export function buildMetrics(ctx: ServiceContext): Registry {
     }
     return reading.shapes;
   };
-  const shapeLabels = (d: DemandShape) => ({ cores: d.resources.cores, memory_mib: d.resources.memoryMiB, disk_mib: d.resources.diskMiB, gpus: d.resources.gpus });
+  const shapeLabels = (d: DemandShape) => ({
+    cores: d.resources.cores, memory_mib: d.resources.memoryMiB, disk_mib: d.resources.diskMiB, gpus: d.resources.gpus,
+    native: String(d.native), max_runtime_seconds: d.maxRuntimeSeconds, selector: String(d.selector),
+  });
   const perShape = (name: string, help: string, value: (d: DemandShape) => number) =>
     new Gauge({
       name, help, labelNames: SHAPE, registers: [registry],

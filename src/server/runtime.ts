@@ -77,6 +77,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     scheduling: { ...DEFAULT_SCHEDULING, ...opts.scheduling },
     random: Math.random,
   };
+  if (ctx.blobs.maxBlobBytes !== undefined && ctx.limits.maxBlobBytes > ctx.blobs.maxBlobBytes) {
+    await store.close();
+    throw new Error(`--max-blob-bytes ${ctx.limits.maxBlobBytes} is more than this blob store holds in one blob (${ctx.blobs.maxBlobBytes})`);
+  }
   const adminToken = await new AccessService(ctx).bootstrap(async (token) => {
     await writeFile(files.adminToken, token + '\n', { mode: 0o600 });
     await chmod(files.adminToken, 0o600); // mode above applies only when the file is new

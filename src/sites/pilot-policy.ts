@@ -3,6 +3,12 @@ import type { Resources } from '../domain/resources.js';
 /** Queued demand as the server's /metrics tells it: jobs that could start now, by shape. */
 export interface DemandSample {
   resources: Resources;
+  /** The app runs as a native process (pilots run no container engine). */
+  native: boolean;
+  /** The longest a run may take: a pilot needs that much time left. */
+  maxRuntimeSeconds: number;
+  /** The jobs select hosts by label (pilots carry none). */
+  selector: boolean;
   jobs: number;
 }
 
@@ -21,26 +27,36 @@ export interface PilotCount {
   running: number;
 }
 
-/** The queued jobs a pilot of this shape could run at all, as cores: a job larger than a pilot is not its demand. */
-export function demandCores(demand: readonly DemandSample[], pilot: Resources): number {
+/** What a pilot can run: its resources, native apps only, runs no longer than the time it has. */
+export interface PilotCan {
+  resources: Resources;
+  maxRuntimeSeconds: number;
+}
+
+/**
+ * The queued jobs a pilot could run at all, as cores. A job larger than a pilot, of an app
+ * with no native command, one that may run longer than a pilot lives, or one that selects
+ * hosts by label is not its demand: pilots submitted for it would only sit idle and exit.
+ */
+export function demandCores(demand: readonly DemandSample[], pilot: PilotCan): number {
   let cores = 0;
   for (const d of demand) {
     const r = d.resources;
-    if (r.cores <= pilot.cores && r.memoryMiB <= pilot.memoryMiB && r.diskMiB <= pilot.diskMiB && r.gpus <= pilot.gpus) cores += d.jobs * r.cores;
+    const fits = r.cores <= pilot.resources.cores && r.memoryMiB <= pilot.resources.memoryMiB && r.diskMiB <= pilot.resources.diskMiB && r.gpus <= pilot.resources.gpus;
+    if (fits && d.native && !d.selector && d.maxRuntimeSeconds <= pilot.maxRuntimeSeconds) cores += d.jobs * r.cores;
   }
   return cores;
 }
 
 /**
- * How many pilots to submit now: enough for the queued cores a pilot could run, less those
- * already queued or running, within the site's bounds on all pilots and on pending ones.
- * Never negative; nothing when nothing fits.
+ * How many pilots to submit now: enough for the queued cores a pilot could run, less the
+ * pilots still pending (running ones have taken their work off the queue already), within
+ * the site's bounds on all pilots and on pending ones. Never negative; none when nothing fits.
  */
-export function pilotsToSubmit(demand: readonly DemandSample[], now: PilotCount, shape: PilotShape): number {
-  const cores = demandCores(demand, shape.resources);
-  const wanted = Math.min(shape.maxPilots, Math.ceil(cores / Math.max(shape.resources.cores, 1e-9)));
-  const more = wanted - (now.pending + now.running);
-  return Math.max(0, Math.min(more, shape.maxPending - now.pending, shape.maxPilots - (now.pending + now.running)));
+export function pilotsToSubmit(demand: readonly DemandSample[], now: PilotCount, shape: PilotShape, maxRuntimeSeconds: number): number {
+  const cores = demandCores(demand, { resources: shape.resources, maxRuntimeSeconds });
+  const wanted = Math.ceil(cores / Math.max(shape.resources.cores, 1e-9)) - now.pending;
+  return Math.max(0, Math.min(wanted, shape.maxPending - now.pending, shape.maxPilots - (now.pending + now.running)));
 }
 
 /** The demand samples of a Prometheus text exposition (boxgrid_demand_jobs{cores, memory_mib, disk_mib, gpus}). */
@@ -49,9 +65,10 @@ export function parseDemand(metrics: string): DemandSample[] {
   for (const line of metrics.split('\n')) {
     const m = /^boxgrid_demand_jobs\{([^}]*)\} (\S+)$/.exec(line.trim());
     if (!m) continue;
-    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, Number(x[2])]));
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, x[2]!]));
     out.push({
-      resources: { cores: labels.cores ?? 0, memoryMiB: labels.memory_mib ?? 0, diskMiB: labels.disk_mib ?? 0, gpus: labels.gpus ?? 0 },
+      resources: { cores: Number(labels.cores ?? 0), memoryMiB: Number(labels.memory_mib ?? 0), diskMiB: Number(labels.disk_mib ?? 0), gpus: Number(labels.gpus ?? 0) },
+      native: labels.native === 'true', maxRuntimeSeconds: Number(labels.max_runtime_seconds ?? Infinity), selector: labels.selector === 'true',
       jobs: Number(m[2]),
     });
   }

@@ -172,10 +172,29 @@ export function mapTask(r: Row): Task {
   };
 }
 
-/** A demand row (cores, memory_mib, disk_mib, gpus, ready, backing_off) as the port returns it. */
-export function mapDemand(r: Row): DemandShape {
-  return {
-    resources: { cores: r.cores as number, memoryMiB: r.memory_mib as number, diskMiB: r.disk_mib as number, gpus: r.gpus as number },
-    ready: Number(r.ready ?? 0), backingOff: Number(r.backing_off ?? 0),
-  };
+/**
+ * Demand rows per queue (cores, memory_mib, disk_mib, gpus, selector, ready, backing_off) with
+ * each queue's app, summed by what the jobs need of a host.
+ */
+export function demandShapes(rows: Array<{ row: Row; app: Pick<App, 'nativeCommand' | 'maxRuntimeSeconds'> }>): DemandShape[] {
+  const shapes = new Map<string, DemandShape>();
+  for (const { row: r, app } of rows) {
+    const d: DemandShape = {
+      resources: { cores: r.cores as number, memoryMiB: r.memory_mib as number, diskMiB: r.disk_mib as number, gpus: r.gpus as number },
+      native: app.nativeCommand !== null && app.nativeCommand !== undefined, maxRuntimeSeconds: app.maxRuntimeSeconds, selector: r.selector !== '{}',
+      ready: 0, backingOff: 0,
+    };
+    const key = JSON.stringify([d.resources, d.native, d.maxRuntimeSeconds, d.selector]);
+    const shape = shapes.get(key) ?? d;
+    shape.ready += Number(r.ready ?? 0);
+    shape.backingOff += Number(r.backing_off ?? 0);
+    shapes.set(key, shape);
+  }
+  const order = (d: DemandShape) => [d.resources.cores, d.resources.memoryMiB, d.resources.diskMiB, d.resources.gpus, d.maxRuntimeSeconds, Number(d.native), Number(d.selector)];
+  return [...shapes.values()].sort((a, b) => {
+    const x = order(a);
+    const y = order(b);
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
+    return 0;
+  });
 }

@@ -174,9 +174,10 @@ export interface Store {
 
   // ── demand (autoscaling signals; server/metrics.ts) ─────────────────────
   /**
-   * Queued jobs by resource shape (cores, memory, disk, GPUs, with each job's overrides): how
-   * many could start at `now` and how many are backing off after a failure. Shapes with no
-   * queued job are left out; in the order of their resources.
+   * Queued jobs by what they need of a host: resources (with each job's overrides), whether
+   * their app runs natively, its longest run, whether they select hosts by label; how many
+   * could start at `now` and how many are backing off after a failure. Shapes with no queued
+   * job are left out; in the order of their resources, then the rest.
    */
   demand(now: Millis): Promise<DemandShape[]>;
 
@@ -190,6 +191,12 @@ export interface Store {
 
 export interface DemandShape {
   resources: Resources;
+  /** The app can run as a native process (it has a native command): pilots without an engine can take it. */
+  native: boolean;
+  /** The longest a run may take (the app's maxRuntimeSeconds): a host needs this much time left. */
+  maxRuntimeSeconds: number;
+  /** The jobs select hosts by label. */
+  selector: boolean;
   /** Queued jobs that may start now. */
   ready: number;
   /** Queued jobs waiting out a backoff. */

@@ -45,7 +45,7 @@ describe('an agent as a pilot', { skip: suite.skip }, () => {
     await grid.admin.cancelJob(P, long);
   });
 
-  test('with no time left for any task it stops at once, without asking for work', async () => {
+  test('with no time left for any task it stops at once and runs nothing', async () => {
     const pilot = await grid.startAgent(new NativeRuntime(), { ...native(), pilot: { idleMs: null, endsAt: Date.now() + (WALLTIME_MARGIN_SECONDS - 5) * 1000 } });
     await pilot.finished;
     assert.equal(pilot.agent.stats.started, 0);

@@ -38,9 +38,9 @@ describe('GET /metrics', () => {
     assert.equal(r.status, 200);
     assert.match(r.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
     const m = samples(r.text);
-    assert.equal(m.get('boxgrid_demand_jobs{cores="1",memory_mib="512",disk_mib="1024",gpus="0"}'), 3);
-    assert.equal(m.get('boxgrid_demand_jobs{cores="1",memory_mib="2048",disk_mib="1024",gpus="0"}'), 1, "a job's own resources make its shape");
-    assert.equal(m.get('boxgrid_demand_jobs{cores="4",memory_mib="8192",disk_mib="1024",gpus="1"}'), 2);
+    assert.equal(m.get('boxgrid_demand_jobs{cores="1",memory_mib="512",disk_mib="1024",gpus="0",native="false",max_runtime_seconds="3600",selector="false"}'), 3);
+    assert.equal(m.get('boxgrid_demand_jobs{cores="1",memory_mib="2048",disk_mib="1024",gpus="0",native="false",max_runtime_seconds="3600",selector="false"}'), 1, "a job's own resources make its shape");
+    assert.equal(m.get('boxgrid_demand_jobs{cores="4",memory_mib="8192",disk_mib="1024",gpus="1",native="false",max_runtime_seconds="3600",selector="false"}'), 2);
     assert.equal(m.get('boxgrid_demand_cores'), 3 + 1 + 8);
     assert.equal(m.get('boxgrid_demand_gpus'), 2);
     assert.equal(m.get('boxgrid_demand_memory_bytes'), (3 * 512 + 2048 + 2 * 8192) * 1024 * 1024);
@@ -61,7 +61,7 @@ describe('demand metrics', () => {
         get: (target, key) => (key === 'demand' ? (t: number) => (reads++, target.demand(t)) : Reflect.get(target, key)),
       });
       const registry = buildMetrics({ store: counting, now: () => now } as unknown as ServiceContext);
-      const jobsNow = async () => samples(await registry.metrics()).get('boxgrid_demand_jobs{cores="2",memory_mib="1024",disk_mib="2048",gpus="0"}');
+      const jobsNow = async () => samples(await registry.metrics()).get('boxgrid_demand_jobs{cores="2",memory_mib="1024",disk_mib="2048",gpus="0",native="false",max_runtime_seconds="3600",selector="false"}');
       assert.equal(await jobsNow(), undefined, 'no queued jobs: no shape');
       await store.insertJobs({ projectId: project.id, app, batch: null, jobs: [jobSpec(), jobSpec()], idempotency: null, now });
       assert.equal(await jobsNow(), undefined, 'within 5 s of the last reading, the same reading');

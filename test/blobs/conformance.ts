@@ -107,6 +107,16 @@ export function runBlobConformance(name: string, open: OpenBlobs, opts: { skip?:
       assert.ok((await readAll(blobs.read(sha(data)))).equals(data));
     });
 
+    test('a large body that does not hash right, or runs past the limit, leaves nothing (a multipart upload abandoned)', async (blobs) => {
+      const data = randomBytes(7 * 1024 * 1024);
+      const claimed = sha(Buffer.from('not these bytes'));
+      await rejectsWith(blobs.put(claimed, body(data, 256 * 1024), MAX), 'digest_mismatch');
+      await rejectsWith(blobs.put(sha(data), body(data, 256 * 1024), 6 * 1024 * 1024), 'payload_too_large');
+      assert.equal(await blobs.stat(claimed), null);
+      assert.equal(await blobs.stat(sha(data)), null);
+      assert.equal(await blobs.sweepTemporary?.(Date.now() + 60_000), blobs.sweepTemporary ? 0 : undefined, 'no temporary left behind');
+    });
+
     test('a large blob streams in and out (multipart where the store has it)', async (blobs) => {
       const data = randomBytes(12 * 1024 * 1024 + 123);
       assert.deepEqual(await blobs.put(sha(data), body(data, 256 * 1024), MAX), { size: data.length });

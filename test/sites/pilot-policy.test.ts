@@ -1,38 +1,45 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { demandCores, parseDemand, pilotsToSubmit } from '../../src/sites/pilot-policy.js';
+import { demandCores, parseDemand, pilotsToSubmit, type DemandSample } from '../../src/sites/pilot-policy.js';
 import { slurmDuration } from '../../src/sites/slurm/slurm-site.js';
 
 const pilot = { cores: 4, memoryMiB: 8192, diskMiB: 10_000, gpus: 0 };
 const shape = { resources: pilot, maxPilots: 10, maxPending: 3 };
-const jobs = (n: number, cores = 1, memoryMiB = 1024, gpus = 0) => ({ resources: { cores, memoryMiB, diskMiB: 100, gpus }, jobs: n });
+const jobs = (n: number, cores = 1, memoryMiB = 1024, gpus = 0, over: Partial<DemandSample> = {}): DemandSample =>
+  ({ resources: { cores, memoryMiB, diskMiB: 100, gpus }, native: true, maxRuntimeSeconds: 600, selector: false, jobs: n, ...over });
+const TIME = 3000;
 
 describe('pilot policy', () => {
   it('counts only the demand a pilot could run', () => {
-    assert.equal(demandCores([jobs(10), jobs(3, 8), jobs(2, 1, 16_384), jobs(5, 1, 1024, 1)], pilot), 10, 'too many cores, too much memory, a GPU: not its demand');
+    assert.equal(demandCores([jobs(10), jobs(3, 8), jobs(2, 1, 16_384), jobs(5, 1, 1024, 1)], { resources: pilot, maxRuntimeSeconds: TIME }), 10, 'too many cores, too much memory, a GPU: not its demand');
+    assert.equal(demandCores([jobs(4, 1, 1024, 0, { native: false }), jobs(4, 1, 1024, 0, { selector: true }), jobs(4, 1, 1024, 0, { maxRuntimeSeconds: 7200 }), jobs(1)], { resources: pilot, maxRuntimeSeconds: TIME }), 1,
+      'a container-only app, a label selector, a run longer than the pilot lives: not its demand either');
   });
 
   it('submits enough pilots for the demand, less those in flight, within both bounds', () => {
-    assert.equal(pilotsToSubmit([], { pending: 0, running: 0 }, shape), 0, 'nothing queued');
-    assert.equal(pilotsToSubmit([jobs(6)], { pending: 0, running: 0 }, shape), 2, '6 cores: two 4-core pilots');
-    assert.equal(pilotsToSubmit([jobs(6)], { pending: 1, running: 1 }, shape), 0, 'already there');
-    assert.equal(pilotsToSubmit([jobs(1000)], { pending: 0, running: 0 }, shape), 3, 'at most 3 pending');
-    assert.equal(pilotsToSubmit([jobs(1000)], { pending: 2, running: 7 }, shape), 1, 'at most 10 in all');
-    assert.equal(pilotsToSubmit([jobs(1000)], { pending: 3, running: 0 }, shape), 0, 'pending bound reached');
-    assert.equal(pilotsToSubmit([jobs(2)], { pending: 0, running: 5 }, shape), 0, 'more running than wanted: none, and none cancelled');
+    const submit = (d: DemandSample[], pending: number, running: number) => pilotsToSubmit(d, { pending, running }, shape, TIME);
+    assert.equal(submit([], 0, 0), 0, 'nothing queued');
+    assert.equal(submit([jobs(6)], 0, 0), 2, '6 cores: two 4-core pilots');
+    assert.equal(submit([jobs(6)], 2, 0), 0, 'two pending already');
+    assert.equal(submit([jobs(6)], 1, 5), 1, 'the queue holds what running pilots have not taken: one more besides the pending one');
+    assert.equal(submit([jobs(60)], 0, 8), 2, 'running pilots do not count against the queue, only against the bound of 10');
+    assert.equal(submit([jobs(1000)], 0, 0), 3, 'at most 3 pending');
+    assert.equal(submit([jobs(1000)], 2, 7), 1, 'at most 10 in all');
+    assert.equal(submit([jobs(1000)], 3, 0), 0, 'pending bound reached');
+    assert.equal(submit([jobs(6, 1, 1024, 0, { maxRuntimeSeconds: TIME + 1 })], 0, 0), 0, 'runs longer than a pilot has: none');
   });
 
   it('reads the demand from the server\'s metrics text', () => {
     const text = [
       '# HELP boxgrid_demand_jobs Queued jobs that could start now',
       '# TYPE boxgrid_demand_jobs gauge',
-      'boxgrid_demand_jobs{cores="0.5",memory_mib="512",disk_mib="1024",gpus="0"} 12',
-      'boxgrid_demand_jobs{cores="8",memory_mib="65536",disk_mib="1024",gpus="2"} 1',
+      'boxgrid_demand_jobs{cores="0.5",memory_mib="512",disk_mib="1024",gpus="0",native="true",max_runtime_seconds="600",selector="false"} 12',
+      'boxgrid_demand_jobs{cores="8",memory_mib="65536",disk_mib="1024",gpus="2",native="false",max_runtime_seconds="86400",selector="true"} 1',
       'boxgrid_demand_cores 14',
     ].join('\n');
     assert.deepEqual(parseDemand(text), [
-      { resources: { cores: 0.5, memoryMiB: 512, diskMiB: 1024, gpus: 0 }, jobs: 12 },
-      { resources: { cores: 8, memoryMiB: 65536, diskMiB: 1024, gpus: 2 }, jobs: 1 },
+      { resources: { cores: 0.5, memoryMiB: 512, diskMiB: 1024, gpus: 0 }, native: true, maxRuntimeSeconds: 600, selector: false, jobs: 12 },
+      { resources: { cores: 8, memoryMiB: 65536, diskMiB: 1024, gpus: 2 }, native: false, maxRuntimeSeconds: 86400, selector: true, jobs: 1 },
     ]);
   });
 

@@ -38,7 +38,7 @@ describe('Slurm pilots (boxgrid site slurm)', { skip }, () => {
   });
 
   const site = (token: string, ...extra: string[]) =>
-    runCli(['site', 'slurm', '--once', '--server', s.url, '--cpus', '1', '--memory', '256Mi', '--disk', '1Gi', '--walltime', '600', '--idle', '3',
+    runCli(['site', 'slurm', '--once', '--server', s.url, '--cpus', '1', '--memory', '512Mi', '--disk', '1Gi', '--walltime', '600', '--idle', '3',
       '--max-pilots', '2', '--max-pending', '2', '--work-root', workRoot, ...extra], { BOXGRID_ENROLL_TOKEN: token, PATH: process.env.PATH ?? '' });
 
   test('no demand, no pilots; queued jobs bring pilots (within the bounds) that run them all and exit when idle', async () => {

@@ -1375,18 +1375,23 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
           const g = await grid(s);
           assert.deepEqual(await s.demand(T), [], 'no jobs, no demand');
           const [a, b, c] = await g.jobs(g.sim, [{}, {}, { resources: { memoryMiB: 4096 } }]);
-          await g.jobs(g.native, [{}]); // another project and app, the same shape
+          await g.jobs(g.native, [{}]); // another project and app, the same resources, but it also runs natively
+          await g.jobs(g.native, [{ selector: { zone: 'x' } }]); // and one that selects hosts by label
           await g.claim(g.h1.id, 'd-1', T, only(a));
           const tb = (await g.claim(g.h1.id, 'd-2', T, only(b))).tasks[0]!;
           await g.report(g.h1.id, tb.task.id, { kind: 'failed', exitCode: 1 }, T + 100, { rules: BACKOFF });
           const simRes = { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 };
+          const shape = (resources: typeof simRes, native: boolean, selector: boolean, ready: number, backingOff: number) =>
+            ({ resources, native, maxRuntimeSeconds: 3600, selector, ready, backingOff });
           assert.deepEqual(await s.demand(T + 200), [
-            { resources: simRes, ready: 1, backingOff: 1 },
-            { resources: { ...simRes, memoryMiB: 4096 }, ready: 1, backingOff: 0 },
-          ], 'the running job is no demand; the failed one waits out its backoff');
-          assert.deepEqual((await s.demand(T + 100 + 10_000))[0], { resources: simRes, ready: 2, backingOff: 0 }, 'ready once its backoff is over, released by a claim or not');
+            shape(simRes, false, false, 0, 1),
+            shape(simRes, true, false, 1, 0),
+            shape(simRes, true, true, 1, 0),
+            shape({ ...simRes, memoryMiB: 4096 }, false, false, 1, 0),
+          ], 'the running job is no demand; the failed one waits out its backoff; shapes part by what a host needs beyond resources');
+          assert.deepEqual((await s.demand(T + 100 + 10_000))[0], shape(simRes, false, false, 1, 0), 'ready once its backoff is over, released by a claim or not');
           await s.cancelJob(g.p.id, c!, T + 300);
-          assert.deepEqual(await s.demand(T + 300), [{ resources: simRes, ready: 1, backingOff: 1 }], 'a cancelled job is no demand');
+          assert.deepEqual((await s.demand(T + 300)).map((d) => d.resources.memoryMiB), [1024, 1024, 1024], 'a cancelled job is no demand');
         });
 
         test('a job requeued after a failure is no head until its retryAt, which doubles with its attempts; the claim at retryAt releases it', async (s) => {

@@ -10,6 +10,7 @@ interface SlurmFlags {
   enrollToken?: string;
   partition?: string;
   account?: string;
+  jobName: string;
   cpus: string;
   memory: string;
   disk: string;
@@ -29,9 +30,10 @@ export function registerSite(program: Command, ctx: CliContext): void {
     .command('slurm')
     .description('watch the queue and submit pilot jobs through sbatch: each runs `boxgrid agent` on a compute node, pulls tasks, and exits when idle')
     .option('--server <url>', 'the boxgrid server the pilots talk to (default: the CLI\'s own)')
-    .option('--enroll-token <token>', 'an enrolment token with uses for every pilot, e.g. `boxgrid enroll-token create --site hpc --uses 100000` (env BOXGRID_ENROLL_TOKEN)')
+    .option('--enroll-token <token>', 'an enrolment token with uses for every pilot, e.g. `boxgrid enroll-token create --site hpc --uses 100000`; better in env BOXGRID_ENROLL_TOKEN, out of the process list')
     .option('--partition <name>', 'the Slurm partition (default: the cluster\'s default)')
     .option('--account <name>', 'the Slurm account to charge')
+    .option('--job-name <name>', 'the job name of this site\'s pilots, how it counts them in squeue: give each site of one user its own', 'boxgrid-pilot')
     .option('--cpus <n>', 'cores per pilot', '2')
     .option('--memory <size>', 'memory per pilot', '2Gi')
     .option('--disk <size>', 'disk per pilot for task files', '10Gi')
@@ -57,7 +59,7 @@ export function registerSite(program: Command, ctx: CliContext): void {
       const { SlurmSite, thisBoxgrid } = await import('../../sites/slurm/slurm-site.js');
       const server = (o.server ?? ctx.connection().url).replace(/\/+$/, '');
       const s = new SlurmSite({
-        server, enrollToken, partition: o.partition ?? null, account: o.account ?? null,
+        server, enrollToken, partition: o.partition ?? null, account: o.account ?? null, jobName: o.jobName,
         shape: {
           resources: { cores: positive(o.cpus, '--cpus', false), memoryMiB: parseSizeMiB(o.memory, '--memory'), diskMiB: parseSizeMiB(o.disk, '--disk'), gpus },
           maxPilots, maxPending: Math.min(maxPilots, positive(o.maxPending, '--max-pending')),

@@ -17,7 +17,7 @@ import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
 import { checksum, type Migration } from '../migration.js';
 import {
-  canonicalSelector, idempotencyConflict, mapApp, mapDemand, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  canonicalSelector, demandShapes, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, type Row,
 } from '../rows.js';
 import type {
@@ -1180,16 +1180,19 @@ export class PostgresStore implements Store {
   /** Counted per queue in the two partial indexes that hold the queued jobs (as in SQLite). */
   async demand(now: Millis): Promise<DemandShape[]> {
     const rows = await this.db.all(
-      `SELECT q.cores, q.memory_mib, q.disk_mib, q.gpus, sum(c.ready) AS ready, sum(c.backing_off) AS backing_off FROM (
-         SELECT queue_id, count(*) AS ready, 0 AS backing_off FROM jobs WHERE state = 'queued' AND not_before IS NULL GROUP BY queue_id
-         UNION ALL
-         SELECT queue_id, count(*) FILTER (WHERE not_before <= $1), count(*) FILTER (WHERE not_before > $1)
-         FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' GROUP BY queue_id
-       ) c JOIN queues q ON q.id = c.queue_id
-       GROUP BY q.cores, q.memory_mib, q.disk_mib, q.gpus ORDER BY q.cores, q.memory_mib, q.disk_mib, q.gpus`,
+      `SELECT q.cores, q.memory_mib, q.disk_mib, q.gpus, q.selector, q.app_id, c.ready, c.backing_off FROM (
+         SELECT queue_id, sum(ready) AS ready, sum(backing_off) AS backing_off FROM (
+           SELECT queue_id, count(*) AS ready, 0 AS backing_off FROM jobs WHERE state = 'queued' AND not_before IS NULL GROUP BY queue_id
+           UNION ALL
+           SELECT queue_id, count(*) FILTER (WHERE not_before <= $1), count(*) FILTER (WHERE not_before > $1)
+           FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' GROUP BY queue_id
+         ) u GROUP BY queue_id
+       ) c JOIN queues q ON q.id = c.queue_id`,
       [now],
     );
-    return rows.map(mapDemand);
+    const withApps = [];
+    for (const row of rows) withApps.push({ row, app: await this.appRow(this.db, row.app_id as number) });
+    return demandShapes(withApps);
   }
 
   async reservedHostFor(jobId: number): Promise<number | null> {

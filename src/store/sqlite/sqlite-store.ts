@@ -25,7 +25,7 @@ import type {
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
 import {
-  canonicalSelector, idempotencyConflict, mapApp, mapDemand, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  canonicalSelector, demandShapes, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, type Row,
 } from '../rows.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -1161,14 +1161,15 @@ export class SqliteStore implements Store {
    */
   async demand(now: Millis): Promise<DemandShape[]> {
     const rows = this.stmt(
-      `SELECT q.cores, q.memory_mib, q.disk_mib, q.gpus, sum(c.ready) AS ready, sum(c.backing_off) AS backing_off FROM (
-         SELECT queue_id, count(*) AS ready, 0 AS backing_off FROM jobs WHERE state = 'queued' AND not_before IS NULL GROUP BY queue_id
-         UNION ALL
-         SELECT queue_id, sum(not_before <= @now), sum(not_before > @now) FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' GROUP BY queue_id
-       ) c JOIN queues q ON q.id = c.queue_id
-       GROUP BY q.cores, q.memory_mib, q.disk_mib, q.gpus ORDER BY q.cores, q.memory_mib, q.disk_mib, q.gpus`,
+      `SELECT q.cores, q.memory_mib, q.disk_mib, q.gpus, q.selector, q.app_id, c.ready, c.backing_off FROM (
+         SELECT queue_id, sum(ready) AS ready, sum(backing_off) AS backing_off FROM (
+           SELECT queue_id, count(*) AS ready, 0 AS backing_off FROM jobs WHERE state = 'queued' AND not_before IS NULL GROUP BY queue_id
+           UNION ALL
+           SELECT queue_id, sum(not_before <= @now), sum(not_before > @now) FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' GROUP BY queue_id
+         ) GROUP BY queue_id
+       ) c JOIN queues q ON q.id = c.queue_id`,
     ).all({ now }) as Row[];
-    return rows.map(mapDemand);
+    return demandShapes(rows.map((row) => ({ row, app: this.appRow(row.app_id as number) })));
   }
 
   async reservedHostFor(jobId: number): Promise<number | null> {
