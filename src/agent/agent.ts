@@ -354,7 +354,11 @@ export class Agent {
       let packed: { sha256: string; size: number } | null;
       if (runtime) {
         const thaw = (await runtime.freeze?.(r.a.taskId)) ?? null;
-        if (!thaw) return;
+        if (!thaw) {
+          // It ended meanwhile (its result will say so), or the engine would not pause it.
+          this.opts.log('info', `task ${r.a.taskId}: not checkpointed now: its container could not be paused (it may have just ended)`);
+          return;
+        }
         try {
           packed = await packCheckpoint(dirs.checkpoint, file);
         } finally {
