@@ -2,6 +2,7 @@ import { BoxgridError } from '../domain/errors.js';
 import type { App, AppSpec, Batch, EnrollTokenRecord, Host, Job, JobSpec, Millis, OutputFile, Project, RuntimeKind, Task, User } from '../domain/model.js';
 import type { TaskOutcome, TaskUsage } from '../domain/outcomes.js';
 import type { JobState } from '../domain/states.js';
+import { withOverrides } from '../domain/resources.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
 import { retryDelayMs } from '../scheduling/retry.js';
 import type { DemandShape, LogChunk } from './store.js';
@@ -98,8 +99,18 @@ export function retryTime(attempts: number, rules: SchedulingOptions, now: Milli
   return delay > 0 ? now + delay : null;
 }
 
+/**
+ * The queue a job of `app` belongs to, as the columns of its key (app, resources with the job's
+ * overrides, canonical selector) and that key as one string.
+ */
+export function queueKeyOf(app: Pick<App, 'id' | 'resources'>, j: Pick<JobSpec, 'resources' | 'selector'>): { key: string; args: [number, number, number, number, number, string] } {
+  const r = withOverrides(app.resources, j.resources);
+  const selector = canonicalSelector(j.selector);
+  return { key: `${app.id}|${r.cores}|${r.memoryMiB}|${r.diskMiB}|${r.gpus}|${selector}`, args: [app.id, r.cores, r.memoryMiB, r.diskMiB, r.gpus, selector] };
+}
+
 /** A selector as stored in a queue's key: keys sorted, so equal selectors are equal strings. */
-export function canonicalSelector(selector: Record<string, string> | undefined): string {
+function canonicalSelector(selector: Record<string, string> | undefined): string {
   if (!selector || isEmpty(selector)) return '{}';
   return JSON.stringify(Object.fromEntries(Object.keys(selector).sort().map((k) => [k, selector[k]])));
 }

@@ -5,7 +5,6 @@ import type {
   TokenRecord, User,
 } from '../../domain/model.js';
 import { describeOutcome, settle } from '../../domain/outcomes.js';
-import { withOverrides } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { DURATION_WEIGHTS, effectivePass, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
@@ -15,9 +14,9 @@ import { placementOf } from '../../scheduling/placement.js';
 import type { QueueView } from '../../scheduling/plan.js';
 import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
-import { checksum, type Migration } from '../migration.js';
+import { checksum, pendingMigrations, type Migration } from '../migration.js';
 import {
-  canonicalSelector, demandShapes, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  demandShapes, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, type Row,
 } from '../rows.js';
 import type {
@@ -274,17 +273,8 @@ export class PostgresStore implements Store {
         const done = new Map<number, string>(
           (await client.query<Row>('SELECT version, checksum FROM schema_migrations')).rows.map((r) => [r.version as number, r.checksum as string]),
         );
-        const known = new Set(this.migrations.map((m) => m.version));
-        for (const v of done.keys()) {
-          if (!known.has(v)) throw new Error(`database has migration ${v}, which this boxgrid does not know: is it older than the data?`);
-        }
         const applied: number[] = [];
-        for (const m of this.migrations) {
-          const have = done.get(m.version);
-          if (have !== undefined) {
-            if (have !== checksum(m)) throw new Error(`migration ${m.version} (${m.name}) was edited after it was applied; migrations are append-only`);
-            continue;
-          }
+        for (const m of pendingMigrations(this.migrations, done)) {
           await client.query('BEGIN');
           try {
             await client.query(m.sql);
@@ -1240,12 +1230,9 @@ function queueFinder(c: Conn, projectId: number, app: App): (j: JobSpec) => Prom
   let lastId = 0;
   return async (j) => {
     if (j.resources === lastResources && j.selector === lastSelector) return lastId;
-    const r = withOverrides(app.resources, j.resources);
-    const selector = canonicalSelector(j.selector);
-    const key = `${app.id}|${r.cores}|${r.memoryMiB}|${r.diskMiB}|${r.gpus}|${selector}`;
+    const { key, args } = queueKeyOf(app, j);
     let id = queueIds.get(key);
     if (id === undefined) {
-      const args = [app.id, r.cores, r.memoryMiB, r.diskMiB, r.gpus, selector];
       await c.run('INSERT INTO queues (project_id, app_id, cores, memory_mib, disk_mib, gpus, selector) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING', [projectId, ...args]);
       id = (await c.value<number>('SELECT id FROM queues WHERE app_id = $1 AND cores = $2 AND memory_mib = $3 AND disk_mib = $4 AND gpus = $5 AND selector = $6', args))!;
       queueIds.set(key, id);

@@ -8,7 +8,6 @@ import type {
 } from '../../domain/model.js';
 import type { RuntimeKind } from '../../domain/model.js';
 import { describeOutcome, settle } from '../../domain/outcomes.js';
-import { withOverrides } from '../../domain/resources.js';
 import type { Role } from '../../domain/roles.js';
 import { learnDuration, settledPass } from '../../scheduling/fair-share.js';
 import { learnPace } from '../../scheduling/pace.js';
@@ -19,13 +18,13 @@ import { placementOf } from '../../scheduling/placement.js';
 import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
-import { checksum, type Migration } from '../migration.js';
+import { checksum, pendingMigrations, type Migration } from '../migration.js';
 import type {
   Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
 import {
-  canonicalSelector, demandShapes, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  demandShapes, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, type Row,
 } from '../rows.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -84,17 +83,8 @@ export class SqliteStore implements Store {
         r.checksum as string,
       ]),
     );
-    const known = new Set(this.migrations.map((m) => m.version));
-    for (const v of done.keys()) {
-      if (!known.has(v)) throw new Error(`database has migration ${v}, which this boxgrid does not know: is it older than the data?`);
-    }
     const applied: number[] = [];
-    for (const m of this.migrations) {
-      const have = done.get(m.version);
-      if (have !== undefined) {
-        if (have !== checksum(m)) throw new Error(`migration ${m.version} (${m.name}) was edited after it was applied; migrations are append-only`);
-        continue;
-      }
+    for (const m of pendingMigrations(this.migrations, done)) {
       db.transaction(() => {
         db.exec(m.sql);
         db.prepare('INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)').run(
@@ -408,12 +398,9 @@ export class SqliteStore implements Store {
     let lastId = 0;
     return (j) => {
       if (j.resources === lastResources && j.selector === lastSelector) return lastId;
-      const r = withOverrides(app.resources, j.resources);
-      const selector = canonicalSelector(j.selector);
-      const key = `${app.id}|${r.cores}|${r.memoryMiB}|${r.diskMiB}|${r.gpus}|${selector}`;
+      const { key, args } = queueKeyOf(app, j);
       let id = queueIds.get(key);
       if (id === undefined) {
-        const args = [app.id, r.cores, r.memoryMiB, r.diskMiB, r.gpus, selector];
         this.stmt(
           `INSERT OR IGNORE INTO queues (project_id, app_id, cores, memory_mib, disk_mib, gpus, selector) VALUES (?, ?, ?, ?, ?, ?, ?)`,
         ).run(projectId, ...args);
