@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BoxgridClient } from '../client/client.js';
-import type { TaskAssignment, TaskOutcome, TaskUsage } from '../client/types.js';
+import type { TaskAssignment, TaskOutcome, TaskUsage, UploadTarget } from '../client/types.js';
 import { describeOutcome } from '../domain/outcomes.js';
 import { BoxgridError } from '../domain/errors.js';
 import { subtract, type Resources } from '../domain/resources.js';
@@ -12,7 +12,7 @@ import { TaskJournal, TASK_UID, type PendingResult, type TaskDirs } from './jour
 import { LogBuffer } from './log-buffer.js';
 import type { TaskRunResult, TaskRunSpec, TaskRuntime } from './runtime.js';
 import { packCheckpoint, unpackCheckpoint } from './checkpoints.js';
-import { collectOutputs, InputCache, placeInput } from './staging.js';
+import { collectOutputs, InputCache, placeInput, type OutputFileOnDisk } from './staging.js';
 
 export type AgentLogger = (level: 'info' | 'warn' | 'error', message: string) => void;
 
@@ -110,7 +110,9 @@ export class Agent {
   constructor(private readonly client: BoxgridClient, private readonly opts: AgentOptions) {
     this.images = new Set(opts.images ?? []);
     this.journal = new TaskJournal(opts.workDir);
-    this.cache = new InputCache(join(opts.workDir, 'cache'));
+    this.cache = new InputCache(join(opts.workDir, 'cache'), (sha256, e) =>
+      this.opts.log('warn', `input ${sha256}: its pre-signed URL failed (${e.message}); fetching it through the server`),
+    );
   }
 
   /** Runs until `stop` aborts, then winds down as `onStop` says; resolves when it has. */
@@ -332,12 +334,14 @@ export class Agent {
    */
   private async stage(a: TaskAssignment): Promise<TaskDirs> {
     const dirs = await this.journal.create(a);
-    // Not tied to this task's abort: another task may be waiting for the same download.
-    const fetch = (sha256: string) => this.cache.get(sha256, () => this.client.downloadTaskInput(a.taskId, sha256));
-    for (const input of a.inputs) await placeInput(await fetch(input.sha256), dirs.inputs, input.name);
+    // Not tied to this task's abort: another task may be waiting for the same download. A
+    // pre-signed URL (the blob store's own) first when the server gave one, then the server.
+    const fetch = (sha256: string, url: string | undefined) =>
+      this.cache.get(sha256, [...(url ? [() => this.client.fetchPresigned(url)] : []), () => this.client.downloadTaskInput(a.taskId, sha256)]);
+    for (const input of a.inputs) await placeInput(await fetch(input.sha256, input.url), dirs.inputs, input.name);
     if (a.checkpointing && a.checkpoint !== null) {
       const owner = a.runtime === 'docker' && process.getuid?.() === 0 ? TASK_UID : null;
-      await unpackCheckpoint(await fetch(a.checkpoint), dirs.checkpoint, owner);
+      await unpackCheckpoint(await fetch(a.checkpoint, a.checkpointUrl), dirs.checkpoint, owner);
     }
     return dirs;
   }
@@ -490,7 +494,7 @@ export class Agent {
   /** Outputs first (content-addressed, so repeats are free), then the report that names them. */
   private async deliver(taskId: number, result: PendingResult): Promise<void> {
     try {
-      for (const f of result.outputs) await this.client.uploadTaskFile(taskId, f.path, f.sha256, f.size);
+      await this.upload(taskId, result.outputs);
     } catch (e) {
       if (!(e instanceof BoxgridError)) throw e;
       if (e.code === 'payload_too_large') {
@@ -510,6 +514,39 @@ export class Agent {
       ...(result.log ? { log: result.log } : {}),
     });
     await this.forget(taskId);
+  }
+
+  /**
+   * Each output where the server says: nowhere when its project holds it, else to the blob
+   * store through a pre-signed URL (once; on failure through the server), else through the
+   * server. A server without the call gets every output through it, as before.
+   */
+  private async upload(taskId: number, outputs: OutputFileOnDisk[]): Promise<void> {
+    if (outputs.length === 0) return;
+    const targets = new Map<string, UploadTarget>();
+    try {
+      const files = [...new Map(outputs.map((f) => [f.sha256, { sha256: f.sha256, size: f.size }])).values()];
+      for (const t of (await this.client.taskUploads(taskId, files)).files) targets.set(t.sha256, t);
+    } catch (e) {
+      // The server's word on the task (ended, too large) or unreachable: the caller decides.
+      if (!(e instanceof BoxgridError) || e.retryable || e.code === 'conflict' || e.code === 'payload_too_large') throw e;
+      this.opts.log('warn', `task ${taskId}: asking where to upload failed (${e.message}); uploading through the server`);
+    }
+    const sent = new Set<string>();
+    for (const f of outputs) {
+      const target = targets.get(f.sha256);
+      if (target?.present || sent.has(f.sha256)) continue;
+      sent.add(f.sha256);
+      if (target?.url) {
+        try {
+          await this.client.putPresigned(target.url, target.headers ?? {}, f.path, f.size);
+          continue;
+        } catch (e) {
+          this.opts.log('warn', `task ${taskId}: uploading ${f.name} to its pre-signed URL failed (${(e as Error).message}); uploading through the server`);
+        }
+      }
+      await this.client.uploadTaskFile(taskId, f.path, f.sha256, f.size);
+    }
   }
 
   private async forget(taskId: number): Promise<void> {

@@ -35,6 +35,11 @@ export interface RuntimeProbe {
 
 const ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
 
+/** This machine's OCI platform, e.g. linux/amd64. */
+export function ociPlatform(): string {
+  return `${platform()}/${ARCH[arch()] ?? arch()}`;
+}
+
 export async function probeHost(workDir: string, runtime: RuntimeProbe | null, nvidiaSmi = 'nvidia-smi'): Promise<HostProbe> {
   const fs = await statfs(workDir);
   const version = runtime ? await runtime.version() : null;
@@ -43,7 +48,7 @@ export async function probeHost(workDir: string, runtime: RuntimeProbe | null, n
     memoryMiB: Math.floor(totalmem() / 2 ** 20),
     diskFreeMiB: Math.floor((fs.bavail * fs.bsize) / 2 ** 20),
     gpus: await probeGpus(nvidiaSmi),
-    platform: `${platform()}/${ARCH[arch()] ?? arch()}`,
+    platform: ociPlatform(),
     runtime: runtime && version !== null ? { name: runtime.name, version } : null,
     images: runtime && version !== null ? await runtime.images() : [],
   };

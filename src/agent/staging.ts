@@ -13,25 +13,37 @@ import { saveVerified } from '../client/save-verified.js';
 export class InputCache {
   private readonly inFlight = new Map<string, Promise<string>>();
 
-  constructor(private readonly dir: string) {}
+  /** `onFallback` hears why a source failed when another one is tried next. */
+  constructor(private readonly dir: string, private readonly onFallback: (sha256: string, error: Error) => void = () => {}) {}
 
-  /** The cached file for `sha256`, fetched with `fetchBody` if missing. */
-  async get(sha256: string, fetchBody: () => Promise<Response>): Promise<string> {
+  /**
+   * The cached file for `sha256`, fetched if missing from the first of `sources` that delivers
+   * the right bytes (a pre-signed URL, say, then the server).
+   */
+  async get(sha256: string, sources: Array<() => Promise<Response>>): Promise<string> {
     const path = join(this.dir, sha256);
     if (await exists(path)) return path;
     let pending = this.inFlight.get(sha256);
     if (!pending) {
-      pending = this.fetch(sha256, path, fetchBody).finally(() => this.inFlight.delete(sha256));
+      pending = this.fetch(sha256, path, sources).finally(() => this.inFlight.delete(sha256));
       this.inFlight.set(sha256, pending);
     }
     return pending;
   }
 
-  private async fetch(sha256: string, path: string, fetchBody: () => Promise<Response>): Promise<string> {
+  private async fetch(sha256: string, path: string, sources: Array<() => Promise<Response>>): Promise<string> {
     await mkdir(this.dir, { recursive: true });
-    // Verified on the way in and renamed into place: the cache never holds a partial or wrong file.
-    await saveVerified(await fetchBody(), path, sha256, 0o444);
-    return path;
+    for (const [i, fetchBody] of sources.entries()) {
+      try {
+        // Verified on the way in and renamed into place: the cache never holds a partial or wrong file.
+        await saveVerified(await fetchBody(), path, sha256, 0o444);
+        return path;
+      } catch (e) {
+        if (i === sources.length - 1) throw e;
+        this.onFallback(sha256, e as Error);
+      }
+    }
+    throw new Error(`no source for blob ${sha256}`);
   }
 
   /**

@@ -23,6 +23,42 @@ export interface BlobStore {
   read(sha256: string, range?: { start: number; end: number }): Readable;
   /** The largest blob the store can hold, if it has a limit (the server refuses to start with a larger --max-blob-bytes). */
   readonly maxBlobBytes?: number;
+  /**
+   * Transfers that bypass the server, present when the store can sign URLs (and they are not
+   * turned off): agents then move bytes to and from the store itself.
+   */
+  readonly presign?: PresignedTransfers;
+}
+
+/**
+ * Pre-signed URLs for a store that agents reach directly. A download URL reads a blob; an
+ * upload URL takes one PUT of a blob's bytes into an upload *slot* (a key of its own, never the
+ * digest's), and `commit` moves it under its digest only once the bytes are proven to hash to
+ * it — so whatever a URL holder sends, nothing wrong is ever visible under a digest.
+ */
+export interface PresignedTransfers {
+  /** A URL that answers one plain GET with the blob's bytes until `expiresSeconds` have passed. */
+  get(sha256: string, expiresSeconds: number): Promise<string>;
+  /**
+   * A URL and the headers to send with it (they are signed: the length and the checksum of
+   * the bytes) for one PUT of the blob into upload slot `slot` (letters, digits, "-", "_").
+   */
+  put(sha256: string, size: number, slot: string, expiresSeconds: number): Promise<PresignedUpload>;
+  /**
+   * What was PUT into `slot` for `sha256`, verified and moved under the digest: null when
+   * nothing was; `digest_mismatch` (or `payload_too_large` past `maxBytes`) when the bytes are
+   * wrong, which are then removed. The slot is removed once its bytes are under the digest, so
+   * a repeat finds nothing in it (null) and the caller looks for the digest instead.
+   */
+  commit(sha256: string, slot: string, maxBytes: number): Promise<{ size: number } | null>;
+}
+
+export interface PresignedUpload {
+  url: string;
+  /** Headers the PUT must carry exactly as given. */
+  headers: Record<string, string>;
+  /** When the URL stops being accepted (epoch ms). */
+  expiresAt: number;
 }
 
 /**

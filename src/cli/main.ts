@@ -9,6 +9,7 @@ import { registerIdentity } from './commands/identity.js';
 import { registerDemo } from './commands/demo.js';
 import { registerAgent } from './commands/agent.js';
 import { registerSite } from './commands/site.js';
+import { registerExecutor, registerStage } from './commands/executor.js';
 import { registerResults } from './commands/results.js';
 import { registerExplain } from './commands/explain.js';
 
@@ -28,6 +29,8 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerAgent(program, ctx);
   registerSite(program, ctx);
+  registerExecutor(program, ctx);
+  registerStage(program);
   registerApps(program, ctx);
   registerSubmit(program, ctx);
   registerJobs(program, ctx);

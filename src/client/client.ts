@@ -130,15 +130,8 @@ export class BoxgridClient {
 
   /** Streams a file to a blob URL (the server verifies its sha256 on the way in). */
   private async putFile(blobPath: string, path: string, size: number, onProgress?: (sent: number, total: number) => void): Promise<T.BlobView> {
-    let sent = 0;
-    const body = Readable.toWeb(
-      createReadStream(path).on('data', (c) => {
-        sent += (c as Buffer).length;
-        onProgress?.(sent, size);
-      }),
-    ) as unknown as ReadableStream<Uint8Array>;
     const res = await this.fetch('PUT', blobPath, {
-      body, headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+      body: fileBody(path, size, onProgress), headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
     });
     return this.parse<T.BlobView>(res);
   }
@@ -208,6 +201,36 @@ export class BoxgridClient {
     if (!res.ok) await this.parse(res);
     return res;
   }
+  /** Where to upload a task's outputs: per file present, a pre-signed PUT, or the upload route. */
+  taskUploads(taskId: number, files: Array<{ sha256: string; size: number }>): Promise<{ files: T.UploadTarget[] }> {
+    return this.json('POST', `/agent/v1/tasks/${taskId}/uploads`, { files }, { retry: true });
+  }
+
+  // ── pre-signed URLs (the blob store's own; never sent the token) ──
+  /** GET of a pre-signed URL: the response when it is 2xx, else `unavailable` saying what the store answered. */
+  async fetchPresigned(url: string, signal?: AbortSignal): Promise<Response> {
+    const res = await presignedFetch('GET', url, signal ? { signal } : {});
+    if (!res.ok) throw await presignedError('GET', res);
+    return res;
+  }
+  /** Streams a file to a pre-signed PUT URL with the headers it was signed with. */
+  async putPresigned(url: string, headers: Record<string, string>, path: string, size: number): Promise<void> {
+    const res = await presignedFetch('PUT', url, { body: fileBody(path, size), headers });
+    if (!res.ok) throw await presignedError('PUT', res);
+    await res.arrayBuffer();
+  }
+
+  // ── transfer URLs: a client made with a signed URL prefix as its url, and no token ──
+  /** Fetches the blob `sha256` through a signed transfer URL (see service/transfer-signature.ts). */
+  async downloadSigned(sha256: string): Promise<Response> {
+    const res = await this.fetch('GET', `/${sha256}`);
+    if (!res.ok) await this.parse(res);
+    return res;
+  }
+  /** Stores a file under its sha256 through a signed transfer URL. */
+  uploadSigned(sha256: string, path: string, size: number): Promise<T.BlobView> {
+    return this.putFile(`/${sha256}`, path, size);
+  }
 
   // ── plumbing ──
   private async json<R>(method: string, path: string, body?: unknown, opts: { idempotent?: boolean; retry?: boolean } = {}): Promise<R> {
@@ -264,6 +287,41 @@ export class BoxgridClient {
 }
 
 const enc = encodeURIComponent;
+
+/** A file as a request body, counting what is sent. */
+function fileBody(path: string, size: number, onProgress?: (sent: number, total: number) => void): ReadableStream<Uint8Array> {
+  let sent = 0;
+  return Readable.toWeb(
+    createReadStream(path).on('data', (c) => {
+      sent += (c as Buffer).length;
+      onProgress?.(sent, size);
+    }),
+  ) as unknown as ReadableStream<Uint8Array>;
+}
+
+async function presignedFetch(method: 'GET' | 'PUT', url: string, init: { body?: BodyInit; headers?: Record<string, string>; signal?: AbortSignal }): Promise<Response> {
+  try {
+    return await fetch(url, {
+      method, ...(init.headers ? { headers: init.headers } : {}),
+      ...(init.body === undefined ? {} : ({ body: init.body, duplex: 'half' } as RequestInit)),
+      ...(init.signal ? { signal: init.signal } : {}),
+    });
+  } catch (e) {
+    if (init.signal?.aborted) throw e;
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    // The URL's query is its signature: only the address is named.
+    throw new BoxgridError('unavailable', `cannot reach the blob store at ${new URL(url).origin} (${cause?.code ?? cause?.message ?? (e as Error).message})`, { retryable: true });
+  }
+}
+
+/** What an S3-compatible store said when it refused a pre-signed request (its XML error's code and message). */
+async function presignedError(method: string, res: Response): Promise<BoxgridError> {
+  const text = await res.text().catch(() => '');
+  const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
+  const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1];
+  const said = [code, message].filter(Boolean).join(': ');
+  return new BoxgridError('unavailable', `the blob store answered a pre-signed ${method} with ${res.status}${said ? ` (${said})` : ''}`, { retryable: res.status >= 500 });
+}
 
 /** A file's size and sha256, read once. */
 export async function hashFile(path: string): Promise<{ size: number; sha256: string }> {

@@ -72,8 +72,12 @@ export interface TaskAssignment {
   taskId: number; jobId: number; project: string; attempt: number; runtime: RuntimeKind; leaseExpiresAt: string;
   image: string; imageDigest: string | null; command: string[]; env: Record<string, string>; resources: Resources;
   maxRuntimeSeconds: number; checkpointing: boolean; checkpoint: string | null;
-  inputs: Array<{ name: string; sha256: string; size: number }>;
+  /** Pre-signed GETs from the blob store itself, when the server's store gives them. */
+  checkpointUrl?: string;
+  inputs: Array<{ name: string; sha256: string; size: number; url?: string }>;
 }
+/** Per output: present (nothing to do), a pre-signed PUT (`url` with `headers`), or neither (the upload route). */
+export interface UploadTarget { sha256: string; present: boolean; url?: string; headers?: Record<string, string>; expiresAt?: string }
 export interface WorkAnswer { tasks: TaskAssignment[]; retryAfterMs: number; heartbeatSeconds: number; replayed: boolean }
 export interface LogChunk { offset: number; text: string }
 export interface TaskUsage { cpuSeconds: number; peakMemoryMiB: number }

@@ -17,6 +17,7 @@ import { registerBlobRoutes } from './routes/blobs.js';
 import { registerHealthRoutes } from './routes/health.js';
 import { registerMetricsRoute } from './routes/metrics.js';
 import { registerAgentRoutes, registerEnrollRoute } from './routes/agent.js';
+import { registerTransferRoutes } from './routes/transfer.js';
 
 export type Api = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
 
@@ -102,6 +103,8 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
   }, { prefix: '/agent/v1' });
 
   await app.register(async (enroll) => registerEnrollRoute(enroll as Api, services), { prefix: '/agent/v1' });
+  // Signed URLs authenticate themselves (the signature in the path), so no bearer token here.
+  await app.register(async (transfer) => registerTransferRoutes(transfer as Api, services), { prefix: '/transfer/v1' });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

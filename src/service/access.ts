@@ -3,6 +3,7 @@ import type { Host, Project, TokenRecord, User } from '../domain/model.js';
 import { roleAllows, type Action, type Role } from '../domain/roles.js';
 import type { ServiceContext } from './context.js';
 import { issueToken, parseToken, secretMatches } from './credentials.js';
+import { signatureMatches, type TransferDirection } from './transfer-signature.js';
 
 /** Who is calling, and with which token (a token never mints one that outlives it). */
 export type Actor = { kind: 'user'; user: User; token: TokenRecord } | { kind: 'host'; host: Host; token: TokenRecord };
@@ -44,9 +45,29 @@ export class AccessService {
       if (!user) throw new BoxgridError('unauthenticated', 'the token is not valid (its user is gone)');
       return { kind: 'user', user, token: record };
     }
+    return { kind: 'host', host: await this.activeHost(record), token: record };
+  }
+
+  /**
+   * The host that signed a transfer URL (see transfer-signature.ts), if the signature is its
+   * own, unexpired, and the host still holds a live credential.
+   */
+  async authenticateTransfer(url: { credentialId: string; taskId: number; direction: TransferDirection; expiresAt: number; signature: string }): Promise<Host> {
+    const record = await this.ctx.store.getToken(url.credentialId);
+    if (
+      !record || record.kind !== 'host' || record.revokedAt !== null || (record.expiresAt !== null && record.expiresAt <= this.ctx.now()) ||
+      !signatureMatches(record.secretHash, url.credentialId, url.taskId, url.direction, url.expiresAt, url.signature)
+    ) {
+      throw new BoxgridError('unauthenticated', 'the transfer URL is not valid (bad signature, or its host credential is revoked)');
+    }
+    if (url.expiresAt * 1000 <= this.ctx.now()) throw new BoxgridError('unauthenticated', `the transfer URL expired at ${new Date(url.expiresAt * 1000).toISOString()}`);
+    return this.activeHost(record);
+  }
+
+  private async activeHost(record: TokenRecord): Promise<Host> {
     const host = await this.ctx.store.getHost(record.subjectId);
     if (!host || host.state !== 'active') throw new BoxgridError('unauthenticated', 'the host credential is revoked');
-    return { kind: 'host', host, token: record };
+    return host;
   }
 
   /** The project by name if the user may perform `action` in it. */

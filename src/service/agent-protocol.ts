@@ -34,7 +34,23 @@ export interface TaskAssignment {
   checkpointing: boolean;
   /** A checkpoint to resume from (a tar of /checkpoint), when an earlier task left one. */
   checkpoint: string | null;
-  inputs: Array<{ name: string; sha256: string; size: number }>;
+  /** A pre-signed GET of the checkpoint, when the blob store gives them (see `inputs`). */
+  checkpointUrl?: string;
+  /**
+   * `url`: a pre-signed GET of the input from the blob store itself, when it gives them; it
+   * expires with the lease (at least PRESIGN_MIN_SECONDS). The route under /agent/v1 serves
+   * the same bytes.
+   */
+  inputs: Array<{ name: string; sha256: string; size: number; url?: string }>;
+}
+
+/** Where one output goes: nowhere (the project holds it), a pre-signed URL, or (neither) the upload route. */
+export interface UploadTarget {
+  sha256: string;
+  present: boolean;
+  url?: string;
+  headers?: Record<string, string>;
+  expiresAt?: number;
 }
 
 export interface WorkRequest {
@@ -73,6 +89,15 @@ const MAX_QUEUES = 500;
 const DUPLICATE_SCAN = 20_000;
 const REQUEST_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
 const MAX_OUTPUTS = 1000;
+/**
+ * The shortest life of a pre-signed URL. URLs live as long as the task's lease, but a short
+ * lease must still leave time to fetch inputs one after another (a URL is checked when a
+ * transfer starts, not while it runs).
+ */
+export const PRESIGN_MIN_SECONDS = 900;
+
+/** The blob store's upload slot of a task: pre-signed PUTs land there, reports take them from there. */
+const uploadSlot = (taskId: number): string => `task-${taskId}`;
 
 /**
  * The server's side of /agent/v1. Hosts pull: they say what they have free, the server picks
@@ -142,18 +167,29 @@ export class AgentProtocolService {
 
   private async assignment(c: ClaimedTask): Promise<TaskAssignment> {
     const { task, job, app } = c;
+    // Inputs were checked to be the project's at submission, the checkpoint when it was recorded.
+    const presign = this.ctx.blobs.presign;
+    const expires = this.urlSeconds(task.leaseExpiresAt);
+    const url = async (sha256: string): Promise<{ url?: string }> => (presign ? { url: await presign.get(sha256, expires) } : {});
     const inputs = await Promise.all(
       Object.entries(job.inputs).map(async ([name, sha256]) => {
         const ref = await this.ctx.store.getBlobRef(job.projectId, sha256);
-        return { name, sha256, size: ref?.size ?? 0 };
+        return { name, sha256, size: ref?.size ?? 0, ...(ref ? await url(sha256) : {}) };
       }),
     );
+    const checkpointUrl = job.checkpoint !== null && app.checkpointing ? (await url(job.checkpoint)).url : undefined;
     return {
       taskId: task.id, jobId: job.id, project: c.projectName, attempt: task.attempt, runtime: task.runtime,
       leaseExpiresAt: task.leaseExpiresAt, image: app.image, imageDigest: app.imageDigest,
       command: [...commandFor(app, task.runtime), ...job.args], env: job.env, resources: withOverrides(app.resources, job.resources),
       maxRuntimeSeconds: app.maxRuntimeSeconds, checkpointing: app.checkpointing, checkpoint: job.checkpoint, inputs,
+      ...(checkpointUrl === undefined ? {} : { checkpointUrl }),
     };
+  }
+
+  /** Seconds a pre-signed URL for a task lives: its lease, or PRESIGN_MIN_SECONDS if longer. */
+  private urlSeconds(leaseExpiresAt: number): number {
+    return Math.max(PRESIGN_MIN_SECONDS, Math.ceil((leaseExpiresAt - this.ctx.now()) / 1000));
   }
 
   async heartbeat(host: Host, input: HeartbeatInput): Promise<{ leases: Array<{ taskId: number; leaseExpiresAt: number }>; abort: Array<{ taskId: number; reason: string }>; heartbeatSeconds: number }> {
@@ -205,10 +241,16 @@ export class AgentProtocolService {
     const found = await this.ctx.store.getHostTask(host.id, taskId);
     if (!found) throw notFound(`task ${taskId}`);
     const names = Object.keys(outputs);
-    const missing = await this.ctx.store.missingBlobs(found.job.projectId, Object.values(outputs).map((o) => o.sha256));
-    if (missing.length > 0) {
-      const name = names.find((n) => outputs[n]!.sha256 === missing[0])!;
-      throw invalid(`outputs/${name}`, `blob ${missing[0]} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${missing[0]} first`);
+    const nameOf = (sha256: string): string => names.find((n) => outputs[n]!.sha256 === sha256)!;
+    for (const sha256 of await this.ctx.store.missingBlobs(found.job.projectId, Object.values(outputs).map((o) => o.sha256))) {
+      // Not the project's yet: it may wait in the task's upload slot (a pre-signed PUT).
+      const committed = await this.blobService.commitUpload(found.job.projectId, sha256, uploadSlot(taskId)).catch((e: unknown) => {
+        if (e instanceof BoxgridError && e.field !== undefined) throw new BoxgridError(e.code, e.message, { field: `outputs/${nameOf(sha256)}` });
+        throw e;
+      });
+      if (!committed) {
+        throw invalid(`outputs/${nameOf(sha256)}`, `blob ${sha256} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${sha256} (or the URL …/uploads gave) first`);
+      }
     }
     // The server knows each blob's size: a report may not record another one for users to see.
     for (const name of names) {
@@ -227,6 +269,32 @@ export class AgentProtocolService {
       throw notFound(`blob ${sha256} among task ${taskId}'s inputs`);
     }
     return this.blobService.openInProject(job.projectId, sha256);
+  }
+
+  /**
+   * Where each of a live task's outputs is to be uploaded: nowhere when the project holds it
+   * already (as the upload route would not read it either), else a pre-signed PUT into the
+   * task's upload slot when the blob store gives them — the report then verifies what landed
+   * there and makes it the project's — else (no URL) the upload route.
+   */
+  async uploads(host: Host, taskId: number, files: Array<{ sha256: string; size: number }>): Promise<UploadTarget[]> {
+    if (files.length > MAX_OUTPUTS) throw invalid('files', `has ${files.length} entries; at most ${MAX_OUTPUTS} are accepted`);
+    const max = this.ctx.limits.maxBlobBytes;
+    for (const [i, f] of files.entries()) {
+      if (!SHA256_RE.test(f.sha256)) throw invalid(`files/${i}/sha256`, 'must be 64 lower-case hex digits');
+      if (f.size > max) throw new BoxgridError('payload_too_large', `files/${i}/size: ${f.size} bytes is larger than the blob limit of ${max} bytes`, { field: `files/${i}/size` });
+    }
+    const { task, job } = await this.liveTask(host, taskId);
+    const missing = new Set(await this.ctx.store.missingBlobs(job.projectId, files.map((f) => f.sha256)));
+    const presign = this.ctx.blobs.presign;
+    const expires = this.urlSeconds(task.leaseExpiresAt);
+    return Promise.all(
+      files.map(async ({ sha256, size }): Promise<UploadTarget> => {
+        if (!missing.has(sha256)) return { sha256, present: true };
+        if (!presign) return { sha256, present: false };
+        return { sha256, present: false, ...(await presign.put(sha256, size, uploadSlot(taskId), expires)) };
+      }),
+    );
   }
 
   /** An output or checkpoint of a live task, stored in its job's project. */

@@ -53,6 +53,20 @@ export class BlobService {
   }
 
   /**
+   * A pre-signed upload into the blob store's `slot`, verified there and made the project's;
+   * null when the slot holds no such upload (or the store gives no pre-signed uploads). The
+   * bytes came with the upload, as with `proveContent`: naming a digest proves nothing.
+   */
+  async commitUpload(projectId: number, sha256: string, slot: string): Promise<BlobRecord | null> {
+    checkDigest(sha256);
+    const stored = await this.ctx.blobs.presign?.commit(sha256, slot, this.ctx.limits.maxBlobBytes);
+    if (!stored) return null;
+    const blob: BlobRecord = { sha256, size: stored.size, createdAt: this.ctx.now() };
+    await this.ctx.store.recordBlob(projectId, blob); // a repeat changes nothing
+    return blob;
+  }
+
+  /**
    * The project's blob, checked once: its record (for size and Range) and a way to read the
    * bytes without looking it up again.
    */

@@ -618,6 +618,36 @@ describe('agent protocol: blobs and checkpoints', () => {
       assert.deepEqual((await g.job(jobId, 'astro')).tasks[0].outputs, { 'r.bin': { sha256: digest, size: 1000 } });
     }));
 
+  it('asking where to upload: what the project holds is present, the rest goes to the upload route (no URLs from a directory store)', () =>
+    withGrid(async (g) => {
+      await createApp(g.s, P, 'sim');
+      const held = await uploadBlob(g.s, P, Buffer.from('held'));
+      const inDigest = await uploadBlob(g.s, P, Buffer.from('input'));
+      await submitJob(g.s, P, { app: 'sim', inputs: { 'in.dat': inDigest } });
+      const h = await g.host();
+      const other = await g.host();
+      const [a] = await h.claim();
+      assert.deepEqual(a.inputs, [{ name: 'in.dat', sha256: inDigest, size: 5 }], 'no URL');
+      const fresh = sha256('fresh');
+      const files = [{ sha256: held, size: 4 }, { sha256: fresh, size: 5 }];
+      const uploads = (host: typeof h, taskId: number, body: unknown) => host.call('POST', `/tasks/${taskId}/uploads`, body);
+      const r = await uploads(h, a.taskId, { files });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(r.body.files, [{ sha256: held, present: true }, { sha256: fresh, present: false }]);
+      assert.deepEqual((await uploads(h, a.taskId, { files })).body, r.body, 'safe to repeat');
+
+      assertError(await uploads(h, a.taskId, { files: [{ sha256: 'nothex', size: 1 }] }), 400, 'invalid_request', 'body/files/0/sha256');
+      assertError(await uploads(h, a.taskId, { files: [{ sha256: fresh, size: -1 }] }), 400, 'invalid_request', 'body/files/0/size');
+      assertError(await uploads(h, a.taskId, { files: [{ sha256: fresh }] }), 400, 'invalid_request', 'body/files/0/size');
+      assertError(await uploads(h, a.taskId, { files: Array.from({ length: 1001 }, () => ({ sha256: fresh, size: 1 })) }), 400, 'invalid_request', 'body/files');
+      assertError(await uploads(h, a.taskId, { files, more: 1 }), 400, 'invalid_request', 'body/more');
+      assertError(await uploads(h, a.taskId, { files: [{ sha256: fresh, size: 5 * 1024 ** 4 }] }), 413, 'payload_too_large', 'body/files/0/size');
+      assertError(await uploads(other, a.taskId, { files }), 404, 'not_found');
+      assertError(await uploads(h, 999_999, { files }), 404, 'not_found');
+      assert.equal((await h.report(a.taskId, ok)).status, 200);
+      assertError(await uploads(h, a.taskId, { files }), 409, 'conflict');
+    }));
+
   it('a checkpoint comes with its bytes; the next task of the job resumes from it', () =>
     withGrid(async (g) => {
       await createApp(g.s, P, 'long', { checkpointing: true });
@@ -680,7 +710,7 @@ describe('agent protocol: authentication, events, bad input', () => {
       const digest = sha256('x');
       const agentRoutes: Array<[string, string, unknown?]> = [
         ['GET', '/self'], ['POST', '/work', { requestId: randomUUID(), free: BIG, maxTasks: 1, runtimes: ['docker'] }],
-        ['POST', '/heartbeat', { tasks: [] }], ['POST', '/tasks/1/result', ok], 
+        ['POST', '/heartbeat', { tasks: [] }], ['POST', '/tasks/1/result', ok], ['POST', '/tasks/1/uploads', { files: [] }],
         ['GET', `/tasks/1/blobs/${digest}`],
       ];
       const user = await g.s.userWithRole('ulla', P, 'admin');

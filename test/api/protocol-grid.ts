@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import type { SchedulingOptions } from '../../src/scheduling/options.js';
+import type { ServerOptions } from '../../src/server/runtime.js';
 import { newCredential } from '../../src/service/credentials.js';
 import { startTestServer, type TestResponse, type TestServer } from '../helpers/server.js';
 import { OCTET, sha256, stopAfterStreams } from './util.js';
@@ -41,9 +42,9 @@ export interface Grid {
 
 export async function withGrid(
   fn: (g: Grid) => Promise<void>,
-  opts: { timing?: Partial<typeof TIMING>; scheduling?: Partial<SchedulingOptions> } = {},
+  opts: { timing?: Partial<typeof TIMING>; scheduling?: Partial<SchedulingOptions>; server?: Partial<ServerOptions> } = {},
 ): Promise<void> {
-  const s = await startTestServer({ timing: { ...TIMING, ...opts.timing }, ...(opts.scheduling ? { scheduling: opts.scheduling } : {}) });
+  const s = await startTestServer({ ...opts.server, timing: { ...TIMING, ...opts.timing }, ...(opts.scheduling ? { scheduling: opts.scheduling } : {}) });
   let offset = 0;
   s.ctx.now = () => Date.now() + offset;
   let n = 0;

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { pullRef, repositoryOf } from '../../domain/image-ref.js';
 import Docker from 'dockerode';
 import type { RuntimeProbe } from '../probe.js';
 import { LOG_TAIL_BYTES, type TaskOutcome, type TaskRunResult, type TaskRunSpec, type TaskRuntime, type TaskUsage } from '../runtime.js';
@@ -385,11 +386,15 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   private async startAndFollow(container: Docker.Container, spec: TaskRunSpec, signal?: AbortSignal): Promise<Ended> {
     // Asked before start, so no exit can be missed; 'next-exit' because the default
     // ('not-running') answers at once for a container that has not started yet.
-    const waited = container.wait({ condition: 'next-exit' });
+    // A wait dropped when the start fails is cancelled: Podman never answers a wait on a
+    // container removed without having run, so it would hold a connection for good.
+    const dropWait = new AbortController();
+    const waited = container.wait({ condition: 'next-exit', abortSignal: dropWait.signal });
     waited.catch(() => undefined); // awaited in follow(), or dropped when the start fails
     try {
       await container.start();
     } catch (e) {
+      dropWait.abort();
       // The engine refuses to start a command the image does not have: the task's fault, not ours.
       const message = (e as Error).message;
       if (/executable file not found|no such file or directory/i.test(message)) {
@@ -535,18 +540,6 @@ export function classify(state: { ExitCode: number; OOMKilled: boolean; StartedA
   return state.ExitCode === 0 ? { kind: 'succeeded' } : { kind: 'failed', exitCode: state.ExitCode };
 }
 
-/** What to pull: the repository at the pinned digest when there is one (a tag may have moved), else the image as named. */
-export function pullRef(spec: Pick<TaskRunSpec, 'image' | 'imageDigest'>): string {
-  return spec.imageDigest ? `${repositoryOf(spec.image)}@${spec.imageDigest}` : spec.image;
-}
-
-/** `host:port/a/b:tag@sha256:…` → `host:port/a/b` (a colon before the last slash is a port, not a tag). */
-export function repositoryOf(image: string): string {
-  const name = image.split('@')[0] ?? image;
-  const colon = name.lastIndexOf(':');
-  return colon > name.lastIndexOf('/') ? name.slice(0, colon) : name;
-}
-
 /** Whether an image has the pinned digest: its id (a local build) or the manifest digest it was pulled by. */
 function hasDigest(info: Docker.ImageInspectInfo, digest: string | null): boolean {
   if (digest === null) return true;
@@ -633,3 +626,5 @@ export function demultiplex(raw: Buffer): Buffer {
   const decoder = new FrameDecoder();
   return Buffer.concat([...decoder.push(raw), decoder.rest()]);
 }
+
+export { pullRef, repositoryOf };

@@ -60,7 +60,7 @@ export function registerServer(program: Command): void {
     .option('--data <dir>', 'data directory (database, blobs, admin token)', defaultDataDir())
     .option('--db <url-or-file>', 'postgres://… URL (several servers may share the database) or a SQLite file; default: $BOXGRID_DATABASE_URL, else boxgrid.db in the data dir')
     .option('--db-connections <n>', 'most PostgreSQL connections this server opens (default 10)', (v) => parseNumber(v, '--db-connections'))
-    .option('--blobs <dir-or-s3-url>', 'where blobs live: a directory (servers sharing a database must share it) or s3://BUCKET[/PREFIX][?endpoint=URL&pathStyle=true]; default: blobs/ in the data dir')
+    .option('--blobs <dir-or-s3-url>', 'where blobs live: a directory (servers sharing a database must share it) or s3://BUCKET[/PREFIX][?endpoint=URL&pathStyle=true] (agents then use pre-signed URLs of the bucket: &publicEndpoint=URL for the address they reach it at, &presign=false to keep their bytes going through the servers); default: blobs/ in the data dir')
     .option('--listen <host:port>', 'address to listen on', `127.0.0.1:${DEFAULT_PORT}`)
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
     .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => parseNumber(v, '--max-blob-bytes'))

@@ -39,7 +39,11 @@ const Assignment = Type.Object({
   leaseExpiresAt: Type.String({ format: 'date-time' }), image: Type.String(), imageDigest: Type.Union([Type.String(), Type.Null()]),
   command: Type.Array(Type.String()), env: Type.Record(Type.String(), Type.String()), resources: Resources,
   maxRuntimeSeconds: Type.Integer(), checkpointing: Type.Boolean(), checkpoint: Type.Union([Type.String(), Type.Null()]),
-  inputs: Type.Array(Type.Object({ name: Type.String(), sha256: Type.String(), size: Type.Integer() })),
+  checkpointUrl: Type.Optional(Type.String({ description: 'a pre-signed GET of the checkpoint from the blob store, when it gives them' })),
+  inputs: Type.Array(Type.Object({
+    name: Type.String(), sha256: Type.String(), size: Type.Integer(),
+    url: Type.Optional(Type.String({ description: 'a pre-signed GET from the blob store itself, when it gives them; expires with the lease (15 minutes at least); GET /tasks/{id}/blobs/{sha256} serves the same bytes' })),
+  })),
 });
 const Usage = Type.Object({ cpuSeconds: Type.Number({ minimum: 0 }), peakMemoryMiB: Type.Number({ minimum: 0 }) }, { additionalProperties: false });
 const Log = Type.Object(
@@ -97,6 +101,22 @@ const ReportBody = Type.Object(
   },
   { additionalProperties: false },
 );
+const UploadsBody = Type.Object(
+  {
+    files: Type.Array(
+      Type.Object({ sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }), size: Type.Integer({ minimum: 0 }) }, { additionalProperties: false }),
+      { maxItems: 1000, description: "the task's outputs, by content" },
+    ),
+  },
+  { additionalProperties: false },
+);
+const UploadTarget = Type.Object({
+  sha256: Type.String(),
+  present: Type.Boolean({ description: "the job's project holds it already: nothing to upload" }),
+  url: Type.Optional(Type.String({ description: 'PUT the bytes here (to the blob store itself), with `headers`' })),
+  headers: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'to send with the PUT exactly as given (signed)' })),
+  expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
+});
 const TaskParams = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const TaskBlobParams = Type.Object({ id: Type.Integer({ minimum: 1 }), sha256: Type.String({ maxLength: 64 }) });
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -165,6 +185,23 @@ export function registerAgentRoutes(app: Api, s: Services): void {
     async (req) => {
       const r = await inPart('body', s.agent.report(currentHost(req), req.params.id, req.body));
       return { taskState: r.task.state, jobState: r.job.state, replayed: r.replayed };
+    },
+  );
+
+  app.post(
+    '/tasks/:id/uploads',
+    {
+      schema: {
+        tags, params: TaskParams, body: UploadsBody,
+        description:
+          "Where to upload a live task's outputs: per file, present (nothing to do), or a pre-signed PUT to the blob store (its bytes are verified when the report names it), " +
+          'or neither, when the store gives no URLs: PUT it to /tasks/{id}/blobs/{sha256}. Safe to repeat.',
+        response: { 200: Type.Object({ files: Type.Array(UploadTarget) }) },
+      },
+    },
+    async (req) => {
+      const files = await inPart('body', s.agent.uploads(currentHost(req), req.params.id, req.body.files));
+      return { files: files.map(({ expiresAt, ...f }) => (expiresAt === undefined ? f : { ...f, expiresAt: iso(expiresAt) })) };
     },
   );
 
