@@ -10,7 +10,7 @@ import { BoxgridClient } from '../../src/client/client.js';
 import { CONTAINERS, LABELS } from '../../src/sites/kubernetes/job-manifest.js';
 import { ClientNodeKubeOps } from '../../src/sites/kubernetes/kube-ops.js';
 import { KubernetesExecutor, type KubernetesExecutorOptions } from '../../src/sites/kubernetes/kubernetes-executor.js';
-import { BIN } from '../cli/run-cli.js';
+import { BIN, runCli } from '../cli/run-cli.js';
 import { startFakeKubernetes, type FakeKubernetes, type FakeNode, type PodRunner, type PodScript } from '../helpers/fake-kubernetes.js';
 import { eventually, untilBatchDone } from '../helpers/grid.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -296,6 +296,41 @@ describe('kubernetes executor (fake API, real server)', () => {
       assert.ok(g.logs.some((l) => /adopted 4 Job/.test(l)));
       await g.k8s.waitFor(() => g.k8s.jobs().length === 0);
     } finally {
+      await g.close();
+    }
+  });
+
+  it('boxgrid executor kubernetes: enrols once, reads KUBECONFIG, and a pass makes the Jobs; bad flags are clear errors', async () => {
+    const g = await setup({ runPod: () => ({ task: 'hang' }) });
+    const dir = await mkdtemp(join(tmpdir(), 'boxgrid-k8s-cli-'));
+    try {
+      await app(g.admin, 'calc');
+      await g.admin.submitBatch(P, { app: 'calc', count: 3 });
+      const token = await g.admin.createEnrollToken({ label: 'cli', uses: 1 });
+      const kubeconfig = await g.k8s.writeKubeconfig(dir);
+      const flags = ['--server', g.s.url, '--state-dir', join(dir, 'state'), '--namespace', NS, '--name', 'cli', '--job-image', 'boxgrid:test'];
+      const first = await runCli(['executor', 'kubernetes', ...flags, '--once'], { KUBECONFIG: kubeconfig, BOXGRID_ENROLL_TOKEN: token.token });
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stderr, /enrolled with .* as host \d+/);
+      assert.equal(JSON.parse(first.stdout).created, 3);
+      assert.deepEqual(g.k8s.jobs().map((j) => j.metadata!.name).sort(), ['cli-task-1', 'cli-task-2', 'cli-task-3'].sort());
+      // Enrolled now: the token is spent and not needed; a second pass finds the Jobs and makes none.
+      const second = await runCli(['executor', 'kubernetes', ...flags, '--once'], { KUBECONFIG: kubeconfig });
+      assert.equal(second.code, 0, second.stderr);
+      assert.deepEqual({ created: JSON.parse(second.stdout).created, jobs: g.k8s.stats.jobsCreated }, { created: 0, jobs: 3 });
+
+      for (const [bad, message] of [
+        [['--max-pending', '0'], /--max-pending must be a whole number, 1 or more/],
+        [['--toleration', 'gpu=yes'], /--toleration: .*key=value:Effect/],
+        [['--name', 'Bad_Name'], /--name must be/],
+      ] as const) {
+        const r = await runCli(['executor', 'kubernetes', ...flags, ...bad, '--once'], { KUBECONFIG: kubeconfig });
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, message);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
       await g.close();
     }
   });
