@@ -61,7 +61,7 @@ export const pilotsBenchmark: Benchmark = {
       const token = (await client.expect(201, 'POST', '/v1/enroll-tokens', { uses: 1000, label: 'bench pilots' })).body.token as string;
       const site = new SlurmSite({
         server: server.url, enrollToken: token, partition: null, account: null, jobName: PILOT_JOB_NAME,
-        shape: { resources: { cores: 1, memoryMiB: 512, diskMiB: 1024, gpus: 0 }, maxPilots: PILOTS, maxPending: PILOTS },
+        shape: { resources: { cores: 1, memoryMiB: 512, diskMiB: 1024, gpus: 0 }, runtime: 'native', maxPilots: PILOTS, maxPending: PILOTS },
         walltimeSeconds: 600, idleSeconds: 3, workRoot, boxgrid: thisBoxgrid(), log,
       });
       const started = performance.now();

@@ -1,9 +1,15 @@
 import type { Resources } from '../domain/resources.js';
 
+/**
+ * What runs a pilot's tasks: `native`, plain processes (only apps with a native command), or
+ * `podman`, a Podman service the pilot starts for itself (any app, in its image).
+ */
+export type PilotRuntime = 'native' | 'podman';
+
 /** Queued demand as the server's /metrics tells it: jobs that could start now, by shape. */
 export interface DemandSample {
   resources: Resources;
-  /** The app runs as a native process (pilots run no container engine). */
+  /** The app has a native command (what a pilot without a container engine can run). */
   native: boolean;
   /** The longest a run may take: a pilot needs that much time left. */
   maxRuntimeSeconds: number;
@@ -15,6 +21,7 @@ export interface DemandSample {
 export interface PilotShape {
   /** What one pilot asks its cluster for (and gives the grid). */
   resources: Resources;
+  runtime: PilotRuntime;
   /** Most pilots queued or running at once. */
   maxPilots: number;
   /** Most pilots waiting in the cluster's queue at once: the flow control that keeps a large batch from flooding it. */
@@ -27,15 +34,17 @@ export interface PilotCount {
   running: number;
 }
 
-/** What a pilot can run: its resources, native apps only, runs no longer than the time it has. */
+/** What a pilot can run: its resources, the apps its runtime takes, runs no longer than the time it has. */
 export interface PilotCan {
   resources: Resources;
+  runtime: PilotRuntime;
   maxRuntimeSeconds: number;
 }
 
 /**
  * The queued jobs a pilot could run at all, as cores. A job larger than a pilot, of an app
- * with no native command, one that may run longer than a pilot lives, or one that selects
+ * with no native command when the pilot runs native tasks (every app has an image, so a
+ * Podman pilot takes any), one that may run longer than a pilot lives, or one that selects
  * hosts by label is not its demand: pilots submitted for it would only sit idle and exit.
  */
 export function demandCores(demand: readonly DemandSample[], pilot: PilotCan): number {
@@ -43,7 +52,8 @@ export function demandCores(demand: readonly DemandSample[], pilot: PilotCan): n
   for (const d of demand) {
     const r = d.resources;
     const fits = r.cores <= pilot.resources.cores && r.memoryMiB <= pilot.resources.memoryMiB && r.diskMiB <= pilot.resources.diskMiB && r.gpus <= pilot.resources.gpus;
-    if (fits && d.native && !d.selector && d.maxRuntimeSeconds <= pilot.maxRuntimeSeconds) cores += d.jobs * r.cores;
+    const runs = pilot.runtime === 'podman' || d.native;
+    if (fits && runs && !d.selector && d.maxRuntimeSeconds <= pilot.maxRuntimeSeconds) cores += d.jobs * r.cores;
   }
   return cores;
 }
@@ -54,7 +64,7 @@ export function demandCores(demand: readonly DemandSample[], pilot: PilotCan): n
  * the site's bounds on all pilots and on pending ones. Never negative; none when nothing fits.
  */
 export function pilotsToSubmit(demand: readonly DemandSample[], now: PilotCount, shape: PilotShape, maxRuntimeSeconds: number): number {
-  const cores = demandCores(demand, { resources: shape.resources, maxRuntimeSeconds });
+  const cores = demandCores(demand, { resources: shape.resources, runtime: shape.runtime, maxRuntimeSeconds });
   const wanted = Math.ceil(cores / Math.max(shape.resources.cores, 1e-9)) - now.pending;
   return Math.max(0, Math.min(wanted, shape.maxPending - now.pending, shape.maxPilots - (now.pending + now.running)));
 }

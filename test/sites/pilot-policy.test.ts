@@ -4,16 +4,25 @@ import { demandCores, parseDemand, pilotsToSubmit, type DemandSample } from '../
 import { slurmDuration } from '../../src/sites/slurm/slurm-site.js';
 
 const pilot = { cores: 4, memoryMiB: 8192, diskMiB: 10_000, gpus: 0 };
-const shape = { resources: pilot, maxPilots: 10, maxPending: 3 };
+const shape = { resources: pilot, runtime: 'native' as const, maxPilots: 10, maxPending: 3 };
 const jobs = (n: number, cores = 1, memoryMiB = 1024, gpus = 0, over: Partial<DemandSample> = {}): DemandSample =>
   ({ resources: { cores, memoryMiB, diskMiB: 100, gpus }, native: true, maxRuntimeSeconds: 600, selector: false, jobs: n, ...over });
 const TIME = 3000;
 
 describe('pilot policy', () => {
   it('counts only the demand a pilot could run', () => {
-    assert.equal(demandCores([jobs(10), jobs(3, 8), jobs(2, 1, 16_384), jobs(5, 1, 1024, 1)], { resources: pilot, maxRuntimeSeconds: TIME }), 10, 'too many cores, too much memory, a GPU: not its demand');
-    assert.equal(demandCores([jobs(4, 1, 1024, 0, { native: false }), jobs(4, 1, 1024, 0, { selector: true }), jobs(4, 1, 1024, 0, { maxRuntimeSeconds: 7200 }), jobs(1)], { resources: pilot, maxRuntimeSeconds: TIME }), 1,
+    assert.equal(demandCores([jobs(10), jobs(3, 8), jobs(2, 1, 16_384), jobs(5, 1, 1024, 1)], { resources: pilot, runtime: 'native', maxRuntimeSeconds: TIME }), 10, 'too many cores, too much memory, a GPU: not its demand');
+    assert.equal(demandCores([jobs(4, 1, 1024, 0, { native: false }), jobs(4, 1, 1024, 0, { selector: true }), jobs(4, 1, 1024, 0, { maxRuntimeSeconds: 7200 }), jobs(1)], { resources: pilot, runtime: 'native', maxRuntimeSeconds: TIME }), 1,
       'a container-only app, a label selector, a run longer than the pilot lives: not its demand either');
+  });
+
+  it('a Podman pilot takes container-only apps too, within the same bounds of size, time and selectors', () => {
+    const podman = { resources: pilot, runtime: 'podman' as const, maxRuntimeSeconds: TIME };
+    const demand = [jobs(4, 1, 1024, 0, { native: false }), jobs(2), jobs(3, 8, 1024, 0, { native: false }), jobs(4, 1, 1024, 0, { native: false, selector: true }), jobs(4, 1, 1024, 0, { native: false, maxRuntimeSeconds: 7200 })];
+    assert.equal(demandCores(demand, podman), 6, 'both apps that fit, with or without a native command; not too large, selecting, or too long');
+    assert.equal(demandCores(demand, { ...podman, runtime: 'native' }), 2, 'a native pilot: only the app with a native command');
+    assert.equal(pilotsToSubmit([jobs(8, 1, 1024, 0, { native: false })], { pending: 0, running: 0 }, { ...shape, runtime: 'podman' }, TIME), 2, '8 container-only cores: two 4-core Podman pilots');
+    assert.equal(pilotsToSubmit([jobs(8, 1, 1024, 0, { native: false })], { pending: 0, running: 0 }, shape, TIME), 0, 'and no native pilot');
   });
 
   it('submits enough pilots for the demand, less those in flight, within both bounds', () => {

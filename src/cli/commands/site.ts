@@ -11,6 +11,7 @@ interface SlurmFlags {
   partition?: string;
   account?: string;
   jobName: string;
+  runtime: string;
   cpus: string;
   memory: string;
   disk: string;
@@ -34,6 +35,7 @@ export function registerSite(program: Command, ctx: CliContext): void {
     .option('--partition <name>', 'the Slurm partition (default: the cluster\'s default)')
     .option('--account <name>', 'the Slurm account to charge')
     .option('--job-name <name>', 'the job name of this site\'s pilots, how it counts them in squeue: give each site of one user its own', 'boxgrid-pilot')
+    .option('--runtime <runtime>', 'what runs the pilots\' tasks: "native" (plain processes, apps with a native command only; in bubblewrap when the nodes have it) or "podman" (each pilot starts a Podman service of its own and runs any app in its image; the nodes need podman)', 'native')
     .option('--cpus <n>', 'cores per pilot', '2')
     .option('--memory <size>', 'memory per pilot', '2Gi')
     .option('--disk <size>', 'disk per pilot for task files', '10Gi')
@@ -56,13 +58,15 @@ export function registerSite(program: Command, ctx: CliContext): void {
       const gpus = parseNumber(o.gpus, '--gpus');
       if (!Number.isInteger(gpus) || gpus < 0) throw new CliExit(2, 'error: --gpus must be a whole number, 0 or more');
       const maxPilots = positive(o.maxPilots, '--max-pilots');
+      if (o.runtime !== 'native' && o.runtime !== 'podman') throw new CliExit(2, `error: --runtime must be "native" or "podman", not "${o.runtime}"`);
+      const runtime: 'native' | 'podman' = o.runtime;
       const { SlurmSite, thisBoxgrid } = await import('../../sites/slurm/slurm-site.js');
       const server = (o.server ?? ctx.connection().url).replace(/\/+$/, '');
       const s = new SlurmSite({
         server, enrollToken, partition: o.partition ?? null, account: o.account ?? null, jobName: o.jobName,
         shape: {
           resources: { cores: positive(o.cpus, '--cpus', false), memoryMiB: parseSizeMiB(o.memory, '--memory'), diskMiB: parseSizeMiB(o.disk, '--disk'), gpus },
-          maxPilots, maxPending: Math.min(maxPilots, positive(o.maxPending, '--max-pending')),
+          runtime, maxPilots, maxPending: Math.min(maxPilots, positive(o.maxPending, '--max-pending')),
         },
         walltimeSeconds: positive(o.walltime, '--walltime'), idleSeconds: positive(o.idle, '--idle'), workRoot: o.workRoot,
         boxgrid: thisBoxgrid(), log: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`),

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import type { Resources } from '../../domain/resources.js';
 import { WALLTIME_MARGIN_SECONDS } from '../../agent/agent.js';
-import { demandCores, parseDemand, pilotsToSubmit, type PilotCount, type PilotShape } from '../pilot-policy.js';
+import { demandCores, parseDemand, pilotsToSubmit, type PilotCount, type PilotRuntime, type PilotShape } from '../pilot-policy.js';
 
 const run = promisify(execFile);
 
@@ -21,6 +21,7 @@ export interface SlurmSiteOptions {
   account: string | null;
   /** The job name of this site's pilots: how it finds its own in squeue (two sites of one user need two). */
   jobName: string;
+  /** What one pilot is: resources, runtime (native processes or a Podman service of its own), bounds. */
   shape: PilotShape;
   /** A pilot's time limit, seconds (capped at the partition's). */
   walltimeSeconds: number;
@@ -45,6 +46,10 @@ const WARNING_SECONDS = 60;
 const AGENT_WALLTIME_SLACK_SECONDS = 2 * WARNING_SECONDS;
 /** Memory a pilot keeps for the agent itself (Node.js), out of what it asks Slurm for. */
 const AGENT_MEMORY_MIB = 256;
+/** And for the Podman service a Podman pilot runs beside it (~50 MiB resident measured, plus a conmon per task). */
+const PODMAN_MEMORY_MIB = 128;
+/** The longest path a Unix socket may have (sun_path holds 108 bytes with the final NUL). */
+const MAX_SOCKET_PATH = 107;
 
 /**
  * The Slurm side of a site: each pass reads the demand from the server and the site's pilots
@@ -53,7 +58,15 @@ const AGENT_MEMORY_MIB = 256;
  * cancelled here, so a pass is safe to repeat and a crashed site loses nothing.
  */
 export class SlurmSite {
-  constructor(private readonly o: SlurmSiteOptions) {}
+  constructor(private readonly o: SlurmSiteOptions) {
+    if (o.shape.runtime === 'podman') {
+      // Job ids of up to 10 digits: a socket path that long fails in the pilot, not here.
+      const longest = podmanSocket(join(o.workRoot, 'pilot-$SLURM_JOB_ID')).replace('$SLURM_JOB_ID', '9'.repeat(10));
+      if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
+        throw new Error(`--work-root ${o.workRoot} is too long for the pilots' Podman sockets (${longest} is over ${MAX_SOCKET_PATH} bytes): choose a shorter one`);
+      }
+    }
+  }
 
   async pass(): Promise<PassResult> {
     const [demand, pilots, limits] = await Promise.all([this.demand(), this.pilots(), this.partitionLimits()]);
@@ -66,7 +79,7 @@ export class SlurmSite {
     if (tasksFit < 1) this.o.log(`a pilot of ${minutes} min has no time left for tasks: raise --walltime`);
     const submitted: string[] = [];
     for (let i = 0; i < n; i++) submitted.push(await this.submit(resources, minutes, agentSeconds));
-    const cores = demandCores(demand, { resources, maxRuntimeSeconds: tasksFit });
+    const cores = demandCores(demand, { resources, runtime: this.o.shape.runtime, maxRuntimeSeconds: tasksFit });
     if (n > 0) this.o.log(`demand a pilot can take: ${cores} cores; pilots pending ${pilots.pending}, running ${pilots.running}; submitted ${n}: ${submitted.join(', ')}`);
     return { demandCores: cores, pilots, submitted };
   }
@@ -116,9 +129,13 @@ export class SlurmSite {
 
   private async submit(r: Resources, minutes: number, agentSeconds: number): Promise<string> {
     await mkdir(this.o.workRoot, { recursive: true });
+    const runtime = this.o.shape.runtime;
+    const workDir = join(this.o.workRoot, 'pilot-$SLURM_JOB_ID');
+    const kept = AGENT_MEMORY_MIB + (runtime === 'podman' ? PODMAN_MEMORY_MIB : 0);
     const agent = [
-      ...this.o.boxgrid, 'agent', '--server', this.o.server, '--work-dir', join(this.o.workRoot, 'pilot-$SLURM_JOB_ID'), '--name', 'pilot-$SLURM_JOB_ID',
-      '--native', '--no-docker', '--cpus', String(r.cores), '--memory', `${Math.max(64, r.memoryMiB - AGENT_MEMORY_MIB)}Mi`, '--disk', `${r.diskMiB}Mi`,
+      ...this.o.boxgrid, 'agent', '--server', this.o.server, '--work-dir', workDir, '--name', 'pilot-$SLURM_JOB_ID',
+      ...(runtime === 'podman' ? ['--docker-socket', podmanSocket(workDir)] : ['--native', '--no-docker']),
+      '--cpus', String(r.cores), '--memory', `${Math.max(64, r.memoryMiB - kept)}Mi`, '--disk', `${r.diskMiB}Mi`,
       '--gpus', String(r.gpus), '--walltime', String(agentSeconds), '--exit-when-idle', String(this.o.idleSeconds), '--on-stop', 'release',
     ];
     const args = [
@@ -127,16 +144,62 @@ export class SlurmSite {
       ...(this.o.partition ? ['--partition', this.o.partition] : []), ...(this.o.account ? ['--account', this.o.account] : []),
       '--output', join(this.o.workRoot, 'pilot-%j.log'),
       // Only what the pilot needs of this environment: the token travels in the job's
-      // environment (not on a command line others can read), and nothing else of the site's does.
-      '--export', 'PATH,HOME,LANG,BOXGRID_ENROLL_TOKEN',
+      // environment (not on a command line others can read), and nothing else of the site's does
+      // but, for Podman, where its configuration is (node-local storage, say), when set.
+      '--export', ['PATH', 'HOME', 'LANG', 'BOXGRID_ENROLL_TOKEN', ...(runtime === 'podman' ? PODMAN_ENV : [])].join(','),
       // Slurm sends SIGTERM before the time limit ends a job: the agent hands back what it runs.
       '--signal', `B:TERM@${WARNING_SECONDS}`,
-      // exec: the agent is the batch script's process and gets that signal itself.
-      '--wrap', `exec ${agent.map(shellWord).join(' ')}`,
+      '--wrap', pilotScript(runtime, agent, workDir),
     ];
     const { stdout } = await run('sbatch', args, { env: { ...process.env, BOXGRID_ENROLL_TOKEN: this.o.enrollToken } });
     return stdout.trim().split(';')[0]!;
   }
+}
+
+/** Podman's own settings that a Podman pilot takes from the site's environment when they are set there. */
+const PODMAN_ENV = ['CONTAINERS_CONF', 'CONTAINERS_STORAGE_CONF', 'CONTAINERS_REGISTRIES_CONF'];
+
+/** Where a Podman pilot's service listens: in the pilot's work dir, so pilots sharing a node never meet. */
+export function podmanSocket(workDir: string): string {
+  return join(workDir, 'podman.sock');
+}
+
+/**
+ * The batch script of a pilot (sbatch --wrap, run by /bin/sh). Native: the agent is the
+ * script's process (exec), so it gets Slurm's SIGTERM itself. Podman: the script starts a
+ * Podman API service of its own on a socket in the work dir, waits until it answers, runs the
+ * agent against it, hands a SIGTERM on to the agent (which then releases its tasks), and stops
+ * the service when it ends (trap EXIT). The agent runs in the background because a shell runs
+ * a trap only once its foreground command is over.
+ */
+export function pilotScript(runtime: PilotRuntime, agent: string[], workDir: string): string {
+  const command = agent.map(shellWord).join(' ');
+  if (runtime === 'native') return `exec ${command}`;
+  const socket = shellWord(podmanSocket(workDir));
+  return [
+    "trap 'exit 143' TERM",
+    `mkdir -p ${shellWord(workDir)} || exit 1`,
+    `podman system service --time=0 unix://${socket} &`,
+    'svc=$!',
+    "trap 'kill $svc 2>/dev/null; wait $svc 2>/dev/null' EXIT",
+    // Up to ~30 s for the service to answer (it checks its storage first); at once if it died.
+    'i=0',
+    `until podman --remote --url unix://${socket} version >/dev/null 2>&1; do`,
+    `  if [ $i -ge 300 ] || ! kill -0 $svc 2>/dev/null; then echo "boxgrid pilot: podman system service did not answer at "${socket} >&2; exit 1; fi`,
+    '  i=$((i+1)); sleep 0.1',
+    'done',
+    // Rootless Podman on cgroup v1 cannot limit a container or pause it: say so in the pilot's log.
+    `if [ "$(podman --remote --url unix://${socket} info --format '{{.Host.Security.Rootless}} {{.Host.CgroupsVersion}}' 2>/dev/null)" = "true v1" ]; then`,
+    '  echo "boxgrid pilot: warning: rootless Podman on cgroup v1 ignores the memory, CPU and pid limits of tasks (they share the job\'s) and cannot pause them for checkpoints" >&2',
+    'fi',
+    `${command} &`,
+    'agent=$!',
+    "trap 'kill -TERM $agent 2>/dev/null' TERM",
+    // A trapped signal ends `wait` early: wait again until the agent has really ended.
+    'wait $agent; rc=$?',
+    'while kill -0 $agent 2>/dev/null; do wait $agent; rc=$?; done',
+    'exit $rc',
+  ].join('\n');
 }
 
 /** A pilot no larger than the partition's largest node. */
