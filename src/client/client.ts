@@ -20,11 +20,14 @@ export interface ClientOptions {
  */
 export class BoxgridClient {
   readonly url: string;
+  /** The server as error messages name it (a transfer URL is a credential: its origin only). */
+  private readonly shown: string;
   private readonly token: string | undefined;
   private readonly retries: number;
 
   constructor(opts: ClientOptions) {
     this.url = opts.url.replace(/\/+$/, '');
+    this.shown = shownServer(this.url);
     this.token = opts.token;
     this.retries = opts.retries ?? 3;
   }
@@ -205,6 +208,16 @@ export class BoxgridClient {
   taskUploads(taskId: number, files: Array<{ sha256: string; size: number }>): Promise<{ files: T.UploadTarget[] }> {
     return this.json('POST', `/agent/v1/tasks/${taskId}/uploads`, { files }, { retry: true });
   }
+  /**
+   * Signed URL prefixes for a live task the host holds (the server signs them with its transfer
+   * key): paths under /transfer/v1, relative to the server. Prepend the address the users of the
+   * URLs reach the server at, and give each to a client made with it as `url` and no token
+   * (`downloadSigned`, `uploadSigned`). Default expiry a day, at most a week.
+   */
+  transferUrls(taskId: number, opts: { expiresInSeconds?: number } = {}): Promise<T.TransferUrls> {
+    const body = opts.expiresInSeconds === undefined ? {} : { expiresInSeconds: opts.expiresInSeconds };
+    return this.json('POST', `/agent/v1/tasks/${taskId}/transfer-urls`, body, { retry: true });
+  }
 
   // ── pre-signed URLs (the blob store's own; never sent the token) ──
   /** GET of a pre-signed URL: the response when it is 2xx, else `unavailable` saying what the store answered. */
@@ -220,7 +233,7 @@ export class BoxgridClient {
     await res.arrayBuffer();
   }
 
-  // ── transfer URLs: a client made with a signed URL prefix as its url, and no token ──
+  // ── transfer URLs: a client made with a signed URL prefix (transferUrls) as its url, and no token ──
   /** Fetches the blob `sha256` through a signed transfer URL (see service/transfer-signature.ts). */
   async downloadSigned(sha256: string): Promise<Response> {
     const res = await this.fetch('GET', `/${sha256}`);
@@ -264,7 +277,8 @@ export class BoxgridClient {
     } catch (e) {
       if (init.signal?.aborted) throw e;
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-      throw new BoxgridError('unavailable', `cannot reach the boxgrid server at ${this.url} (${cause?.code ?? cause?.message ?? (e as Error).message})`, { retryable: true });
+      const detail = String(cause?.code ?? cause?.message ?? (e as Error).message).split(this.url).join(this.shown);
+      throw new BoxgridError('unavailable', `cannot reach the boxgrid server at ${this.shown} (${detail})`, { retryable: true });
     }
   }
 
@@ -274,7 +288,7 @@ export class BoxgridClient {
     try {
       body = text === '' ? {} : JSON.parse(text);
     } catch {
-      throw new BoxgridError(res.ok ? 'internal' : 'unavailable', `the server at ${this.url} answered ${res.status} with something that is not JSON`);
+      throw new BoxgridError(res.ok ? 'internal' : 'unavailable', `the server at ${this.shown} answered ${res.status} with something that is not JSON`);
     }
     if (res.ok) return body as R;
     const err = (body as { error?: { code?: string; message?: string; field?: string } }).error;
@@ -287,6 +301,16 @@ export class BoxgridClient {
 }
 
 const enc = encodeURIComponent;
+
+/** How errors name a server: a transfer URL (a bearer credential until it expires) by its origin only. */
+function shownServer(url: string): string {
+  if (!url.includes('/transfer/v1/')) return url;
+  try {
+    return new URL(url).origin;
+  } catch {
+    return '(a transfer URL)';
+  }
+}
 
 /** A file as a request body, counting what is sent. */
 function fileBody(path: string, size: number, onProgress?: (sent: number, total: number) => void): ReadableStream<Uint8Array> {

@@ -78,6 +78,8 @@ export interface TaskAssignment {
 }
 /** Per output: present (nothing to do), a pre-signed PUT (`url` with `headers`), or neither (the upload route). */
 export interface UploadTarget { sha256: string; present: boolean; url?: string; headers?: Record<string, string>; expiresAt?: string }
+/** Signed transfer URL prefixes of a task: paths under /transfer/v1, to be put after the server address the caller wants them used at. */
+export interface TransferUrls { inputs: string; outputs: string; expiresAt: string }
 export interface WorkAnswer { tasks: TaskAssignment[]; retryAfterMs: number; heartbeatSeconds: number; replayed: boolean }
 export interface LogChunk { offset: number; text: string }
 export interface TaskUsage { cpuSeconds: number; peakMemoryMiB: number }

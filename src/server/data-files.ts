@@ -4,6 +4,8 @@ import { join } from 'node:path';
 export const dataFiles = (dataDir: string) => ({
   database: join(dataDir, 'boxgrid.db'),
   blobs: join(dataDir, 'blobs'),
+  /** The key the server signs transfer URLs with, unless BOXGRID_TRANSFER_KEY gives one. */
+  transferKey: join(dataDir, 'transfer.key'),
   adminToken: join(dataDir, 'admin.token'),
   serverInfo: join(dataDir, 'server.json'),
 });

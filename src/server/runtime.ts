@@ -1,10 +1,11 @@
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { openBlobStore } from '../blobs/open-blob-store.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMING, type AgentTiming, type Limits, type ServiceContext } from '../service/context.js';
 import { EventBus } from '../service/events.js';
 import { LeaseSweeper } from '../service/lease-sweeper.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../scheduling/options.js';
 import { AccessService } from '../service/access.js';
+import { newTransferKeyText, parseTransferKey, TRANSFER_KEY_BYTES } from '../service/transfer-signature.js';
 import { describeDatabase, openStore } from '../store/open-store.js';
 import type { Store } from '../store/store.js';
 import { dataFiles } from './data-files.js';
@@ -36,6 +37,12 @@ export interface ServerOptions {
   blobDir?: string;
   /** Use this store instead of opening `database` (tests). */
   store?: Store;
+  /**
+   * The key transfer URLs are signed with (`BOXGRID_TRANSFER_KEY`, which the CLI reads).
+   * Default: transfer.key in the data dir, made on the first start. Servers sharing a
+   * database must have the same one.
+   */
+  transferKey?: Buffer;
 }
 
 export interface RunningServer {
@@ -50,6 +57,29 @@ export interface RunningServer {
 }
 
 /**
+ * The transfer key: the one given (BOXGRID_TRANSFER_KEY), else the data dir's transfer.key,
+ * made (32 random bytes, base64, mode 0600) when it is missing — or empty, as a crash between
+ * creating and writing it would leave it. `created` says the key is new.
+ */
+async function loadTransferKey(file: string, given: Buffer | undefined): Promise<{ key: Buffer; created: boolean }> {
+  if (given !== undefined) {
+    if (given.length < TRANSFER_KEY_BYTES) throw new Error(`the transfer key has ${given.length} bytes; it needs at least ${TRANSFER_KEY_BYTES}`);
+    return { key: given, created: false };
+  }
+  let text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return '';
+    throw e;
+  });
+  const created = text.trim() === '';
+  if (created) {
+    text = newTransferKeyText();
+    await writeFile(file, text, { mode: 0o600 });
+  }
+  await chmod(file, 0o600); // mode above applies only when the file is new
+  return { key: parseTransferKey(text, file), created };
+}
+
+/**
  * Opens (or creates) a data dir, migrates the store, creates the first admin on first start,
  * and listens. Safe to call again after a crash: migrations and bootstrap are idempotent.
  */
@@ -59,6 +89,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Every start, not only the first: the store holds every project's data, and mkdir's mode
   // does nothing to a directory that already existed.
   await chmod(opts.dataDir, 0o700);
+  const transfer = await loadTransferKey(files.transferKey, opts.transferKey);
   const database = opts.database ?? files.database;
   const store = opts.store ?? (await openStore(database, { maxConnections: opts.databaseConnections }));
   try {
@@ -76,6 +107,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     timing: { ...DEFAULT_TIMING, ...opts.timing },
     scheduling: { ...DEFAULT_SCHEDULING, ...opts.scheduling },
     random: Math.random,
+    transferKey: transfer.key,
   };
   if (ctx.blobs.maxBlobBytes !== undefined && ctx.limits.maxBlobBytes > ctx.blobs.maxBlobBytes) {
     await store.close();
@@ -91,6 +123,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   if (relay) await ctx.events.connect(relay);
   const sweeper = new LeaseSweeper(ctx);
   const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http });
+  // A store that relays events is one several servers may share (PostgreSQL): a key of this
+  // server's own would make the others refuse the transfer URLs it signs, and the other way round.
+  if (transfer.created && store.openEventRelay) {
+    app.log.warn(
+      `created the transfer key ${files.transferKey}, which only this server has: servers sharing a database must share one ` +
+        'transfer key, or each refuses the transfer URLs (of Kubernetes task pods) the others sign. Give every server the same ' +
+        'BOXGRID_TRANSFER_KEY (e.g. the contents of this file); see docs/operations.md, "The transfer key"',
+    );
+  }
   await app.listen({ host: opts.host, port: opts.port });
   sweeper.start();
   const addr = app.server.address();

@@ -1,5 +1,5 @@
 import swagger from '@fastify/swagger';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { BoxgridError } from '../domain/errors.js';
 import type { Host, TokenRecord, User } from '../domain/model.js';
@@ -7,6 +7,7 @@ import { sendError } from './http-errors.js';
 import { validatorCompiler } from './validation.js';
 import { Services } from './services.js';
 import type { ServiceContext } from '../service/context.js';
+import { redactTransferUrl } from '../service/transfer-signature.js';
 import { registerIdentityRoutes } from './routes/identity.js';
 import { registerHostRoutes } from './routes/hosts.js';
 import { registerAppRoutes } from './routes/apps.js';
@@ -22,7 +23,7 @@ import { registerTransferRoutes } from './routes/transfer.js';
 export type Api = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
 
 export interface HttpOptions {
-  /** pino options, or false for silence (tests). */
+  /** pino options (a `stream` too), or false for silence (tests). Requests are logged by `requestForLog`. */
   logger: boolean | object;
   /** Largest JSON body of a batch submission, bytes. Other routes accept 1 MiB. */
   maxBatchBodyBytes: number;
@@ -32,10 +33,27 @@ export interface HttpOptions {
 
 export const DEFAULT_HTTP: HttpOptions = { logger: true, maxBatchBodyBytes: 256 * 1024 * 1024, sseKeepAliveSeconds: 15 };
 
+/**
+ * What the log says of a request: fastify's fields, with a transfer URL's signature replaced
+ * (the URL is a bearer credential until it expires, and logs travel further than secrets should).
+ */
+export function requestForLog(req: FastifyRequest): Record<string, unknown> {
+  return {
+    method: req.method, url: redactTransferUrl(req.url), version: req.headers?.['accept-version'],
+    host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort,
+  };
+}
+
+function loggerOptions(logger: boolean | object): boolean | object {
+  if (logger === false) return false;
+  const given = (logger === true ? {} : logger) as { serializers?: Record<string, unknown> };
+  return { ...given, serializers: { ...given.serializers, req: requestForLog } };
+}
+
 /** Builds the HTTP server (not yet listening) over the given services. */
 export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = DEFAULT_HTTP): Promise<Api> {
   const app = Fastify({
-    logger: opts.logger,
+    logger: loggerOptions(opts.logger),
     bodyLimit: 1024 * 1024,
     // Our own 503 below, so that even shutdown answers in the documented error shape.
     return503OnClosing: false,
@@ -60,7 +78,7 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
     if (closing) throw new BoxgridError('unavailable', 'the server is shutting down; retry shortly');
   });
   app.setErrorHandler((err, req, reply) => sendError(req, reply, err));
-  app.setNotFoundHandler((req, reply) => sendError(req, reply, new BoxgridError('not_found', `no route ${req.method} ${req.url.split('?')[0]}`)));
+  app.setNotFoundHandler((req, reply) => sendError(req, reply, new BoxgridError('not_found', `no route ${req.method} ${redactTransferUrl(req.url.split('?')[0]!)}`)));
 
   await app.register(swagger, {
     openapi: {

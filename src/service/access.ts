@@ -49,19 +49,18 @@ export class AccessService {
   }
 
   /**
-   * The host that signed a transfer URL (see transfer-signature.ts), if the signature is its
-   * own, unexpired, and the host still holds a live credential.
+   * The host a transfer URL was signed for (see transfer-signature.ts), if the servers' transfer
+   * key made its signature, it has not expired, and the host is still active. Whether the host
+   * holds the task live is the route's to check, as for the host's own calls.
    */
-  async authenticateTransfer(url: { credentialId: string; taskId: number; direction: TransferDirection; expiresAt: number; signature: string }): Promise<Host> {
-    const record = await this.ctx.store.getToken(url.credentialId);
-    if (
-      !record || record.kind !== 'host' || record.revokedAt !== null || (record.expiresAt !== null && record.expiresAt <= this.ctx.now()) ||
-      !signatureMatches(record.secretHash, url.credentialId, url.taskId, url.direction, url.expiresAt, url.signature)
-    ) {
-      throw new BoxgridError('unauthenticated', 'the transfer URL is not valid (bad signature, or its host credential is revoked)');
+  async authenticateTransfer(url: { hostId: number; taskId: number; direction: TransferDirection; expiresAt: number; signature: string }): Promise<Host> {
+    if (!signatureMatches(this.ctx.transferKey, url.hostId, url.taskId, url.direction, url.expiresAt, url.signature)) {
+      throw new BoxgridError('unauthenticated', 'the transfer URL is not valid (bad signature: altered, or signed with another transfer key)');
     }
     if (url.expiresAt * 1000 <= this.ctx.now()) throw new BoxgridError('unauthenticated', `the transfer URL expired at ${new Date(url.expiresAt * 1000).toISOString()}`);
-    return this.activeHost(record);
+    const host = await this.ctx.store.getHost(url.hostId);
+    if (!host || host.state !== 'active') throw new BoxgridError('unauthenticated', 'the transfer URL is not valid (its host is revoked)');
+    return host;
   }
 
   private async activeHost(record: TokenRecord): Promise<Host> {

@@ -15,6 +15,7 @@ import type { OpenBlob } from './blobs.js';
 import { BlobService } from './blobs.js';
 import { canonicalHash } from './canonical.js';
 import type { ServiceContext } from './context.js';
+import { transferPath } from './transfer-signature.js';
 
 /** What an agent needs to run one task; it never has to ask about the job or the app. */
 export interface TaskAssignment {
@@ -95,6 +96,13 @@ const MAX_OUTPUTS = 1000;
  * transfer starts, not while it runs).
  */
 export const PRESIGN_MIN_SECONDS = 900;
+
+/**
+ * How long transfer URLs live: a day unless the host asks otherwise, at most a week. Not tied to
+ * the lease: a URL opens nothing once its host no longer holds the task live, so its expiry only
+ * bounds how long a leaked URL is worth anything while the task runs.
+ */
+export const TRANSFER_URL_SECONDS = { default: 86_400, min: 60, max: 7 * 86_400 };
 
 /** The blob store's upload slot of a task: pre-signed PUTs land there, reports take them from there. */
 const uploadSlot = (taskId: number): string => `task-${taskId}`;
@@ -315,6 +323,27 @@ export class AgentProtocolService {
       throw new BoxgridError('conflict', `task ${taskId} no longer runs a live job; the checkpoint was not recorded`);
     }
     return stored;
+  }
+
+  /**
+   * Signed URL prefixes through which something without the host's credential (a Kubernetes
+   * task pod) may read the inputs and store the outputs of a live task the host holds (see
+   * transfer-signature.ts). Paths, relative to the server: the caller prepends the address it
+   * wants them used at (the server cannot know it behind a proxy). Changes nothing: safe to repeat.
+   */
+  async transferUrls(host: Host, taskId: number, expiresInSeconds: number = TRANSFER_URL_SECONDS.default): Promise<{ inputs: string; outputs: string; expiresAt: number }> {
+    const { min, max } = TRANSFER_URL_SECONDS;
+    if (!Number.isInteger(expiresInSeconds) || expiresInSeconds < min || expiresInSeconds > max) {
+      throw invalid('expiresInSeconds', `must be a whole number of seconds from ${min} to ${max} (7 days)`);
+    }
+    await this.liveTask(host, taskId);
+    const expires = Math.ceil(this.ctx.now() / 1000) + expiresInSeconds;
+    const key = this.ctx.transferKey;
+    return {
+      inputs: transferPath(key, host.id, taskId, 'inputs', expires),
+      outputs: transferPath(key, host.id, taskId, 'outputs', expires),
+      expiresAt: expires * 1000,
+    };
   }
 
   private async liveTask(host: Host, taskId: number): Promise<{ task: Task; job: Job }> {

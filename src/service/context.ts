@@ -46,4 +46,9 @@ export interface ServiceContext {
   scheduling: SchedulingOptions;
   /** Uniform in [0, 1): jitter. Math.random in a server; the simulator's seeded generator, so a run replays exactly. */
   random: () => number;
+  /**
+   * The HMAC key of transfer URLs (service/transfer-signature.ts): the servers' own secret,
+   * never stored in the database. Servers sharing a database must share it.
+   */
+  transferKey: Buffer;
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +49,7 @@ export async function startSimServer(policy: SchedulingOptions['policy'], random
     timing,
     scheduling: { ...DEFAULT_SCHEDULING, policy },
     random, // the idle-poll jitter comes from the run's seed
+    transferKey: randomBytes(32), // no simulated task moves files through transfer URLs
   };
   return {
     ctx,

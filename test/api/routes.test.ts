@@ -541,9 +541,10 @@ describe('health and OpenAPI', () => {
     ['get', '/agent/v1/self'], ['post', '/agent/v1/enroll'], ['post', '/v1/enroll-tokens'], ['get', '/v1/hosts'],
     ['get', '/v1/projects/{project}/jobs/{id}/log'], ['get', '/v1/projects/{project}/tasks/{id}/log'],
     ['post', '/agent/v1/work'], ['post', '/agent/v1/heartbeat'], ['post', '/agent/v1/tasks/{id}/result'], ['post', '/agent/v1/tasks/{id}/uploads'],
+    ['post', '/agent/v1/tasks/{id}/transfer-urls'],
     ['get', '/agent/v1/tasks/{id}/blobs/{sha256}'], ['put', '/agent/v1/tasks/{id}/blobs/{sha256}'], ['put', '/agent/v1/tasks/{id}/checkpoint/{sha256}'],
-    ['get', '/transfer/v1/{credentialId}/tasks/{id}/inputs/{expires}/{signature}/{sha256}'],
-    ['put', '/transfer/v1/{credentialId}/tasks/{id}/outputs/{expires}/{signature}/{sha256}'],
+    ['get', '/transfer/v1/{hostId}/tasks/{id}/inputs/{expires}/{signature}/{sha256}'],
+    ['put', '/transfer/v1/{hostId}/tasks/{id}/outputs/{expires}/{signature}/{sha256}'],
   ];
 
   test('/openapi.json documents every route, each of which the server answers', async () => {
@@ -557,7 +558,7 @@ describe('health and OpenAPI', () => {
     for (const [m, p] of ROUTES) assert.ok(documented.has(`${m} ${p}`), `${m.toUpperCase()} ${p} is not in /openapi.json`);
     assert.equal(documented.size, ROUTES.length, `undocumented or unexpected: ${[...documented].filter((d) => !ROUTES.some(([m, p]) => `${m} ${p}` === d))}`);
     // Each documented route exists (no "no route" 404) when called.
-    const fill = (p: string) => p.replace('{credentialId}', '0'.repeat(16)).replace('{expires}', '1').replace('{signature}', 'A'.repeat(43)).replace('{project}', 'default').replace('{user}', 'admin').replace('{name}', 'x').replace('{id}', '1').replace('{sha256}', 'a'.repeat(64));
+    const fill = (p: string) => p.replace('{hostId}', '1').replace('{expires}', '1').replace('{signature}', 'A'.repeat(43)).replace('{project}', 'default').replace('{user}', 'admin').replace('{name}', 'x').replace('{id}', '1').replace('{sha256}', 'a'.repeat(64));
     for (const [m, p] of ROUTES) {
       // The event stream is asked for a batch that does not exist, so that it answers at once.
       const url = p.endsWith('/events') ? `${fill(p)}?batch=999999` : fill(p);

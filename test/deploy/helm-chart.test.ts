@@ -11,6 +11,7 @@ import { parse } from 'yaml';
 import { runCli } from '../cli/run-cli.js';
 import { buildRenderer, CHART, ROOT, helmRenderSuite, parseManifests, RENDERER_NOTE, type K8sObject, type RenderOptions, type Renderer } from '../helpers/helm.js';
 import { schemaErrors } from '../helpers/kube-schema.js';
+import { parseTransferKey } from '../../src/service/transfer-signature.js';
 
 const suite = await helmRenderSuite();
 const CI_VALUES = (name: string) => join(CHART, 'ci', `${name}-values.yaml`);
@@ -18,6 +19,7 @@ const RELEASE = { name: 'bg', namespace: 'grid' };
 const SERVER = 'bg-boxgrid-server';
 const EXECUTOR = 'bg-boxgrid-executor';
 const POSTGRESQL = 'bg-boxgrid-postgresql';
+const TRANSFER_KEY = 'bg-boxgrid-server-transfer-key';
 /** The labels the executor puts on a task pod (src/sites/kubernetes/job-manifest.ts). */
 const TASK_POD_LABELS = {
   'app.kubernetes.io/managed-by': 'boxgrid', 'boxgrid.dev/component': 'task', 'boxgrid.dev/executor': 'k8s', 'boxgrid.dev/task-id': '7', 'boxgrid.dev/job-id': '3',
@@ -107,7 +109,7 @@ describe(`Helm chart (${RENDERER_NOTE})`, { skip: suite.skip }, () => {
 
   test('each set of values renders exactly the objects it should', () => {
     const common = [`Role/${EXECUTOR}`, `RoleBinding/${EXECUTOR}`, `ServiceAccount/${EXECUTOR}`, `Deployment/${EXECUTOR}`, `NetworkPolicy/${EXECUTOR}`, 'NetworkPolicy/bg-boxgrid-tasks', `PersistentVolumeClaim/${EXECUTOR}`];
-    const server = [`Deployment/${SERVER}`, `Service/${SERVER}`, `ServiceAccount/${SERVER}`, `NetworkPolicy/${SERVER}`];
+    const server = [`Deployment/${SERVER}`, `Service/${SERVER}`, `ServiceAccount/${SERVER}`, `NetworkPolicy/${SERVER}`, `Secret/${TRANSFER_KEY}`];
     const postgresql = [`StatefulSet/${POSTGRESQL}`, `Service/${POSTGRESQL}`, `Secret/${POSTGRESQL}`, `NetworkPolicy/${POSTGRESQL}`];
     const expected: Record<string, string[]> = {
       'defaults (built-in PostgreSQL)': [...common, ...server, ...postgresql, `PersistentVolumeClaim/${SERVER}`],
@@ -248,7 +250,7 @@ describe(`Helm chart (${RENDERER_NOTE})`, { skip: suite.skip }, () => {
 
   test('external database: the URL from the operator\'s Secret, and no PostgreSQL object at all', () => {
     const objs = rendered.get('ci/external-db-values.yaml')!;
-    assert.deepEqual(objs.filter((o) => /postgres/i.test(JSON.stringify(o.metadata)) || o.kind === 'StatefulSet' || o.kind === 'Secret'), []);
+    assert.deepEqual(objs.filter((o) => /postgres/i.test(JSON.stringify(o.metadata)) || o.kind === 'StatefulSet' || (o.kind === 'Secret' && o.metadata.name !== TRANSFER_KEY)), []);
     const server = workload(objs, 'Deployment', SERVER).spec.containers[0]!;
     const url = server.env?.find((e) => e.name === 'BOXGRID_DATABASE_URL');
     assert.deepEqual(url?.valueFrom?.secretKeyRef, { name: 'boxgrid-db', key: 'url' });
@@ -277,6 +279,34 @@ describe(`Helm chart (${RENDERER_NOTE})`, { skip: suite.skip }, () => {
     assert.ok(single.spec.containers[0]!.volumeMounts?.some((m) => m.name === 'data' && m.mountPath === '/data'));
   });
 
+  test('the transfer key: one Secret, made once (kept on upgrades by lookup) or the operator\'s, that every server reads as BOXGRID_TRANSFER_KEY', async () => {
+    for (const name of ['defaults (built-in PostgreSQL)', 'ci/external-db-values.yaml']) {
+      const objs = rendered.get(name)!;
+      const secret = get<{ type: string; data: Record<string, string> }>(objs, 'Secret', TRANSFER_KEY);
+      assert.equal(secret.type, 'Opaque');
+      assert.deepEqual(Object.keys(secret.data), ['key'], name);
+      const text = Buffer.from(secret.data.key!, 'base64').toString();
+      assert.match(text, /^[A-Za-z0-9+/]{43}=$/, `${name}: 32 random bytes, base64`);
+      assert.equal(parseTransferKey(text, 'the Secret').length, 32, `${name}: a key the server takes`);
+      assert.equal(secret.metadata.labels?.['app.kubernetes.io/component'], 'server');
+      const d = workload(objs, 'Deployment', SERVER);
+      const env = d.spec.containers[0]!.env!.filter((e) => e.name === 'BOXGRID_TRANSFER_KEY');
+      assert.deepEqual(env, [{ name: 'BOXGRID_TRANSFER_KEY', valueFrom: { secretKeyRef: { name: TRANSFER_KEY, key: 'key' } } }], `${name}: every replica the same key, from the Secret`);
+    }
+    assert.equal((workload(rendered.get('ci/external-db-values.yaml')!, 'Deployment', SERVER).obj as { spec: { replicas: number } }).spec.replicas, 3, 'several servers share it');
+    // Under `helm template` lookup finds nothing: each render makes a new key (hence existingSecret for such tools).
+    const again = get<{ data: Record<string, string> }>(await render(), 'Secret', TRANSFER_KEY);
+    assert.notEqual(again.data.key, get<{ data: Record<string, string> }>(rendered.get('defaults (built-in PostgreSQL)')!, 'Secret', TRANSFER_KEY).data.key);
+    // The operator's Secret instead.
+    const own = await render({ set: ['server.transferKey.existingSecret=grid-transfer-key', 'server.transferKey.key=k'] });
+    assert.equal(find(own, 'Secret', TRANSFER_KEY), undefined, 'no generated Secret');
+    assert.deepEqual(workload(own, 'Deployment', SERVER).spec.containers[0]!.env!.find((e) => e.name === 'BOXGRID_TRANSFER_KEY')?.valueFrom?.secretKeyRef, { name: 'grid-transfer-key', key: 'k' });
+    // No server, no key: the executor never signs.
+    const executorOnly = rendered.get('ci/executor-only-values.yaml')!;
+    assert.equal(executorOnly.some((o) => o.kind === 'Secret'), false);
+    assert.ok(!JSON.stringify(executorOnly).includes('BOXGRID_TRANSFER_KEY'));
+  });
+
   test("the executor's Role: namespaced (Role + RoleBinding, no ClusterRole), exactly the verbs it needs, nothing on Secrets", async () => {
     const withJobNamespace = await render({ set: ['executor.jobNamespace=boxgrid-tasks'] });
     const cases: Array<[string, K8sObject[], string]> = [
@@ -295,9 +325,9 @@ describe(`Helm chart (${RENDERER_NOTE})`, { skip: suite.skip }, () => {
         return r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g === '' ? 'core' : g}/${res}:${v}`)));
       });
       assert.deepEqual(grants.sort(), [
-        'batch/jobs:create', 'batch/jobs:delete', 'batch/jobs:get', 'batch/jobs:list', 'batch/jobs:watch',
-        'core/pods/log:get', 'core/pods:get', 'core/pods:list', 'core/pods:watch',
-        'core/resourcequotas:get', 'core/resourcequotas:list',
+        'batch/jobs:create', 'batch/jobs:delete', 'batch/jobs:list',
+        'core/pods/log:get', 'core/pods:list', 'core/pods:watch',
+        'core/resourcequotas:list',
       ], `${name}: exactly these grants`);
       assert.ok(!JSON.stringify(role.rules).includes('*'), `${name}: no wildcard`);
       assert.ok(!/secrets|configmaps|escalate|bind|impersonate/.test(JSON.stringify(role.rules)), name);

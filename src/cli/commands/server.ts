@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { defaultDataDir, DEFAULT_PORT } from '../config.js';
 import { CliExit, parseNumber } from '../output.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../scheduling/options.js';
+import { parseTransferKey } from '../../service/transfer-signature.js';
 
 export function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
@@ -57,7 +58,7 @@ export function registerServer(program: Command): void {
   program
     .command('server')
     .description('run the boxgrid server (API, event stream, blob store) on a data dir')
-    .option('--data <dir>', 'data directory (database, blobs, admin token)', defaultDataDir())
+    .option('--data <dir>', 'data directory (database, blobs, admin token, transfer.key unless $BOXGRID_TRANSFER_KEY gives the key)', defaultDataDir())
     .option('--db <url-or-file>', 'postgres://… URL (several servers may share the database) or a SQLite file; default: $BOXGRID_DATABASE_URL, else boxgrid.db in the data dir')
     .option('--db-connections <n>', 'most PostgreSQL connections this server opens (default 10)', (v) => parseNumber(v, '--db-connections'))
     .option('--blobs <dir-or-s3-url>', 'where blobs live: a directory (servers sharing a database must share it) or s3://BUCKET[/PREFIX][?endpoint=URL&pathStyle=true] (agents then use pre-signed URLs of the bucket: &publicEndpoint=URL for the address they reach it at, &presign=false to keep their bytes going through the servers); default: blobs/ in the data dir')
@@ -87,8 +88,16 @@ export function registerServer(program: Command): void {
       if (o.dbConnections !== undefined && (!Number.isInteger(o.dbConnections) || o.dbConnections < 1)) {
         throw new CliExit(2, 'error: --db-connections must be a whole number, at least 1');
       }
+      // The key transfer URLs are signed with: servers sharing a database must share it.
+      let transferKey: Buffer | undefined;
+      try {
+        transferKey = process.env.BOXGRID_TRANSFER_KEY ? parseTransferKey(process.env.BOXGRID_TRANSFER_KEY, 'BOXGRID_TRANSFER_KEY') : undefined;
+      } catch (e) {
+        throw new CliExit(2, `error: ${(e as Error).message}`);
+      }
       const server = await startServer({
         dataDir: o.data, host, port,
+        ...(transferKey === undefined ? {} : { transferKey }),
         ...(database === undefined ? {} : { database }),
         ...(o.dbConnections === undefined ? {} : { databaseConnections: o.dbConnections }),
         ...(o.blobs === undefined ? {} : { blobDir: o.blobs }),

@@ -5,6 +5,7 @@ import { BlobInfo, receiveBlob, sendBlob } from './blobs.js';
 import { Resources } from '../schemas.js';
 import type { Api } from '../server.js';
 import { OUTCOME_KINDS, type OutcomeKind, type TaskOutcome } from '../../domain/outcomes.js';
+import { TRANSFER_URL_SECONDS } from '../../service/agent-protocol.js';
 
 const FreeResources = Type.Object(
   {
@@ -117,6 +118,22 @@ const UploadTarget = Type.Object({
   headers: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'to send with the PUT exactly as given (signed)' })),
   expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
 });
+const TransferUrlsBody = Type.Object(
+  {
+    expiresInSeconds: Type.Optional(
+      Type.Integer({
+        minimum: TRANSFER_URL_SECONDS.min, maximum: TRANSFER_URL_SECONDS.max,
+        description: `how long the URLs are valid (default ${TRANSFER_URL_SECONDS.default}: a day); they open nothing once the task has ended anyway`,
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+const TransferUrls = Type.Object({
+  inputs: Type.String({ description: "path of the signed prefix for the task's inputs (and checkpoint): GET <server><inputs>/<sha256>" }),
+  outputs: Type.String({ description: "path of the signed prefix for the task's outputs: PUT <server><outputs>/<sha256>" }),
+  expiresAt: Type.String({ format: 'date-time' }),
+});
 const TaskParams = Type.Object({ id: Type.Integer({ minimum: 1 }) });
 const TaskBlobParams = Type.Object({ id: Type.Integer({ minimum: 1 }), sha256: Type.String({ maxLength: 64 }) });
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -202,6 +219,23 @@ export function registerAgentRoutes(app: Api, s: Services): void {
     async (req) => {
       const files = await inPart('body', s.agent.uploads(currentHost(req), req.params.id, req.body.files));
       return { files: files.map(({ expiresAt, ...f }) => (expiresAt === undefined ? f : { ...f, expiresAt: iso(expiresAt) })) };
+    },
+  );
+
+  app.post(
+    '/tasks/:id/transfer-urls',
+    {
+      schema: {
+        tags, params: TaskParams, body: TransferUrlsBody,
+        description:
+          "Signed URL prefixes (paths under /transfer/v1, relative to the server) through which something holding no credential — a Kubernetes task pod — reads a live task's inputs and stores its outputs. " +
+          'Prepend the server address they are to be used at. Signed by the server with its transfer key; valid until expiresAt and only while this host holds the task live. Safe to repeat.',
+        response: { 200: TransferUrls },
+      },
+    },
+    async (req) => {
+      const r = await inPart('body', s.agent.transferUrls(currentHost(req), req.params.id, req.body.expiresInSeconds));
+      return { ...r, expiresAt: iso(r.expiresAt) };
     },
   );
 

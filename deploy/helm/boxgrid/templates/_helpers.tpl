@@ -19,6 +19,10 @@
 {{- define "boxgrid.server.fullname" -}}{{ include "boxgrid.fullname" . | trunc 56 | trimSuffix "-" }}-server{{- end -}}
 {{- define "boxgrid.executor.fullname" -}}{{ include "boxgrid.fullname" . | trunc 54 | trimSuffix "-" }}-executor{{- end -}}
 {{- define "boxgrid.postgresql.fullname" -}}{{ include "boxgrid.fullname" . | trunc 52 | trimSuffix "-" }}-postgresql{{- end -}}
+{{/* The Secret holding the servers' transfer key: the operator's, or the one the chart makes. */}}
+{{- define "boxgrid.server.transferKeySecret" -}}
+{{- default (printf "%s-transfer-key" (include "boxgrid.server.fullname" .)) .Values.server.transferKey.existingSecret -}}
+{{- end -}}
 
 {{/* Labels: every object; selector labels: what a Deployment, Service or NetworkPolicy selects by (with a component). */}}
 {{- define "boxgrid.selectorLabels" -}}
