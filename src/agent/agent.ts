@@ -54,7 +54,7 @@ export const WALLTIME_MARGIN_SECONDS = 30;
 const MAX_IMAGES_SENT = 512;
 
 /** Answers after which a result is dropped: the server will never take it. */
-const FINAL_REFUSALS = new Set(['lease_expired', 'conflict', 'not_found']);
+export const FINAL_REFUSALS: ReadonlySet<string> = new Set(['lease_expired', 'conflict', 'not_found']);
 
 /** A file the task may write to say how far it has got: a number from 0 to 1. */
 export const PROGRESS_FILE = '.boxgrid-progress';

@@ -8,7 +8,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { enroll } from '../../src/agent/host-credential.js';
 import { BoxgridClient } from '../../src/client/client.js';
 import { CONTAINERS, LABELS } from '../../src/sites/kubernetes/job-manifest.js';
-import { ClientNodeKubeOps } from '../../src/sites/kubernetes/kube-ops.js';
+import { ClientNodeKubeOps, KubeError, type KubeOps } from '../../src/sites/kubernetes/kube-ops.js';
 import { KubernetesExecutor, type KubernetesExecutorOptions } from '../../src/sites/kubernetes/kubernetes-executor.js';
 import { BIN, runCli } from '../cli/run-cli.js';
 import { startFakeKubernetes, type FakeKubernetes, type FakeNode, type PodRunner, type PodScript } from '../helpers/fake-kubernetes.js';
@@ -32,13 +32,17 @@ interface Setup {
   s: TestServer;
   admin: BoxgridClient;
   k8s: FakeKubernetes;
+  /** The executor's way to the fake API, for tests to wrap. */
+  kube(): KubeOps;
   executor(over?: Partial<KubernetesExecutorOptions>): Promise<{ ex: KubernetesExecutor; stop: () => Promise<void> }>;
   logs: string[];
   close(): Promise<void>;
 }
 
-async function setup(opts: { nodes?: FakeNode[]; runPod?: PodRunner; quota?: { cpu?: number; memoryMiB?: number }; jobDeadline?: 'kill-pods' | 'delete-pods' } = {}): Promise<Setup> {
-  const s = await startTestServer({ timing: TIMING, scheduling: { backoffBaseSeconds: 0 } });
+async function setup(
+  opts: { nodes?: FakeNode[]; runPod?: PodRunner; quota?: { cpu?: number; memoryMiB?: number }; jobDeadline?: 'kill-pods' | 'delete-pods'; timing?: Partial<typeof TIMING> } = {},
+): Promise<Setup> {
+  const s = await startTestServer({ timing: { ...TIMING, ...opts.timing }, scheduling: { backoffBaseSeconds: 0 } });
   const admin = new BoxgridClient({ url: s.url, token: s.adminToken });
   const k8s = await startFakeKubernetes({
     namespace: NS, nodes: opts.nodes ?? [{ name: 'node-1', cpu: 8, memoryMiB: 16_384 }],
@@ -51,9 +55,10 @@ async function setup(opts: { nodes?: FakeNode[]; runPod?: PodRunner; quota?: { c
   const running: Array<() => Promise<void>> = [];
   return {
     s, admin, k8s, logs,
+    kube: () => new ClientNodeKubeOps(k8s.kubeConfig(), NS, 'bx'),
     async executor(over = {}) {
       const ex = new KubernetesExecutor({
-        name: 'bx', client: new BoxgridClient({ url: s.url, token: credential.token }), token: credential.token, transferServer: s.url,
+        name: 'bx', client: new BoxgridClient({ url: s.url, token: credential.token }), transferServer: s.url,
         kube: new ClientNodeKubeOps(k8s.kubeConfig(), NS, 'bx'),
         flow: { maxPending: 5, ratePerSecond: 50, burst: 5 }, limit: { cores: 8, memoryMiB: 16_384, gpus: 0 }, maxTaskDiskMiB: 10_000,
         pendingTimeoutSeconds: 600,
@@ -86,7 +91,7 @@ async function app(admin: BoxgridClient, name: string, extra: Record<string, unk
 /** A pod that runs and stores no output (the sidecar reports an empty list). */
 const SUCCEEDS = (durationMs = 0): PodScript => ({ task: { exitCode: 0, durationMs }, stageOut: { exitCode: 0, message: JSON.stringify({ outputs: {}, refused: [] }) } });
 
-const args = (pod: V1Pod): string[] => pod.spec!.containers.find((c) => c.name === CONTAINERS.task)!.command ?? [];
+const args = (pod: V1Pod): string[] => pod.spec!.containers.find((c) => c.name === CONTAINERS.task)!.args ?? [];
 const env = (pod: V1Pod, container: string, name: string): string =>
   [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers].find((c) => c.name === container)!.env!.find((e) => e.name === name)!.value!;
 
@@ -223,10 +228,10 @@ describe('kubernetes executor (fake API, real server)', () => {
       },
     });
     try {
+      // One attempt each: an eviction must not spend it.
       await app(g.admin, 'once', { maxAttempts: 1 });
-      await app(g.admin, 'again', { maxAttempts: 3 });
       const ids: Record<string, number> = {};
-      for (const which of Object.keys(script)) ids[which] = (await g.admin.submitJob(P, { app: which === 'evict' ? 'again' : 'once', args: [which] })).jobIds![0]!;
+      for (const which of Object.keys(script)) ids[which] = (await g.admin.submitJob(P, { app: 'once', args: [which] })).jobIds![0]!;
       await g.executor();
       const evictedPod = await g.k8s.waitFor(() => g.k8s.pods().find((p) => p.status?.phase === 'Running' && args(p)[1] === 'evict'), 20_000);
       g.k8s.evict(evictedPod.metadata!.name!, 'The node was low on resource: memory.');
@@ -238,9 +243,9 @@ describe('kubernetes executor (fake API, real server)', () => {
       await settled('pull', ['image_error']);
       await settled('refused', ['output_error']);
       await settled('silent', ['output_error']);
-      await settled('evict', ['agent_error', 'succeeded']);
+      await settled('evict', ['aborted', 'succeeded']);
       const job = async (which: string) => (await g.admin.getJob(P, ids[which]!)).job;
-      assert.equal((await job('evict')).state, 'succeeded', 'an eviction is the platform\'s fault: the job ran again and finished');
+      assert.equal((await job('evict')).state, 'succeeded', 'an eviction is the platform\'s doing: the job ran again, on its one attempt, and finished');
       const failedTask = (await g.admin.getJob(P, ids.exit3!)).tasks[0]!;
       assert.equal(failedTask.exitCode, 3);
       assert.match((await g.admin.taskLog(P, { task: failedTask.id })).text, /bad parameter/);
@@ -270,7 +275,7 @@ describe('kubernetes executor (fake API, real server)', () => {
 
       // 6 cores on a 4-core node: Unschedulable, given back after the pending timeout, not left to pile up.
       await eventually(async () => ((await g.admin.getJob(P, huge)).tasks.some((t) => t.outcome?.kind === 'aborted') ? true : undefined), 'the unschedulable task given back', 20_000);
-      assert.ok(g.logs.some((l) => /did not start in 2 s \(Unschedulable/.test(l)), g.logs.join('\n'));
+      assert.ok(g.logs.some((l) => /was not scheduled in 2 s \(Unschedulable/.test(l)), g.logs.join('\n'));
     } finally {
       await g.close();
     }
@@ -331,6 +336,91 @@ describe('kubernetes executor (fake API, real server)', () => {
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
+      await g.close();
+    }
+  });
+
+  it('keeps the app\'s time from the app\'s start: a slow start is no timeout', async () => {
+    // Two and a half seconds of pulling and staging, for an app allowed one second.
+    const g = await setup({ runPod: async () => (await new Promise((r) => setTimeout(r, 2500)), SUCCEEDS(200)) });
+    try {
+      await app(g.admin, 'quick', { maxRuntimeSeconds: 1, maxAttempts: 1 });
+      const id = (await g.admin.submitJob(P, { app: 'quick' })).jobIds![0]!;
+      await g.executor({ manifest: { stagingImage: 'boxgrid:test', nodeSelector: {}, tolerations: [], ttlSecondsAfterFinished: 3600, stagingSeconds: 1 } });
+      await eventually(async () => ((await g.admin.getJob(P, id)).job.state === 'succeeded' ? true : undefined), 'the quick job succeeded', 20_000);
+    } finally {
+      await g.close();
+    }
+  });
+
+  it('keeps its leases through a Kubernetes API outage longer than a lease', async () => {
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((r) => (release = r));
+    const g = await setup({ runPod: async () => (await released, SUCCEEDS()), timing: { leaseSeconds: 3, sweepSeconds: 1 } });
+    try {
+      await app(g.admin, 'calc', { maxAttempts: 1 });
+      const batch = await g.admin.submitBatch(P, { app: 'calc', count: 3 });
+      let down = false;
+      const real = g.kube();
+      const outage = (): void => {
+        if (down) throw new KubeError('cannot list pods: connect ECONNREFUSED', null);
+      };
+      const kube: KubeOps = {
+        ...real,
+        createJob: (j) => real.createJob(j), deleteJob: (n) => real.deleteJob(n), log: (p, c, b) => real.log(p, c, b), quotas: () => real.quotas(),
+        watchPods: (f, sig) => real.watchPods(f, sig),
+        listPods: async () => (outage(), real.listPods()),
+        listJobs: async () => (outage(), real.listJobs()),
+      };
+      await g.executor({ kube });
+      await g.k8s.waitFor(() => g.k8s.jobs().length === 3, 10_000);
+      down = true;
+      const downSince = Date.now();
+      await eventually(async () => (g.logs.filter((l) => /pass failed \(cannot list pods/.test(l)).length >= 3 && Date.now() - downSince > 4000 ? true : undefined), 'an outage of more than a lease', 20_000);
+      down = false;
+      release();
+      const done = await untilBatchDone(g.admin, P, batch.batch!.id);
+      assert.equal(done.counts.succeeded, 3, JSON.stringify(done.counts));
+      const { jobs } = await g.admin.listJobs(P, { batch: batch.batch!.id });
+      for (const j of jobs) assert.deepEqual((await g.admin.getJob(P, j.id)).tasks.map((t) => t.state), ['succeeded'], 'no task was lost while Kubernetes was away');
+    } finally {
+      release();
+      await g.close();
+    }
+  });
+
+  it('retries a Job Kubernetes could not create for now, and gives back unspent what it refuses', async () => {
+    const g = await setup({ runPod: () => SUCCEEDS() });
+    try {
+      await app(g.admin, 'calc', { maxAttempts: 1 });
+      const real = g.kube();
+      const answers: Array<KubeError | null> = [new KubeError('Kubernetes refused to create Job: HTTP 503 etcd leader changed', 503), null];
+      let refuse = false;
+      const kube: KubeOps = {
+        ...real,
+        listPods: () => real.listPods(), listJobs: () => real.listJobs(), deleteJob: (n) => real.deleteJob(n), log: (p, c, b) => real.log(p, c, b),
+        quotas: () => real.quotas(), watchPods: (f, sig) => real.watchPods(f, sig),
+        createJob: async (j) => {
+          if (refuse) throw new KubeError('Kubernetes refused to create Job: HTTP 403 jobs.batch is forbidden', 403);
+          const e = answers.shift();
+          if (e) throw e;
+          return real.createJob(j);
+        },
+      };
+      const first = (await g.admin.submitJob(P, { app: 'calc' })).jobIds![0]!;
+      const { stop } = await g.executor({ kube });
+      await eventually(async () => ((await g.admin.getJob(P, first)).job.state === 'succeeded' ? true : undefined), 'the job created on the second try', 20_000);
+      assert.equal(g.k8s.stats.jobsCreated, 1, 'one Job, after a passing 503');
+      assert.ok(g.logs.some((l) => /HTTP 503 .*will retry/.test(l)), g.logs.join('\n'));
+
+      refuse = true;
+      const second = (await g.admin.submitJob(P, { app: 'calc' })).jobIds![0]!;
+      await eventually(async () => ((await g.admin.getJob(P, second)).tasks.some((t) => t.outcome?.kind === 'aborted') ? true : undefined), 'the refused task given back', 20_000);
+      await stop();
+      const { job } = await g.admin.getJob(P, second);
+      assert.equal(job.state, 'queued', 'back in the queue, its one attempt not spent');
+      assert.ok(g.logs.some((l) => /HTTP 403 .*giving it back, and asking for no work for 10 s/.test(l)), g.logs.join('\n'));
+    } finally {
       await g.close();
     }
   });

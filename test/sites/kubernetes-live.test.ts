@@ -49,7 +49,7 @@ describe('kubernetes executor on a real cluster', { skip }, () => {
     const name = `live${Date.now() % 100_000}`;
     const ops = new ClientNodeKubeOps(kc, namespace, name);
     const ex = new KubernetesExecutor({
-      name, client: new BoxgridClient({ url: credential.server, token: credential.token }), token: credential.token,
+      name, client: new BoxgridClient({ url: credential.server, token: credential.token }),
       transferServer: env.BOXGRID_K8S_SERVER!, kube: ops,
       flow: { maxPending: 3, ratePerSecond: 2, burst: 3 }, limit: { cores: 1, memoryMiB: 1024, gpus: 0 }, maxTaskDiskMiB: 1024,
       pendingTimeoutSeconds: 300,

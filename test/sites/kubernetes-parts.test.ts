@@ -21,7 +21,7 @@ export function assignment(over: Partial<TaskAssignment> = {}): TaskAssignment {
 }
 
 const OPTIONS: ManifestOptions = {
-  executor: 'bx', stagingImage: 'boxgrid:0.1.0', nodeSelector: {}, tolerations: [], ttlSecondsAfterFinished: 3600, stagingSeconds: 300,
+  executor: 'bx', stagingImage: 'boxgrid:0.1.0', nodeSelector: {}, tolerations: [], ttlSecondsAfterFinished: 3600, stagingSeconds: 300, pendingTimeoutSeconds: 600,
   transfer: { inputs: 'http://boxgrid:8080/transfer/v1/i', outputs: 'http://boxgrid:8080/transfer/v1/o' },
 };
 
@@ -47,7 +47,7 @@ describe('kubernetes executor: the Job for a task', () => {
     const job = taskJob(assignment(), OPTIONS);
     assert.equal(job.metadata!.name, 'bx-task-41', 'the same name on a retry: a second create is AlreadyExists');
     assert.equal(job.spec!.backoffLimit, 0);
-    assert.equal(job.spec!.activeDeadlineSeconds, 600 + 300, 'the app\'s limit plus staging');
+    assert.equal(job.spec!.activeDeadlineSeconds, 600 + 2 * 300 + 600, 'a backstop: pending, staging in and out, and the app\'s limit');
     assert.equal(job.spec!.ttlSecondsAfterFinished, 3600);
     const pod = job.spec!.template;
     assert.equal(pod.spec!.restartPolicy, 'Never');
@@ -99,7 +99,9 @@ describe('kubernetes executor: the Job for a task', () => {
     assert.deepEqual(spec, { inputs: assignment().inputs, checkpoint: null, url: OPTIONS.transfer.inputs });
     assert.equal(stageOut!.env!.find((e) => e.name === 'BOXGRID_STAGE_URL')!.value, OPTIONS.transfer.outputs);
     assert.equal(task.image, `registry.example/sci/mandel@sha256:${'c'.repeat(64)}`, 'the pinned digest runs, not the tag');
-    assert.deepEqual(task.command, assignment().command);
+    assert.deepEqual(task.args, assignment().command, 'the image\'s entrypoint stays, as under the agent');
+    assert.equal(task.command, undefined);
+    assert.equal(task.workingDir, '/out');
     assert.deepEqual(task.env, [{ name: 'SEED', value: '42' }]);
     const mounts = Object.fromEntries(task.volumeMounts!.map((m) => [m.mountPath, m]));
     assert.equal(mounts['/in']!.readOnly, true);
@@ -133,9 +135,12 @@ const stageOutSaid = (message: string | undefined, exitCode = 0) => ({ name: CON
 describe('kubernetes executor: reading a task pod', () => {
   it('waits while the pod is unscheduled, pulling or staging, and says why', () => {
     const unschedulable = observePod(pod({ phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/3 nodes are available' }] }), LIMITS);
-    assert.deepEqual(unschedulable, { phase: 'pending', reason: 'Unschedulable: 0/3 nodes are available' });
-    const pulling = observePod(pod({ phase: 'Pending', containerStatuses: [{ name: 'task', state: { waiting: { reason: 'ErrImagePull' } } }] }), LIMITS);
-    assert.deepEqual(pulling, { phase: 'pending', reason: 'ErrImagePull' }, 'a first pull error may clear up: wait for the back-off');
+    assert.deepEqual(unschedulable, { phase: 'pending', scheduled: false, reason: 'Unschedulable: 0/3 nodes are available' });
+    const onNode = (status: Record<string, unknown>): V1Pod => ({ ...pod(status), spec: { nodeName: 'node-1', containers: [] } });
+    const pulling = observePod(onNode({ phase: 'Pending', containerStatuses: [{ name: 'task', state: { waiting: { reason: 'ErrImagePull' } } }] }), LIMITS);
+    assert.deepEqual(pulling, { phase: 'pending', scheduled: true, reason: 'ErrImagePull' }, 'a first pull error may clear up: wait for the back-off');
+    const limited = observePod(onNode({ phase: 'Pending', containerStatuses: [{ name: 'task', state: { waiting: { reason: 'ImagePullBackOff', message: 'toomanyrequests: rate limit' } } }] }), LIMITS);
+    assert.equal(limited.phase, 'pending', 'a rate limit is waited out, not called a missing image');
     assert.equal(observePod(pod({ phase: 'Running', containerStatuses: [{ name: 'task', state: running }] }), LIMITS).phase, 'running');
   });
 
@@ -160,9 +165,11 @@ describe('kubernetes executor: reading a task pod', () => {
     assert.deepEqual(outcome({ phase: 'Failed', containerStatuses: [{ name: 'task', state: terminated(3) }] }), { kind: 'failed', exitCode: 3 });
     assert.deepEqual(outcome({ phase: 'Failed', containerStatuses: [{ name: 'task', state: terminated(137, { reason: 'OOMKilled' }) }] }), { kind: 'out_of_memory', limitMiB: 768 });
     assert.deepEqual(outcome({ phase: 'Failed', reason: 'DeadlineExceeded', containerStatuses: [{ name: 'task', state: running }] }), { kind: 'timeout', limitSeconds: 600 });
-    assert.deepEqual(outcome({ phase: 'Failed', reason: 'Evicted', message: 'node low on memory', containerStatuses: [{ name: 'task', state: running }] }), {
-      kind: 'agent_error', message: 'pod evicted: node low on memory',
-    });
+    assert.deepEqual(outcome({ phase: 'Failed', reason: 'Evicted', message: 'node low on memory', containerStatuses: [{ name: 'task', state: running }] }), { kind: 'aborted' }, 'the platform\'s doing: no attempt spent');
+    assert.equal(outcome({ phase: 'Failed', reason: 'Evicted', message: 'Pod ephemeral local storage usage exceeds the total limit', containerStatuses: [{ name: 'task', state: terminated(137) }] })!.kind, 'agent_error', 'its own disk use is the app\'s doing');
+    assert.deepEqual(outcome({ phase: 'Pending', initContainerStatuses: [{ name: CONTAINERS.stageIn, state: { waiting: { reason: 'ImagePullBackOff', message: 'boxgrid:9: not found' } } }] }), {
+      kind: 'agent_error', message: 'staging container stage-in: ImagePullBackOff: boxgrid:9: not found',
+    }, 'a broken staging image is the executor\'s set-up, not the app\'s image');
     assert.deepEqual(outcome({ phase: 'Pending', containerStatuses: [{ name: 'task', state: { waiting: { reason: 'ImagePullBackOff', message: 'manifest unknown' } } }] }), {
       kind: 'image_error', message: 'ImagePullBackOff: manifest unknown',
     });
@@ -178,20 +185,22 @@ describe('kubernetes executor: reading a task from its Job and pod', () => {
   it('takes the Job\'s deadline over a pod killed with 143 for it, as a real Job controller deletes the pod', () => {
     const killed = { metadata: { name: 'p', deletionTimestamp: new Date() }, status: { phase: 'Failed', containerStatuses: [{ name: 'task', state: terminated(143) }] } } as V1Pod;
     const deadline = job([{ type: 'Failed', status: 'True', reason: 'DeadlineExceeded' }]);
-    assert.deepEqual(observeTask(limits, killed, deadline), { phase: 'ended', outcome: { kind: 'timeout', limitSeconds: 600 }, outputs: {}, durationMs: 0 });
+    assert.deepEqual(observeTask(limits, killed, deadline), { phase: 'ended', outcome: { kind: 'timeout', limitSeconds: 600 }, outputs: {}, durationMs: 600_000 });
     const gone = observeTask(limits, undefined, deadline);
     assert.equal(gone.phase === 'ended' && gone.outcome.kind, 'timeout', 'and when the pod is already gone');
     const deleted = observeTask(limits, killed, job());
-    assert.equal(deleted.phase === 'ended' && deleted.outcome.kind, 'agent_error', 'a pod deleted under the task is not the app\'s failure');
+    assert.equal(deleted.phase === 'ended' && deleted.outcome.kind, 'aborted', 'a pod deleted under the task is not the app\'s failure');
   });
   it('waits for a Job\'s pod, and calls a vanished Job lost', () => {
-    assert.deepEqual(observeTask(limits, undefined, job()), { phase: 'pending', reason: 'the Job has no pod yet' });
+    assert.deepEqual(observeTask(limits, undefined, job()), { phase: 'pending', scheduled: false, reason: 'the Job has no pod yet' });
+    const complete = observeTask(limits, undefined, job([{ type: 'Complete', status: 'True' }]));
+    assert.deepEqual(complete.phase === 'ended' && complete.outcome, { kind: 'agent_error', message: 'its pod was gone before its outcome was read' });
     const lost = observeTask(limits, undefined, undefined);
     assert.deepEqual(lost.phase === 'ended' && lost.outcome, { kind: 'agent_error', message: 'its Job was deleted outside boxgrid' });
   });
   it('calls an eviction the platform\'s doing even when the kubelet killed the container', () => {
     const evicted = observeTask(limits, pod({ phase: 'Failed', reason: 'Evicted', message: 'low on memory', containerStatuses: [{ name: 'task', state: terminated(137) }] }), job());
-    assert.equal(evicted.phase === 'ended' && evicted.outcome.kind, 'agent_error');
+    assert.equal(evicted.phase === 'ended' && evicted.outcome.kind, 'aborted');
   });
 });
 

@@ -50,7 +50,7 @@ export function registerExecutor(program: Command, ctx: CliContext): void {
     .option('--ttl-seconds <n>', 'Kubernetes removes a finished Job this long after it ends, should the executor not have', '3600')
     .option('--staging-seconds <n>', 'time allowed for staging files in and out, on top of an app\'s run time', '300')
     .option('--pending-timeout <seconds>', 'a task pod not started after this long is given back to the queue', '600')
-    .option('--once', 'one reconcile pass, then exit (to see what it would do)')
+    .option('--once', 'one reconcile pass, then exit (it does lease work and create Jobs; for scripts and tests)')
     .action(async (o: KubernetesFlags) => {
       const whole = (text: string, flag: string, min = 0): number => {
         const n = parseNumber(text, flag);
@@ -70,7 +70,12 @@ export function registerExecutor(program: Command, ctx: CliContext): void {
       } catch (e) {
         throw new CliExit(2, `error: --toleration: ${(e as Error).message}`);
       }
-      const nodeSelector = parseKeyValues(o.nodeSelector, '--node-selector');
+      const { ociPlatform } = await import('../../agent/probe.js');
+      // Tasks go to nodes of the platform the executor enrolled with (the server matches apps to it).
+      const [os, arch] = ociPlatform().split('/');
+      const nodeSelector = { 'kubernetes.io/os': os!, 'kubernetes.io/arch': arch!, ...parseKeyValues(o.nodeSelector, '--node-selector') };
+      const ttlSeconds = whole(o.ttlSeconds, '--ttl-seconds');
+      if (ttlSeconds < 300) throw new CliExit(2, 'error: --ttl-seconds must be 300 or more: Kubernetes must not remove a finished Job before the executor has read it');
       const maxPending = whole(o.maxPending, '--max-pending', 1);
       const limit = { cores: positive(o.maxCores, '--max-cores'), memoryMiB: parseSizeMiB(o.maxMemory, '--max-memory'), gpus: whole(o.maxGpus, '--max-gpus') };
 
@@ -78,7 +83,6 @@ export function registerExecutor(program: Command, ctx: CliContext): void {
       const { ClientNodeKubeOps, inClusterNamespace } = await import('../../sites/kubernetes/kube-ops.js');
       const { KubernetesExecutor } = await import('../../sites/kubernetes/kubernetes-executor.js');
       const { enroll, loadCredential } = await import('../../agent/host-credential.js');
-      const { ociPlatform } = await import('../../agent/probe.js');
       const { BoxgridClient } = await import('../../client/client.js');
 
       const kc = new KubeConfig();
@@ -99,7 +103,6 @@ export function registerExecutor(program: Command, ctx: CliContext): void {
       const ex = new KubernetesExecutor({
         name: o.name,
         client: new BoxgridClient({ url: credential.server, token: credential.token }),
-        token: credential.token,
         transferServer: (o.transferServer ?? credential.server).replace(/\/+$/, ''),
         kube: new ClientNodeKubeOps(kc, namespace, o.name),
         flow: { maxPending, ratePerSecond: positive(o.createRate, '--create-rate'), burst: maxPending },
@@ -108,12 +111,11 @@ export function registerExecutor(program: Command, ctx: CliContext): void {
         pendingTimeoutSeconds: positive(o.pendingTimeout, '--pending-timeout'),
         manifest: {
           stagingImage: o.jobImage, nodeSelector, tolerations,
-          ttlSecondsAfterFinished: whole(o.ttlSeconds, '--ttl-seconds'), stagingSeconds: whole(o.stagingSeconds, '--staging-seconds', 30),
+          ttlSecondsAfterFinished: ttlSeconds, stagingSeconds: whole(o.stagingSeconds, '--staging-seconds', 30),
         },
         log,
       });
       if (o.once) {
-        await ex.adopt();
         process.stdout.write(`${JSON.stringify(await ex.pass())}\n`);
         return;
       }
@@ -152,7 +154,8 @@ export function registerStage(program: Command): void {
     .option('--message-file <path>', 'where the report is written for the executor to read (the termination message)', '/dev/termination-log')
     .option('--max-output <size>', 'largest output file', '4Gi')
     .option('--now', 'store the outputs at once instead of waiting for SIGTERM')
-    .action(async (o: { dir: string; messageFile: string; maxOutput: string; now?: boolean }) => {
+    .option('--grace-seconds <n>', 'the time Kubernetes gives after SIGTERM (the pod\'s terminationGracePeriodSeconds)', '300')
+    .action(async (o: { dir: string; messageFile: string; maxOutput: string; now?: boolean; graceSeconds: string }) => {
       const { stageOut } = await import('../../sites/kubernetes/stage.js');
       const url = process.env.BOXGRID_STAGE_URL;
       if (!url) throw new CliExit(2, 'error: BOXGRID_STAGE_URL is not set');
@@ -167,10 +170,9 @@ export function registerStage(program: Command): void {
       }
       let message: string;
       try {
-        const report = await stageOut(o.dir, url, parseSizeMiB(o.maxOutput, '--max-output') * 2 ** 20);
-        message = JSON.stringify(report);
-        // Kubernetes keeps 4096 bytes of a termination message.
-        if (message.length > 4096) message = JSON.stringify({ outputs: {}, refused: [`${Object.keys(report.outputs).length} output files are too many to list on Kubernetes; pack them into one archive`] });
+        // Uploads may take the pod's grace period (--staging-seconds), less a margin to write the report.
+        const deadline = Date.now() + Math.max(10, parseNumber(o.graceSeconds, '--grace-seconds') - 5) * 1000;
+        message = JSON.stringify(await stageOut(o.dir, url, parseSizeMiB(o.maxOutput, '--max-output') * 2 ** 20, deadline));
       } catch (e) {
         message = `storing the outputs failed: ${(e as Error).message}`.slice(0, 4096);
       }

@@ -14,7 +14,7 @@ export interface Share {
  * `used` already counts every pod in the namespace, the executor's own included). Without a
  * quota and without a limit on a resource, the executor asks for none of it.
  */
-export function freeShare(limit: Share, held: Share, quotas: V1ResourceQuota[]): Share {
+export function freeShare(limit: Share, held: Share, quotas: V1ResourceQuota[], notYetInQuota: Share = { cores: 0, memoryMiB: 0, gpus: 0 }): Share {
   const free: Share = {
     cores: limit.cores - held.cores,
     memoryMiB: limit.memoryMiB - held.memoryMiB,
@@ -27,20 +27,21 @@ export function freeShare(limit: Share, held: Share, quotas: V1ResourceQuota[]):
       const key = keys.find((k) => hard[k] !== undefined);
       return key === undefined ? Infinity : unit(hard[key]!) - unit(used[key] ?? '0');
     };
-    free.cores = Math.min(free.cores, left(['requests.cpu', 'cpu'], cores));
-    free.memoryMiB = Math.min(free.memoryMiB, left(['requests.memory', 'memory'], mebibytes));
-    free.gpus = Math.min(free.gpus, left(['requests.nvidia.com/gpu'], Number));
+    // Held tasks whose pods do not exist yet are not in `used`, but will be.
+    free.cores = Math.min(free.cores, left(['requests.cpu', 'cpu'], cores) - notYetInQuota.cores);
+    free.memoryMiB = Math.min(free.memoryMiB, left(['requests.memory', 'memory'], mebibytes) - notYetInQuota.memoryMiB);
+    free.gpus = Math.min(free.gpus, left(['requests.nvidia.com/gpu'], Number) - notYetInQuota.gpus);
   }
   return { cores: Math.max(0, round3(free.cores)), memoryMiB: Math.max(0, Math.floor(free.memoryMiB)), gpus: Math.max(0, Math.floor(free.gpus)) };
 }
 
-/** Adds up what tasks hold. */
-export function sumShare(rs: Iterable<Resources>): Share {
+/** Adds up what tasks hold, each with `overhead` on top (what its pod asks for besides the app). */
+export function sumShare(rs: Iterable<Resources>, overhead: Share = { cores: 0, memoryMiB: 0, gpus: 0 }): Share {
   const s: Share = { cores: 0, memoryMiB: 0, gpus: 0 };
   for (const r of rs) {
-    s.cores += r.cores;
-    s.memoryMiB += r.memoryMiB;
-    s.gpus += r.gpus;
+    s.cores += r.cores + overhead.cores;
+    s.memoryMiB += r.memoryMiB + overhead.memoryMiB;
+    s.gpus += r.gpus + overhead.gpus;
   }
   return s;
 }

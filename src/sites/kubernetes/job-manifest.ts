@@ -35,8 +35,10 @@ export interface ManifestOptions {
   tolerations: V1Toleration[];
   /** Finished Jobs are removed by Kubernetes this long after they end, if the executor has not already. */
   ttlSecondsAfterFinished: number;
-  /** Time allowed for staging on top of the app's run time (the Job's deadline covers the whole pod). */
+  /** Time allowed for each of staging in and out, on top of the app's run time. */
   stagingSeconds: number;
+  /** How long the executor lets a pod wait to start (part of the Job's backstop deadline). */
+  pendingTimeoutSeconds: number;
   /** The staging containers' transfer URLs for this task. */
   transfer: TransferUrls;
 }
@@ -83,6 +85,8 @@ const STAGING_RESOURCES: V1ResourceRequirements = {
   requests: { cpu: '50m', memory: '64Mi' },
   limits: { cpu: '500m', memory: '256Mi' },
 };
+/** What a task pod asks for besides the app: the stage-out sidecar runs beside it (stage-in ran before). */
+export const STAGING_OVERHEAD = { cores: 0.05, memoryMiB: 64, gpus: 0 } as const;
 
 /** Every container: no root, no privilege, no capability, nothing written outside its volumes. */
 const LOCKED_DOWN: V1SecurityContext = {
@@ -131,10 +135,17 @@ export function taskJob(task: TaskAssignment, o: ManifestOptions): V1Job {
     spec: {
       // Retries are boxgrid's: a failed pod is reported, and boxgrid decides where the job runs next.
       backoffLimit: 0,
-      activeDeadlineSeconds: task.maxRuntimeSeconds + o.stagingSeconds,
+      // A backstop only: it counts from the Job's creation (scheduling, pulls and staging too),
+      // so the app's own limit is kept by the executor from the app's start.
+      activeDeadlineSeconds: o.pendingTimeoutSeconds + 2 * o.stagingSeconds + task.maxRuntimeSeconds,
       ttlSecondsAfterFinished: o.ttlSecondsAfterFinished,
       template: {
-        metadata: { labels },
+        metadata: {
+          labels,
+          // A service mesh's proxy would be a main container that never exits: the sidecar would
+          // never be told the app ended, and the termination messages would share less room.
+          annotations: { 'sidecar.istio.io/inject': 'false', 'linkerd.io/inject': 'disabled' },
+        },
         spec: {
           restartPolicy: 'Never',
           automountServiceAccountToken: false,
@@ -165,7 +176,7 @@ export function taskJob(task: TaskAssignment, o: ManifestOptions): V1Job {
               // restartPolicy Always makes it a native sidecar (Kubernetes 1.29+): it runs beside
               // `task` and is stopped only after `task` has ended.
               restartPolicy: 'Always',
-              args: ['stage', 'out', '--dir', STAGING_DIR],
+              args: ['stage', 'out', '--dir', STAGING_DIR, '--grace-seconds', String(o.stagingSeconds)],
               env: [{ name: 'BOXGRID_STAGE_URL', value: o.transfer.outputs }],
               // The app starts only once this passes, that is once stage-out listens for SIGTERM:
               // a SIGTERM before that would kill it before it stored anything.
@@ -179,8 +190,10 @@ export function taskJob(task: TaskAssignment, o: ManifestOptions): V1Job {
             {
               name: CONTAINERS.task,
               image: pullRef(task),
-              // `command` replaces the image's entrypoint: the app's command is the whole command line, as with Docker.
-              ...(task.command.length > 0 ? { command: task.command } : {}),
+              // As the agent runs it under Docker: the command as the image's arguments (its
+              // ENTRYPOINT, if any, stays), in /out.
+              ...(task.command.length > 0 ? { args: task.command } : {}),
+              workingDir: '/out',
               env: Object.entries(task.env).map(([name, value]) => ({ name, value })),
               resources: taskResources(task.resources),
               securityContext: LOCKED_DOWN,

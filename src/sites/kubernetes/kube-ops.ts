@@ -4,8 +4,8 @@ import { LABELS } from './job-manifest.js';
 
 /**
  * What the executor asks of Kubernetes, all in one namespace and all on objects carrying its
- * executor label: the whole of its RBAC Role (deploy/helm: jobs create/get/list/watch/delete,
- * pods get/list/watch, pods/log get, resourcequotas get/list).
+ * executor label: the whole of its RBAC Role (deploy/helm: jobs create/list/delete, pods
+ * list/watch, pods/log get, resourcequotas list).
  */
 export interface KubeOps {
   /** Creates a Job; "exists" when one of that name is already there (a retry after a crash). */
@@ -99,6 +99,8 @@ export class ClientNodeKubeOps implements KubeOps {
 
   watchPods(onChange: () => void, signal: AbortSignal): void {
     const watch = new Watch(this.kc);
+    let current: AbortController | null = null;
+    signal.addEventListener('abort', () => current?.abort(), { once: true });
     const start = (): void => {
       if (signal.aborted) return;
       watch
@@ -106,7 +108,10 @@ export class ClientNodeKubeOps implements KubeOps {
           // A watch ends by design (timeouts, 410 Gone): the loop re-lists anyway, so just watch again.
           if (!signal.aborted) setTimeout(start, 1000).unref();
         })
-        .then((ctl) => signal.addEventListener('abort', () => ctl.abort(), { once: true }))
+        .then((ctl) => {
+          current = ctl;
+          if (signal.aborted) ctl.abort();
+        })
         .catch(() => {
           if (!signal.aborted) setTimeout(start, 5000).unref();
         });
@@ -115,12 +120,29 @@ export class ClientNodeKubeOps implements KubeOps {
   }
 }
 
+/**
+ * A refusal or failure of the Kubernetes API. `transient` ones (429, 5xx, no answer) are worth
+ * trying again as they are; the others (403, 422, …) need someone to change something.
+ */
+export class KubeError extends Error {
+  constructor(
+    message: string,
+    readonly status: number | null,
+  ) {
+    super(message);
+  }
+
+  get transient(): boolean {
+    return this.status === null || this.status === 429 || this.status >= 500;
+  }
+}
+
 function statusOf(e: unknown): number | undefined {
   return e instanceof ApiException ? e.code : undefined;
 }
 
 /** An API error as one line: what was asked and what Kubernetes said (a Forbidden names the missing RBAC rule). */
-function kubeError(e: unknown, what: string): Error {
+function kubeError(e: unknown, what: string): KubeError {
   if (e instanceof ApiException) {
     let message = '';
     try {
@@ -128,7 +150,7 @@ function kubeError(e: unknown, what: string): Error {
     } catch {
       message = String(e.body).slice(0, 300);
     }
-    return new Error(`Kubernetes refused to ${what}: HTTP ${e.code}${message ? ` ${message}` : ''}`);
+    return new KubeError(`Kubernetes refused to ${what}: HTTP ${e.code}${message ? ` ${message}` : ''}`, e.code);
   }
-  return new Error(`cannot ${what}: ${(e as Error).message}`);
+  return new KubeError(`cannot ${what}: ${(e as Error).message}`, null);
 }

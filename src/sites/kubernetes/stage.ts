@@ -6,6 +6,7 @@ import { BoxgridError } from '../../domain/errors.js';
 import { isOutputName } from '../../domain/file-names.js';
 import { unpackCheckpoint } from '../../agent/checkpoints.js';
 import { collectOutputs } from '../../agent/staging.js';
+import { PROGRESS_FILE } from '../../agent/agent.js';
 import type { StageInSpec, StageOutReport } from './job-manifest.js';
 
 /**
@@ -34,26 +35,32 @@ export async function stageIn(dir: string, spec: StageInSpec): Promise<void> {
  * directories, bad names, files over `maxFileBytes`) is named in `refused` and nothing is
  * stored: the outputs are taken whole or not at all, as on a host.
  */
-export async function stageOut(dir: string, url: string, maxFileBytes: number): Promise<StageOutReport> {
+export async function stageOut(dir: string, url: string, maxFileBytes: number, deadline: number): Promise<StageOutReport> {
   const client = new BoxgridClient({ url });
-  const { files, refused } = await collectOutputs(join(dir, 'out'), maxFileBytes);
-  if (refused.length > 0) return { outputs: {}, refused };
-  const outputs: StageOutReport['outputs'] = {};
-  for (const f of files) {
-    await retried(() => client.uploadSigned(f.sha256, f.path, f.size));
-    outputs[f.name] = { sha256: f.sha256, size: f.size };
+  const collected = await collectOutputs(join(dir, 'out'), maxFileBytes);
+  const files = collected.files.filter((f) => f.name !== PROGRESS_FILE); // the agent's progress file is not an output
+  if (collected.refused.length > 0) return { outputs: {}, refused: collected.refused };
+  const outputs: StageOutReport['outputs'] = Object.fromEntries(files.map((f) => [f.name, { sha256: f.sha256, size: f.size }]));
+  // Checked before anything is sent: a report Kubernetes would cut short is of no use.
+  if (JSON.stringify({ outputs, refused: [] }).length > MAX_REPORT_BYTES) {
+    return { outputs: {}, refused: [`${files.length} output files are too many to list in a pod's termination message (${MAX_REPORT_BYTES} bytes); pack them into one archive`] };
   }
+  for (const f of files) await retried(() => client.uploadSigned(f.sha256, f.path, f.size), deadline);
   return { outputs, refused: [] };
 }
 
-/** A few tries for what the network may have dropped; anything else fails at once. */
-async function retried<T>(step: () => Promise<T>, tries = 4): Promise<T> {
+/** Kubernetes keeps 4096 bytes of a container's termination message. */
+export const MAX_REPORT_BYTES = 4096;
+
+/** Tries again what the network or a busy server refused, until `deadline` (epoch ms); anything else fails at once. */
+async function retried<T>(step: () => Promise<T>, deadline = Date.now() + 60_000): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await step();
     } catch (e) {
-      if (attempt >= tries || !(e instanceof BoxgridError && e.retryable)) throw e;
-      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+      const wait = Math.min(30_000, 500 * 2 ** attempt);
+      if (!(e instanceof BoxgridError && e.retryable) || Date.now() + wait > deadline) throw e;
+      await new Promise((r) => setTimeout(r, wait));
     }
   }
 }
