@@ -19,6 +19,7 @@ import { registerHealthRoutes } from './routes/health.js';
 import { registerMetricsRoute } from './routes/metrics.js';
 import { registerAgentRoutes, registerEnrollRoute } from './routes/agent.js';
 import { registerTransferRoutes } from './routes/transfer.js';
+import { registerDashboardRoutes } from './routes/dashboard.js';
 
 export type Api = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
 
@@ -125,5 +126,7 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
   await app.register(async (transfer) => registerTransferRoutes(transfer as Api, services), { prefix: '/transfer/v1' });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  // The web dashboard's static files: public (they hold no data), hidden from the OpenAPI document.
+  registerDashboardRoutes(app);
   return app;
 }

@@ -154,6 +154,7 @@ export class AgentProtocolService {
       now,
     );
     if (!result.replayed) {
+      this.ctx.meter?.dispatched(result.tasks.length);
       for (const c of result.tasks) {
         if (c.task.replica > 0) continue; // a speculative copy: its job was running already
         this.ctx.events.publish(c.job.projectId, { type: 'job', jobId: c.job.id, batchId: c.job.batchId, state: 'running', reason: null });
@@ -238,6 +239,7 @@ export class AgentProtocolService {
       },
       this.ctx.now(),
     );
+    if (!r.replayed) this.ctx.meter?.settled(input.outcome.kind, input.durationMs, input.usage ?? null);
     if (!r.replayed && r.job.state !== r.jobStateBefore) {
       this.ctx.events.publish(r.job.projectId, { type: 'job', jobId: r.job.id, batchId: r.job.batchId, state: r.job.state, reason: r.job.reason });
     }

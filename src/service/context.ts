@@ -2,6 +2,7 @@ import type { BlobStore } from '../blobs/blob-store.js';
 import type { Store } from '../store/store.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
 import type { EventBus } from './events.js';
+import type { ProtocolMeter } from './meter.js';
 
 export interface Limits {
   /** Most jobs one batch request may create (a list, --count or an expanded sweep). */
@@ -51,4 +52,6 @@ export interface ServiceContext {
    * never stored in the database. Servers sharing a database must share it.
    */
   transferKey: Buffer;
+  /** Told of tasks handed out, settled and lost in this process (server/metrics.ts installs it); absent: nobody counts. */
+  meter?: ProtocolMeter;
 }

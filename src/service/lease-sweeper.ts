@@ -22,6 +22,7 @@ export class LeaseSweeper {
     for (;;) {
       const expired = await this.ctx.store.expireLeases(this.ctx.now(), PER_PASS, this.ctx.scheduling);
       for (const { job, jobChanged } of expired) if (jobChanged) this.publish(job);
+      if (expired.length > 0) this.ctx.meter?.lost(expired.length);
       total += expired.length;
       if (expired.length < PER_PASS) break;
     }

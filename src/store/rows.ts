@@ -5,7 +5,7 @@ import type { JobState } from '../domain/states.js';
 import { withOverrides } from '../domain/resources.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
 import { retryDelayMs } from '../scheduling/retry.js';
-import type { DemandShape, LogChunk } from './store.js';
+import type { DemandShape, LogChunk, QueueDepth } from './store.js';
 
 /**
  * What every SQL adapter shares: rows (snake_case columns, JSON kept as text, times as epoch
@@ -181,6 +181,34 @@ export function mapTask(r: Row): Task {
     progress: (r.progress as number | null) ?? null, usage: json<TaskUsage>(r.usage), outcome: json<TaskOutcome>(r.outcome),
     durationMs: (r.duration_ms as number | null) ?? null, outputs: json<Record<string, OutputFile>>(r.outputs) ?? {},
   };
+}
+
+/**
+ * `Store.queueDepth` in the SQL both adapters speak: queued jobs counted per queue in the two
+ * partial indexes that hold them (jobs_queue_heads, jobs_backoff), summed by project, app and resources.
+ */
+export const QUEUE_DEPTH_SQL = `SELECT p.name AS project, a.name AS app, q.cores, q.memory_mib, q.disk_mib, q.gpus, sum(c.n) AS jobs FROM (
+    SELECT queue_id, count(*) AS n FROM jobs WHERE state = 'queued' AND not_before IS NULL GROUP BY queue_id
+    UNION ALL
+    SELECT queue_id, count(*) FROM jobs WHERE not_before IS NOT NULL AND state = 'queued' GROUP BY queue_id
+  ) c JOIN queues q ON q.id = c.queue_id JOIN apps a ON a.id = q.app_id JOIN projects p ON p.id = q.project_id
+  GROUP BY p.name, a.name, q.cores, q.memory_mib, q.disk_mib, q.gpus
+  ORDER BY jobs DESC, project, app, q.cores, q.memory_mib, q.disk_mib, q.gpus`;
+
+/** A row of `queueDepth` (project, app, cores, memory_mib, disk_mib, gpus, jobs); drivers may return counts as strings. */
+export function queueDepthOf(r: Row): QueueDepth {
+  return {
+    project: r.project as string, app: r.app as string,
+    resources: { cores: Number(r.cores), memoryMiB: Number(r.memory_mib), diskMiB: Number(r.disk_mib), gpus: Number(r.gpus) },
+    jobs: Number(r.jobs),
+  };
+}
+
+/** Rows of (state, n) over the active tasks. */
+export function activeCountsOf(rows: Row[]): { assigned: number; running: number } {
+  const out = { assigned: 0, running: 0 };
+  for (const r of rows) if (r.state === 'assigned' || r.state === 'running') out[r.state] = Number(r.n);
+  return out;
 }
 
 /**

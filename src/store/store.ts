@@ -181,6 +181,22 @@ export interface Store {
    */
   demand(now: Millis): Promise<DemandShape[]>;
 
+  // ── gauges (server/metrics.ts: each one aggregate query, read at most every 5 s) ──
+  /**
+   * Queued jobs (ready or backing off) by project, app (all its versions) and the resources
+   * each wants (with each job's overrides), counted per queue in the two partial indexes that
+   * hold the queued jobs. Groups with no queued job are left out; most jobs first, then by
+   * project, app and resources.
+   */
+  queueDepth(): Promise<QueueDepth[]>;
+  /**
+   * Active tasks by state, counted among the active tasks only (their partial indexes): ended
+   * tasks are not counted, as that would read every task ever run.
+   */
+  activeTaskCounts(): Promise<{ assigned: number; running: number }>;
+  /** How many hosts called (a work request, heartbeat or report) at or after `since`. */
+  countHostsSeen(since: Millis): Promise<number>;
+
   // ── several servers ─────────────────────────────────────────────────────
   /**
    * Adapters that several servers share offer a relay for the events each server publishes
@@ -201,6 +217,14 @@ export interface DemandShape {
   ready: number;
   /** Queued jobs waiting out a backoff. */
   backingOff: number;
+}
+
+export interface QueueDepth {
+  project: string;
+  app: string;
+  resources: Resources;
+  /** Queued jobs, ready or backing off. */
+  jobs: number;
 }
 
 export interface ClaimRequest {

@@ -214,6 +214,8 @@ describe('container image (Dockerfile; runtime stage on a local Node base, PREBU
     }
     assert.equal(ready, '200 {"status":"ready"}');
     assert.equal(await probe('/healthz'), '200 {"status":"ok"}');
+    // The dashboard's static files came along (npm run build copies them into dist/src).
+    assert.match((await probe('/dashboard/')) ?? '', /<title>boxgrid dashboard<\/title>/, 'the image serves the dashboard');
     // What the chart's NOTES.txt tells operators to run.
     const token = await docker(['exec', container, 'boxgrid', 'enroll-token', 'create', '--uses', '1', '--json']);
     assert.match((JSON.parse(token.stdout) as { token: string }).token, /^bge_/);

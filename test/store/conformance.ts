@@ -1394,6 +1394,36 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
           assert.deepEqual((await s.demand(T + 300)).map((d) => d.resources.memoryMiB), [1024, 1024, 1024], 'a cancelled job is no demand');
         });
 
+        test('queueDepth counts queued jobs by project, app and resources, ready or backing off, most first; activeTaskCounts and countHostsSeen', async (s) => {
+          const g = await grid(s);
+          assert.deepEqual(await s.queueDepth(), [], 'no jobs, no depth');
+          assert.deepEqual(await s.activeTaskCounts(), { assigned: 0, running: 0 });
+          assert.equal(await s.countHostsSeen(0), 0, 'hosts never seen are not online');
+          const [a, b, c] = await g.jobs(g.sim, [{}, {}, { resources: { memoryMiB: 4096 } }, {}]);
+          await g.jobs(g.native, [{}, {}, { selector: { zone: 'x' } }]); // a selector is no part of the grouping
+          const v2 = await s.createAppVersion(g.p.id, appSpec('sim'), 'version', T0);
+          await g.jobs(v2, [{}]); // another version of the same app: the same group
+          await g.claim(g.h1.id, 'q-1', T, only(a));
+          const tb = (await g.claim(g.h2.id, 'q-2', T + 50, only(b))).tasks[0]!;
+          await g.report(g.h2.id, tb.task.id, { kind: 'failed', exitCode: 1 }, T + 100, { rules: BACKOFF });
+          const simRes = { cores: 2, memoryMiB: 1024, diskMiB: 2048, gpus: 0 };
+          assert.deepEqual(await s.queueDepth(), [
+            { project: 'p', app: 'sim', resources: simRes, jobs: 3 },
+            { project: 'q', app: 'native', resources: simRes, jobs: 3 },
+            { project: 'p', app: 'sim', resources: { ...simRes, memoryMiB: 4096 }, jobs: 1 },
+          ], 'the running job is not queued; the failed one backing off is; versions of an app are one group');
+          await s.cancelJob(g.p.id, c!, T + 300);
+          assert.deepEqual((await s.queueDepth()).map((d) => d.jobs), [3, 3], 'a cancelled job is not queued');
+
+          const [t1] = (await s.listTasks(a!));
+          assert.deepEqual(await s.activeTaskCounts(), { assigned: 1, running: 0 }, 'the failed task is not active');
+          await g.beat(g.h1.id, T + 400, [{ taskId: t1!.id }]);
+          assert.deepEqual(await s.activeTaskCounts(), { assigned: 0, running: 1 });
+          assert.equal(await s.countHostsSeen(T), 2, 'both hosts called at or after T');
+          assert.equal(await s.countHostsSeen(T + 101), 1, 'h2 last called at T + 100');
+          assert.equal(await s.countHostsSeen(T + 401), 0);
+        });
+
         test('a job requeued after a failure is no head until its retryAt, which doubles with its attempts; the claim at retryAt releases it', async (s) => {
           const g = await grid(s);
           const [j, other] = await g.jobs(g.sim, [{}, {}]);

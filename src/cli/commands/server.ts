@@ -112,6 +112,7 @@ export function registerServer(program: Command): void {
       // One write, so that readers of a pipe see the banner whole (writes under 4 KiB are atomic).
       process.stderr.write(
         `boxgrid server listening on ${server.url} (data dir ${o.data}${database === undefined ? '' : `, database ${describeDatabase(database)}`})\n` +
+          `dashboard: ${server.url}/dashboard/ (sign in with a user token)\n` +
           (server.adminToken
             ? `first start: created operator "admin" and project "default".\n` +
               `admin token (shown once, also saved with mode 0600 in ${o.data}/admin.token):\n${server.adminToken}\n`

@@ -1,13 +1,34 @@
+import { AccessService } from '../../service/access.js';
 import type { ServiceContext } from '../../service/context.js';
 import { buildMetrics } from '../metrics.js';
 import type { Api } from '../server.js';
 
-/** GET /metrics in Prometheus' text format, without a token: aggregate counts only (server/metrics.ts). */
+/**
+ * GET /metrics in Prometheus' text format (server/metrics.ts). Without a token: aggregate counts
+ * and sizes only. With an operator's token (Prometheus' `authorization` in the scrape config):
+ * the queue depth by project and app too; a token that does not authenticate is 401, any other
+ * valid one sees what anyone does. Installs the metrics' meter on the context: the agent
+ * protocol's work in this process is counted from then on.
+ */
 export function registerMetricsRoute(app: Api, ctx: ServiceContext): void {
-  const registry = buildMetrics(ctx);
+  const metrics = buildMetrics(ctx);
+  ctx.meter = metrics.meter;
+  const access = new AccessService(ctx);
   app.get(
     '/metrics',
-    { schema: { tags: ['health'], security: [], description: "Prometheus metrics: the demand for capacity by resource shape (docs/operations.md, Autoscaling)." } },
-    async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()),
+    {
+      schema: {
+        tags: ['health'], security: [],
+        description: "Prometheus metrics: demand for capacity by resource shape, tasks, hosts online, this server's dispatches and reports; with an operator's token, the queue depth by project and app (docs/operations.md, Metrics).",
+      },
+    },
+    async (req, reply) => {
+      let registry = metrics.anonymous;
+      if (req.headers.authorization !== undefined) {
+        const actor = await access.authenticate(req.headers.authorization);
+        if (actor.kind === 'user' && actor.user.operator) registry = metrics.operator;
+      }
+      return reply.type(registry.contentType).send(await registry.metrics());
+    },
   );
 }

@@ -16,11 +16,11 @@ import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
 import { checksum, pendingMigrations, type Migration } from '../migration.js';
 import {
-  demandShapes, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  activeCountsOf, demandShapes, QUEUE_DEPTH_SQL, queueDepthOf, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, type Row,
 } from '../rows.js';
 import type {
-  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
+  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, QueueDepth, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
@@ -1183,6 +1183,20 @@ export class PostgresStore implements Store {
     const withApps = [];
     for (const row of rows) withApps.push({ row, app: await this.appRow(this.db, row.app_id as number) });
     return demandShapes(withApps);
+  }
+
+  /** Counted per queue in the two partial indexes that hold the queued jobs, as `demand` does. */
+  async queueDepth(): Promise<QueueDepth[]> {
+    const rows = await this.db.all(QUEUE_DEPTH_SQL);
+    return rows.map(queueDepthOf);
+  }
+
+  async activeTaskCounts(): Promise<{ assigned: number; running: number }> {
+    return activeCountsOf(await this.db.all(`SELECT state, count(*) AS n FROM tasks WHERE state IN ('assigned', 'running') GROUP BY state`));
+  }
+
+  async countHostsSeen(since: Millis): Promise<number> {
+    return Number(await this.db.value('SELECT count(*) FROM hosts WHERE last_seen_at >= $1', [since]));
   }
 
   async reservedHostFor(jobId: number): Promise<number | null> {

@@ -20,11 +20,11 @@ import type { RunningTask } from '../../scheduling/speculation.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { checksum, pendingMigrations, type Migration } from '../migration.js';
 import type {
-  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
+  Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, QueueDepth, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
 import {
-  demandShapes, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
+  activeCountsOf, demandShapes, QUEUE_DEPTH_SQL, queueDepthOf, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, type Row,
 } from '../rows.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -1157,6 +1157,21 @@ export class SqliteStore implements Store {
        ) c JOIN queues q ON q.id = c.queue_id`,
     ).all({ now }) as Row[];
     return demandShapes(rows.map((row) => ({ row, app: this.appRow(row.app_id as number) })));
+  }
+
+  /** Counted per queue in the two partial indexes that hold the queued jobs, as `demand` does. */
+  async queueDepth(): Promise<QueueDepth[]> {
+    const rows = this.stmt(QUEUE_DEPTH_SQL).all() as Row[];
+    return rows.map(queueDepthOf);
+  }
+
+  async activeTaskCounts(): Promise<{ assigned: number; running: number }> {
+    const rows = this.stmt(`SELECT state, count(*) AS n FROM tasks WHERE state IN ('assigned', 'running') GROUP BY state`).all() as Row[];
+    return activeCountsOf(rows);
+  }
+
+  async countHostsSeen(since: Millis): Promise<number> {
+    return this.stmt('SELECT count(*) FROM hosts WHERE last_seen_at >= ?').pluck().get(since) as number;
   }
 
   async reservedHostFor(jobId: number): Promise<number | null> {
