@@ -2,6 +2,7 @@
 import { main } from '../dist/src/cli/main.js';
 
 const code = await main(process.argv);
-// The server command keeps running; everything else ends here.
-if (process.argv[2] !== 'server' && !(process.argv[2] === 'demo' && process.argv.includes('--keep'))) process.exit(code);
+// The server command keeps running; everything else ends here (`demo --keep` has waited for
+// Ctrl-C before it returns).
+if (process.argv[2] !== 'server') process.exit(code);
 else if (code !== 0) process.exit(code);

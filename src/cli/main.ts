@@ -26,7 +26,7 @@ export function buildProgram(): Command {
     .exitOverride();
   const ctx = cliContext(program);
   registerServer(program);
-  registerDemo(program);
+  registerDemo(program, ctx);
   registerAgent(program, ctx);
   registerSite(program, ctx);
   registerExecutor(program, ctx);
