@@ -38,6 +38,21 @@ export function demoImageTag(version: string): string {
 }
 
 /** The shared libraries the dynamic loader would load for `binary` (absolute paths; none for a static binary). */
+/**
+ * Copies this machine's node (to /usr/local/bin/node) and the shared libraries it loads into
+ * `rootfs`: enough for a FROM scratch image to run node, with no registry. Returns the libraries.
+ */
+export async function copyNodeRuntime(rootfs: string): Promise<string[]> {
+  const libs = await sharedLibraries(process.execPath);
+  await mkdir(join(rootfs, dirname(NODE_IN_IMAGE)), { recursive: true });
+  await copyFile(process.execPath, join(rootfs, NODE_IN_IMAGE));
+  for (const lib of libs) {
+    await mkdir(join(rootfs, dirname(lib)), { recursive: true });
+    await copyFile(lib, join(rootfs, lib)); // follows symlinks: the library itself, under the name the loader asks for
+  }
+  return libs;
+}
+
 export async function sharedLibraries(binary: string): Promise<string[]> {
   let stdout: string;
   try {
@@ -61,17 +76,12 @@ export async function ensureDemoImage(docker: Docker, version: string): Promise<
   } catch {
     // build it below
   }
-  const libs = await sharedLibraries(process.execPath);
   const dir = await mkdtemp(join(tmpdir(), 'boxgrid-demo-image-'));
   try {
     const rootfs = join(dir, 'rootfs');
-    for (const d of ['usr/local/bin', 'app', 'etc', 'tmp', 'in', 'out']) await mkdir(join(rootfs, d), { recursive: true });
+    for (const d of ['app', 'etc', 'tmp', 'in', 'out']) await mkdir(join(rootfs, d), { recursive: true });
     await chmod(join(rootfs, 'tmp'), 0o1777);
-    await copyFile(process.execPath, join(rootfs, NODE_IN_IMAGE));
-    for (const lib of libs) {
-      await mkdir(join(rootfs, dirname(lib)), { recursive: true });
-      await copyFile(lib, join(rootfs, lib)); // follows symlinks: the library itself, under the name the loader asks for
-    }
+    const libs = await copyNodeRuntime(rootfs);
     await writeFile(join(rootfs, 'app/tile.js'), TILE_PROGRAM);
     await writeFile(join(rootfs, 'etc/passwd'), 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n');
     await writeFile(join(rootfs, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');

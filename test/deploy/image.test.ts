@@ -9,10 +9,11 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmod, chown, cp, mkdir, mkdtemp, readFile, rm, stat, writeFile, copyFile, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { dockerSuite } from '../helpers/docker.js';
+import { copyNodeRuntime } from '../../src/demo/image.js';
 import { ROOT } from '../helpers/helm.js';
 
 const run = promisify(execFile);
@@ -34,15 +35,9 @@ async function localNodeBase(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'boxgrid-node-base-'));
   try {
     const rootfs = join(dir, 'rootfs');
-    await mkdir(join(rootfs, 'usr/local/bin'), { recursive: true });
     await mkdir(join(rootfs, 'bin'), { recursive: true });
     await mkdir(join(rootfs, 'etc'), { recursive: true });
-    await copyFile(process.execPath, join(rootfs, 'usr/local/bin/node'));
-    const { stdout } = await run('ldd', [process.execPath]);
-    for (const lib of stdout.match(/\/\S+/g) ?? []) {
-      await mkdir(join(rootfs, dirname(lib)), { recursive: true });
-      await copyFile(lib, join(rootfs, lib)); // follows symlinks: the library itself
-    }
+    await copyNodeRuntime(rootfs); // node and the libraries ldd lists, as the demo's image has them
     await copyFile('/bin/busybox', join(rootfs, 'bin/busybox'));
     await writeFile(join(rootfs, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n');
     await writeFile(join(rootfs, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
