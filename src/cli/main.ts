@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { cliContext } from './context.js';
-import { CliExit, describeError } from './output.js';
+import { CliExit, describeError, type ErrorContext } from './output.js';
+import { defaultConfigFile } from './config.js';
 import { registerServer } from './commands/server.js';
 import { registerApps } from './commands/apps.js';
 import { registerSubmit } from './commands/submit.js';
@@ -51,10 +52,10 @@ export async function main(argv: string[]): Promise<number> {
       if (e.message) process.stderr.write(e.message + '\n');
       return e.code;
     }
-    let ctx: { url?: string; tokenSource?: string } = {};
+    let ctx: ErrorContext = {};
     try {
       const c = cliContext(program).connection();
-      ctx = { url: c.url, tokenSource: c.sources.token };
+      ctx = { url: c.url, urlSource: c.sources.url, tokenSource: c.sources.token, configFile: program.opts<{ config?: string }>().config ?? defaultConfigFile() };
     } catch {
       // the config itself is broken; the error says so
     }

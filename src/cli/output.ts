@@ -20,24 +20,35 @@ export class CliExit extends Error {
   }
 }
 
+/** Where the connection came from, for hints. */
+export interface ErrorContext {
+  url?: string;
+  urlSource?: string;
+  tokenSource?: string;
+  configFile?: string;
+}
+
 /** One line that says what went wrong and what to do next; never a stack trace. */
-export function describeError(e: unknown, ctx: { url?: string; tokenSource?: string }): string {
+export function describeError(e: unknown, ctx: ErrorContext): string {
   if (e instanceof CliExit) return e.message;
   if (isBoxgridError(e)) return `error: ${e.message}${hint(e, ctx)}`;
   return `error: ${(e as Error)?.message ?? String(e)}`;
 }
 
-function hint(e: BoxgridError, ctx: { url?: string; tokenSource?: string }): string {
+function hint(e: BoxgridError, ctx: ErrorContext): string {
   switch (e.code) {
     case 'unavailable':
-      return `\n  start a server with \`boxgrid server\`, or point to one with --url or BOXGRID_URL`;
+      // Only for the server itself: a blob store's or an engine's trouble has its own words.
+      if (!e.message.startsWith('cannot reach the boxgrid server')) return '';
+      return `\n  (URL from ${ctx.urlSource ?? 'the default'}) start a server with \`boxgrid server\`, ` +
+        `or point to one with --url, BOXGRID_URL or "url" in ${ctx.configFile ?? 'the config file'}`;
     case 'unauthenticated':
       return ctx.tokenSource === 'nowhere'
         ? `\n  no token found: pass --token, set BOXGRID_TOKEN, or run \`boxgrid server\` locally so its admin token can be found`
         : `\n  (token taken from ${ctx.tokenSource}) ask an admin for a new one: \`boxgrid token create --user NAME\``;
     case 'not_found':
       return e.message.startsWith('project')
-        ? `\n  (choose the project with --project or BOXGRID_PROJECT; \`boxgrid whoami\` lists yours)`
+        ? `\n  choose the project with --project or BOXGRID_PROJECT; \`boxgrid project list\` lists yours`
         : '';
     default:
       return '';

@@ -59,6 +59,7 @@ describe('the README flow: server, agent, a batch with input files, outputs fetc
     const fetched = await runCli(['fetch', String(jobId), '--out', out], env);
     assert.equal(fetched.code, 0, fetched.stderr);
     assert.match(fetched.stdout, /fetched 1 file/);
+    assert.equal(fetched.stderr, '', 'no progress bar when stderr is not a terminal');
     assert.deepEqual(await readdir(out), ['lines.txt'], 'the progress file is not an output');
     assert.equal(await readFile(join(out, 'lines.txt'), 'utf8'), '4\n');
 

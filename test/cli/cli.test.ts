@@ -151,6 +151,43 @@ describe('boxgrid CLI against a local server', () => {
     assert.match(fromFlag.stderr, /127\.0\.0\.1:2/);
   });
 
+  test('errors say what to do next: the URL tried and where it came from, how to get a token, how to list projects', async () => {
+    const unreachable = await runCli(['--url', 'http://127.0.0.1:1', 'jobs'], env);
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.stderr, /cannot reach the boxgrid server at http:\/\/127\.0\.0\.1:1/);
+    assert.match(unreachable.stderr, /URL from the command line/);
+    assert.match(unreachable.stderr, /--url, BOXGRID_URL or "url" in .*config\.json/);
+    const fromEnv = await runCli(['jobs'], { ...env, BOXGRID_URL: 'http://127.0.0.1:1' });
+    assert.match(fromEnv.stderr, /URL from BOXGRID_URL/);
+
+    const badToken = await runCli(['whoami'], { ...env, BOXGRID_TOKEN: 'bgu_0000000000000000_' + 'a'.repeat(43) });
+    assert.equal(badToken.code, 1);
+    assert.match(badToken.stderr, /token taken from BOXGRID_TOKEN/);
+    assert.match(badToken.stderr, /boxgrid token create/);
+    const noToken = await runCli(['jobs'], { HOME: env.HOME!, BOXGRID_URL: s.url });
+    assert.equal(noToken.code, 1);
+    assert.match(noToken.stderr, /no token found: pass --token, set BOXGRID_TOKEN/);
+
+    const noProject = await runCli(['--project', 'nosuch', 'jobs'], env);
+    assert.equal(noProject.code, 1);
+    assert.match(noProject.stderr, /project "nosuch" not found/);
+    assert.match(noProject.stderr, /boxgrid project list/);
+    for (const r of [unreachable, fromEnv, badToken, noToken, noProject]) {
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+      assert.equal(r.stdout, '', 'errors go to stderr only');
+    }
+  });
+
+  test('--input upload and non-TTY runs stay quiet: no progress bar on a pipe', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'boxgrid-quiet-'));
+    const file = join(dir, 'big.bin');
+    await writeFile(file, Buffer.alloc(256 * 1024, 7));
+    const r = await runCli(['submit', 'sim', '--input', `big=${file}`], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.match(r.stdout, /submitted job \d+/);
+  });
+
   test('bad input and bad tokens give one clear line and a non-zero exit, never a stack trace', async () => {
     const cases: Array<[string[], RegExp, number, Record<string, string>?]> = [
       [['submit', 'nope'], /no app named "nope"/, 1],

@@ -6,6 +6,7 @@ import { saveVerified } from '../../client/save-verified.js';
 import type { TaskView } from '../../client/types.js';
 import type { CliContext } from '../context.js';
 import { CliExit, emit, parseId } from '../output.js';
+import { progressBar, type Progress } from '../progress.js';
 
 /** `boxgrid logs` and `boxgrid fetch`: what a job printed, and what it produced. */
 export function registerResults(program: Command, ctx: CliContext): void {
@@ -47,12 +48,22 @@ export function registerResults(program: Command, ctx: CliContext): void {
       }
       await mkdir(o.out, { recursive: true });
       const fetched: Array<{ name: string; sha256: string; size: number; path: string }> = [];
-      for (const [name, file] of Object.entries(winner.outputs)) {
-        // The server only accepts plain names; checked again so no answer can write outside --out.
-        if (!isOutputName(name)) throw new CliExit(1, `error: refusing output name "${name}"`);
-        const path = join(o.out, name);
-        await saveVerified(await client.download(project, file.sha256), path, file.sha256);
-        fetched.push({ name, ...file, path });
+      const files = Object.entries(winner.outputs);
+      const total = files.reduce((n, [, f]) => n + f.size, 0);
+      // One bar over every file's bytes, on a terminal only (progressBar is silent otherwise).
+      const bar = progressBar(`fetch job ${job.id}`);
+      let received = 0;
+      try {
+        for (const [name, file] of files) {
+          // The server only accepts plain names; checked again so no answer can write outside --out.
+          if (!isOutputName(name)) throw new CliExit(1, `error: refusing output name "${name}"`);
+          const path = join(o.out, name);
+          const res = await client.download(project, file.sha256);
+          await saveVerified(counted(res, bar, (n) => (received += n, received), total, name), path, file.sha256);
+          fetched.push({ name, ...file, path });
+        }
+      } finally {
+        bar.stop();
       }
       emit(ctx.globals().json, { job: job.id, task: winner.id, files: fetched }, () => {
         const bytes = fetched.reduce((n, f) => n + f.size, 0);
@@ -61,4 +72,18 @@ export function registerResults(program: Command, ctx: CliContext): void {
           : `fetched ${fetched.length} file(s), ${bytes} bytes, to ${o.out}: ${fetched.map((f) => f.name).join(', ')}`;
       });
     });
+}
+
+/** The same response, its body counted into the bar as it streams. */
+export function counted(res: Response, bar: Progress, add: (bytes: number) => number, total: number, detail: string): Response {
+  if (!res.body) return res;
+  const body = res.body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, out) {
+        bar.update(add(chunk.byteLength), total, detail);
+        out.enqueue(chunk);
+      },
+    }),
+  );
+  return new Response(body, { status: res.status, headers: res.headers });
 }
