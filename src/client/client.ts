@@ -104,6 +104,11 @@ export class BoxgridClient {
   cancelJob(project: string, id: number): Promise<{ job: T.JobView }> {
     return this.json('POST', `/v1/projects/${enc(project)}/jobs/${id}/cancel`);
   }
+  /** The project's jobs by state: every job, submitted alone or in a batch (`app`: only that app's). */
+  projectCounts(project: string, q: { app?: string } = {}): Promise<T.ProjectCounts> {
+    const qs = q.app === undefined ? '' : `?${new URLSearchParams({ app: q.app }).toString()}`;
+    return this.json('GET', `/v1/projects/${enc(project)}/counts${qs}`);
+  }
   listBatches(project: string, q: { limit?: number; cursor?: string } = {}): Promise<{ batches: T.BatchView[]; nextCursor: string | null }> {
     const qs = new URLSearchParams();
     if (q.limit !== undefined) qs.set('limit', String(q.limit));

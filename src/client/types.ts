@@ -35,6 +35,8 @@ export interface BatchSubmit {
 
 export interface BatchView { id: number; app: string; appVersion: number; size: number; labels: Record<string, string>; createdAt: string }
 export interface BatchDetail { batch: BatchView; counts: Counts; done: boolean }
+/** GET /v1/projects/{p}/counts: every job of the project by state, in a batch or not. */
+export interface ProjectCounts { counts: Counts }
 export interface SubmitView { batch: BatchView | null; jobCount: number; jobIds?: number[]; replayed: boolean }
 
 export interface JobView {

@@ -179,6 +179,11 @@ export class JobService {
     return job;
   }
 
+  /** The project's jobs by state, in batches or not (only the app's with `appName`). */
+  async counts(access: ProjectAccess, appName?: string): Promise<StateCounts> {
+    return this.ctx.store.countJobs(access.project.id, appName);
+  }
+
   async cancelBatch(access: ProjectAccess, batchId: number): Promise<{ cancelled: number; counts: StateCounts }> {
     if (!(await this.ctx.store.getBatch(access.project.id, batchId))) throw notFound(`batch ${batchId}`);
     const cancelled = await this.ctx.store.cancelBatch(access.project.id, batchId, this.ctx.now());

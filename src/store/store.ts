@@ -83,6 +83,13 @@ export interface Store {
   getBatch(projectId: number, id: number): Promise<Batch | null>;
   listBatches(projectId: number, page: Page): Promise<Batch[]>;
   batchCounts(batchId: number): Promise<StateCounts>;
+  /**
+   * The project's jobs by state, every job in or out of a batch (only the app's with `appName`);
+   * every state present (0 if none). One aggregate: over jobs_by_project_state (project_id,
+   * state, id; index entries only) for the project; for one app, the planner's pick of
+   * jobs_by_project_state or jobs_by_project_app plus the project's job rows.
+   */
+  countJobs(projectId: number, appName?: string): Promise<StateCounts>;
 
   // ── blobs (which project may read which content) ────────────────────────
   recordBlob(projectId: number, blob: BlobRecord): Promise<void>;

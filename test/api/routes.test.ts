@@ -536,6 +536,7 @@ describe('health and OpenAPI', () => {
     ['post', '/v1/projects/{project}/jobs/{id}/cancel'], ['get', '/v1/projects/{project}/jobs/{id}/explain'],
     ['post', '/v1/projects/{project}/batches'], ['get', '/v1/projects/{project}/batches'], ['get', '/v1/projects/{project}/batches/{id}'],
     ['post', '/v1/projects/{project}/batches/{id}/cancel'],
+    ['get', '/v1/projects/{project}/counts'],
     ['get', '/v1/projects/{project}/events'],
     ['put', '/v1/projects/{project}/blobs/{sha256}'], ['get', '/v1/projects/{project}/blobs/{sha256}'], ['head', '/v1/projects/{project}/blobs/{sha256}'],
     ['get', '/agent/v1/self'], ['post', '/agent/v1/enroll'], ['post', '/v1/enroll-tokens'], ['get', '/v1/hosts'],

@@ -246,6 +246,19 @@ describe('the dashboard in chromium', { skip: suite.skip }, () => {
     await mkdir(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-overview.png'), fullPage: true });
     noErrors('overview at the end');
+
+    // A job submitted alone, not in a batch, is counted too: on the overview and the apps page.
+    const single = await s.call('POST', '/v1/projects/default/jobs', { body: { app: 'mc' } });
+    assert.equal(single.status, 201, single.text);
+    await assertText(count('queued'), '1', LIVE);
+    assert.equal(await count('succeeded').textContent(), '6');
+    assert.equal(await count('finished').textContent(), '6');
+    await page.goto(`${s.url}/dashboard/#/apps`);
+    const mc = page.locator('#view tr').filter({ hasText: 'sci/mc:1' }).locator('td');
+    await assertText(mc.nth(6), '1');
+    assert.equal(await mc.nth(7).textContent(), '0');
+    assert.equal(await mc.nth(8).textContent(), '6');
+    noErrors('apps page with a job outside any batch');
   });
 
   test("a viewer of another project sees none of this project's jobs", async () => {

@@ -692,6 +692,26 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
         assert.deepEqual(await s.batchCounts(b.batch!.id), { ...zero, queued: 3, cancelled: 1 });
       });
 
+      test('countJobs has every job state, counting the project\'s jobs in and out of batches', async (s) => {
+        const { project: p, app } = await projectWithApp(s, 'p');
+        const { project: q, app: qa } = await projectWithApp(s, 'q');
+        const zero = Object.fromEntries(JOB_STATES.map((st) => [st, 0]));
+        assert.deepEqual(await s.countJobs(p.id), zero, 'a project without jobs counts zeros');
+        assert.deepEqual(await s.countJobs(p.id + q.id + 1000), zero, 'an unknown project counts zeros');
+        const b = await s.insertJobs(req({ projectId: p.id, app, batch: { labels: {} }, jobs: Array.from({ length: 3 }, () => jobSpec()) }));
+        const one = await s.insertJobs(req({ projectId: p.id, app }));
+        await s.insertJobs(req({ projectId: p.id, app }));
+        await s.insertJobs(req({ projectId: q.id, app: qa, batch: { labels: {} }, jobs: [jobSpec(), jobSpec()] }));
+        await s.insertJobs(req({ projectId: q.id, app: qa }));
+        assert.deepEqual(await s.countJobs(p.id), { ...zero, queued: 5 });
+        await s.cancelJob(p.id, b.jobIds[0]!, T0 + 1);
+        await s.cancelJob(p.id, one.jobIds[0]!, T0 + 1);
+        assert.deepEqual(await s.countJobs(p.id), { ...zero, queued: 3, cancelled: 2 });
+        assert.deepEqual(await s.countJobs(q.id), { ...zero, queued: 3 }, 'the other project counts its own only');
+        assert.deepEqual(await s.countJobs(p.id, 'sim'), { ...zero, queued: 3, cancelled: 2 }, 'the app\'s jobs');
+        assert.deepEqual(await s.countJobs(p.id, 'no-such-app'), zero, 'an app without jobs counts zeros');
+      });
+
       test('getBatch is scoped by project; listBatches pages newest first within the project', async (s) => {
         const { project: p, app } = await projectWithApp(s, 'p');
         const { project: q, app: qa } = await projectWithApp(s, 'q');

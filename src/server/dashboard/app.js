@@ -125,10 +125,10 @@ async function withCounts(batches) {
   for (const b of batches) Object.assign(b, state.batchCache.get(`${state.project}/${b.id}`));
 }
 
-function totals(batches) {
-  const t = Object.fromEntries(STATES.map((s) => [s, 0]));
-  for (const b of batches) for (const s of STATES) t[s] += (b.counts && b.counts[s]) || 0;
-  return t;
+/** Every job of the project (or of one app) by state, in a batch or not: one aggregate on the server. */
+async function projectCounts(app) {
+  const r = await state.api.get(p(`/counts${app === undefined ? '' : `?app=${encodeURIComponent(app)}`}`));
+  return r.counts;
 }
 
 function sample(project, t) {
@@ -202,8 +202,7 @@ const views = {
         recent,
       ],
       refresh: async () => {
-        const [batches, hosts] = await Promise.all([projectBatches(), hostsIfOperator()]);
-        const t = totals(batches);
+        const [t, batches, hosts] = await Promise.all([projectCounts(), projectBatches(), hostsIfOperator()]);
         const samples = sample(state.project, t);
         const card = (cls, label, value) => el('div', { class: `card ${cls}`, 'data-count': cls }, el('div', { class: 'label' }, label), el('div', { class: 'value' }, value));
         cards.replaceChildren(
@@ -231,13 +230,12 @@ const views = {
       title: 'Apps',
       build: () => [el('h1', {}, 'Apps and their queues'), box],
       refresh: async () => {
-        const [{ apps }, batches] = await Promise.all([state.api.get(p('/apps')), projectBatches()]);
+        const { apps } = await state.api.get(p('/apps'));
         const byApp = new Map();
-        for (const b of batches) {
-          const t = byApp.get(b.app) || Object.fromEntries(STATES.map((s) => [s, 0]));
-          for (const s of STATES) t[s] += (b.counts && b.counts[s]) || 0;
-          byApp.set(b.app, t);
-        }
+        const queue = apps.map((a) => a.name);
+        await Promise.all(Array.from({ length: Math.min(6, queue.length) }, async () => {
+          for (let name = queue.shift(); name !== undefined; name = queue.shift()) byApp.set(name, await projectCounts(name));
+        }));
         box.replaceChildren(table(['app', '#version', 'image', 'resources', 'max runtime', '#attempts', '#queued', '#running', '#finished', 'progress'], apps.map((a) => {
           const c = byApp.get(a.name) || Object.fromEntries(STATES.map((s) => [s, 0]));
           const r = a.resources;

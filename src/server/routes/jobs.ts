@@ -2,7 +2,7 @@ import { inPart } from '../http-errors.js';
 import { Type } from '@sinclair/typebox';
 import { invalid } from '../../domain/errors.js';
 import { projectAccess, type Services } from '../services.js';
-import { Explanation, IdParams, Job, JobCreate, JobListQuery, ProjectParams, SubmitResponse, Task, TaskLog } from '../schemas.js';
+import { Counts, Explanation, IdParams, Job, JobCreate, JobListQuery, Name, ProjectParams, SubmitResponse, Task, TaskLog } from '../schemas.js';
 import { renderJob, renderTask } from '../render.js';
 import type { Api } from '../server.js';
 import { IdemHeader, idempotencyKey, renderSubmit } from './submit-response.js';
@@ -40,6 +40,21 @@ export function registerJobRoutes(app: Api, s: Services): void {
         q.cursor,
       ));
       return { jobs: jobs.map(renderJob), nextCursor };
+    },
+  );
+
+  const CountsQuery = Type.Object({ app: Type.Optional(Name) }, { additionalProperties: false });
+  app.get(
+    '/projects/:project/counts',
+    {
+      schema: {
+        tags, params: ProjectParams, querystring: CountsQuery, response: { 200: Type.Object({ counts: Counts }) },
+        description: "The project's jobs by state: every job, submitted alone or in a batch (`app`: only that app's).",
+      },
+    },
+    async (req) => {
+      const access = await projectAccess(s, req, req.params.project, 'read');
+      return { counts: await s.jobs.counts(access, req.query.app) };
     },
   );
 

@@ -601,6 +601,17 @@ export class PostgresStore implements Store {
     return counts;
   }
 
+  async countJobs(projectId: number, appName?: string): Promise<StateCounts> {
+    const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as StateCounts;
+    // One aggregate over the index jobs_by_project_state (project_id, state, id); for one app,
+    // over a project_id index (jobs_by_project_app or that one) and the rows.
+    const rows = appName === undefined
+      ? await this.db.all('SELECT state, count(*) AS n FROM jobs WHERE project_id = $1 GROUP BY state', [projectId])
+      : await this.db.all('SELECT state, count(*) AS n FROM jobs WHERE project_id = $1 AND app_name = $2 GROUP BY state', [projectId, appName]);
+    for (const r of rows) counts[r.state as JobState] = Number(r.n);
+    return counts;
+  }
+
   // ── blobs ─────────────────────────────────────────────────────────────────
 
   async recordBlob(projectId: number, blob: BlobRecord): Promise<void> {

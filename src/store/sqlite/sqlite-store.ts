@@ -638,6 +638,17 @@ export class SqliteStore implements Store {
     return counts;
   }
 
+  async countJobs(projectId: number, appName?: string): Promise<StateCounts> {
+    const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as StateCounts;
+    // One aggregate over the covering index jobs_by_project_state (project_id, state, id), in
+    // state order (no sort); for one app, over a project_id index and the rows.
+    const rows = (appName === undefined
+      ? this.stmt('SELECT state, count(*) AS n FROM jobs WHERE project_id = ? GROUP BY state').all(projectId)
+      : this.stmt('SELECT state, count(*) AS n FROM jobs WHERE project_id = ? AND app_name = ? GROUP BY state').all(projectId, appName)) as Row[];
+    for (const r of rows) counts[r.state as JobState] = r.n as number;
+    return counts;
+  }
+
   // ── blobs ─────────────────────────────────────────────────────────────────
 
   async recordBlob(projectId: number, blob: BlobRecord): Promise<void> {
