@@ -6,7 +6,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
@@ -270,6 +270,39 @@ describe('Docker runtime on a real engine', { skip: suite.skip }, () => {
       assert.ok(r.logTail.endsWith(`${line}the-end\n`));
       assert.ok(r.logTail.startsWith(line), 'starts with a whole line');
     });
+    // Docker 20.10's json-file follow sometimes ends a follow cleanly before the last lines of a
+    // container that just exited, and a stream can fail midway: onOutput still gets every byte.
+    for (const cut of ['ends', 'fails'] as const) {
+      test(`onOutput sees every byte, once and in order, when the live log stream ${cut} short midway`, async () => {
+        class ShortStream extends DockerRuntime {
+          protected override async openLogStream(container: Docker.Container): Promise<NodeJS.ReadableStream> {
+            const real = (await super.openLogStream(container)) as Readable;
+            const short = new PassThrough();
+            let passed = 0;
+            real.on('data', (chunk: Buffer) => {
+              if (short.writableEnded || short.destroyed) return;
+              const room = 5_003 - passed; // mid-frame, to leave the decoder a partial payload
+              short.write(chunk.subarray(0, Math.max(0, room)));
+              passed += chunk.length;
+              if (passed >= 5_003) {
+                real.destroy();
+                if (cut === 'ends') short.end();
+                else short.destroy(new Error('the stream broke'));
+              }
+            });
+            real.on('end', () => short.end());
+            return short;
+          }
+        }
+        const out = outputCollector();
+        const r = await new ShortStream({ owner }).run(await spec('i=1; while [ $i -le 2000 ]; do echo line-$i; i=$((i+1)); done; echo the-end', { onOutput: out.onOutput }));
+        assert.deepEqual(r.outcome, { kind: 'succeeded' });
+        const expected = Array.from({ length: 2000 }, (_, i) => `line-${i + 1}\n`).join('') + 'the-end\n';
+        assert.equal(out.text(), expected);
+        assert.equal(r.logTail, expected.slice(-Buffer.byteLength(r.logTail)));
+        assert.ok(r.logTail.endsWith('line-2000\nthe-end\n'));
+      });
+    }
   });
 
   describe('leftovers of a crashed agent', () => {

@@ -35,6 +35,8 @@ export interface DockerRuntimeOptions {
   owner?: string;
 }
 
+/** A task that printed more than this gets no catch-up read of its log (see followOutput): it would be held in memory whole. */
+const CATCH_UP_MAX_BYTES = 64 * 2 ** 20;
 /** After a container exits, how long its log stream may take to drain before the tail is read instead. */
 const LOG_DRAIN_MS = 5_000;
 /** Lines asked for when the tail has to be read after the fact (the engine cannot cut by bytes). */
@@ -452,15 +454,25 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
 
   /**
    * Streams the container's stdout and stderr (the engine's log, from its first byte) to
-   * `onOutput` and into a bounded tail. `tail()` waits for the stream to drain after the exit;
-   * if it does not, or the stream failed, the tail is read from the engine's log instead.
+   * `onOutput` and into a bounded tail. `tail()`, called once the container has ended, waits for
+   * the stream to drain (at most LOG_DRAIN_MS), then reconciles it with the engine's log: the live
+   * stream can end short without an error (Docker 20.10's json-file follow sometimes closes a
+   * follow cleanly before the last lines of a container that just exited) or fail, so the whole
+   * log is read once more (follow: false), the bytes already delivered are skipped (counted) and
+   * the rest goes to `onOutput` and the tail. onOutput thus sees every byte, in order, with no
+   * byte twice; the catch-up arrives at the end rather than live. The cost is one more read of
+   * the log per task. If that read fails too, the tail is what the stream gave, or, when the
+   * stream failed, the engine's last lines.
    */
   private followOutput(container: Docker.Container, onOutput?: (chunk: Buffer) => void): { tail(): Promise<string>; stop(): void } {
     const buffer = new TailBuffer(LOG_TAIL_BYTES);
     const decoder = new FrameDecoder();
     let stream: Readable | undefined;
     let stopped = false;
+    let closed = false; // no more live delivery: the catch-up has begun, or we stopped
+    let delivered = 0;
     const deliver = (chunk: Buffer): void => {
+      delivered += chunk.length;
       buffer.push(chunk);
       try {
         onOutput?.(chunk);
@@ -470,29 +482,55 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
     };
     const drained = (async (): Promise<boolean> => {
       try {
-        const s = (await container.logs({ follow: true, stdout: true, stderr: true })) as Readable;
+        const s = (await this.openLogStream(container)) as Readable;
         stream = s;
         if (stopped) s.destroy();
         await new Promise<void>((resolve, reject) => {
-          s.on('data', (chunk: Buffer) => decoder.push(chunk).forEach(deliver));
+          s.on('data', (chunk: Buffer) => {
+            if (!closed) decoder.push(chunk).forEach(deliver);
+          });
           s.on('end', resolve);
           s.on('close', resolve);
           s.on('error', reject);
         });
-        const rest = decoder.rest();
-        if (rest.length > 0) deliver(rest);
         return true;
       } catch {
         return false;
       }
     })();
+    const catchUp = async (): Promise<boolean> => {
+      // The engine answers with the whole log in memory: past this much, keep what the stream gave.
+      if (delivered > CATCH_UP_MAX_BYTES) return false;
+      try {
+        const full = demultiplex((await container.logs({ stdout: true, stderr: true, follow: false })) as Buffer);
+        if (full.length > delivered) deliver(full.subarray(delivered));
+        return true;
+      } catch {
+        return false;
+      }
+    };
     return {
-      tail: async () => ((await within(drained, LOG_DRAIN_MS, false)) ? buffer.text() : readTail(container)),
+      tail: async () => {
+        const ok = await within(drained, LOG_DRAIN_MS, false);
+        closed = true;
+        stream?.destroy();
+        // A frame the stream left unfinished is in the engine's log whole: the catch-up delivers it.
+        if (await catchUp()) return buffer.text();
+        const rest = decoder.rest();
+        if (ok && rest.length > 0) deliver(rest);
+        return ok ? buffer.text() : readTail(container);
+      },
       stop: () => {
         stopped = true;
+        closed = true;
         stream?.destroy();
       },
     };
+  }
+
+  /** The container's log as a live stream; a seam for tests. */
+  protected openLogStream(container: Docker.Container): Promise<NodeJS.ReadableStream> {
+    return container.logs({ follow: true, stdout: true, stderr: true });
   }
 
   /** Samples the container's stats while it runs; see UsageMeter for what this misses. */
