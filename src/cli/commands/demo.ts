@@ -170,7 +170,7 @@ async function runDemo(o: DemoRun): Promise<void> {
   process.once('SIGTERM', interrupted);
 
   try {
-    say(`1. started a server at ${server.url} on ${serverDir}`);
+    say(`1. started a server at ${server.url} on ${serverDir}; watch the run at ${dashboard} (sign in with the token in ${join(serverDir, 'admin.token')})`);
 
     // ── the app and the sweep (submitted before the agent starts, so its first request finds work) ──
     const memoryMiB = runtime === 'native' ? 1024 : 128; // see nativeCommand below
@@ -296,7 +296,7 @@ async function runDemo(o: DemoRun): Promise<void> {
     say(`  picture:   ${pngPath}`);
     say(`  summary:   ${summaryPath}`);
     say(`  server:    ${server.url}`);
-    say(`  dashboard: ${dashboard}`);
+    say(`  dashboard: ${dashboard}${o.keep ? ` (token: ${join(serverDir, 'admin.token')})` : ' (the server stops now: add --keep, e.g. `npm run demo -- --keep`, to keep browsing it)'}`);
     if (o.json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
 
     if (o.keep) {
