@@ -74,6 +74,12 @@ describe('the README flow: server, agent, a batch with input files, outputs fetc
     const follow = await runCli(['logs', String(jobId), '--follow', '--interval', '200'], env);
     assert.equal(follow.code, 0, follow.stderr);
     assert.equal(follow.stdout, 'one\ntwo\n');
+    // --json with --follow: a JSON object a line, whose pieces join into the same output, the last one done.
+    const lines = await runCli(['logs', String(jobId), '--follow', '--json', '--interval', '200'], env);
+    assert.equal(lines.code, 0, lines.stderr);
+    const pieces = lines.stdout.trim().split('\n').map((l) => JSON.parse(l) as { text: string; done: boolean });
+    assert.equal(pieces.map((p) => p.text).join(''), 'one\ntwo\n');
+    assert.equal(pieces.at(-1)!.done, true);
   });
 
   test('fetch of a job that has not succeeded says why and what to do', async () => {

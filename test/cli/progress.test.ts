@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { PassThrough } from 'node:stream';
-import { progressBar } from '../../src/cli/progress.js';
+import { formatBytes, progressBar } from '../../src/cli/progress.js';
 import { counted } from '../../src/cli/commands/results.js';
 
 test('progressBar writes nothing when the stream is not a terminal', () => {
@@ -23,4 +23,9 @@ test('counted passes a download through unchanged and reports the bytes as they 
   assert.deepEqual(back, data);
   assert.ok(seen.length > 0);
   assert.deepEqual(seen.at(-1), [data.length, data.length]);
+});
+
+test('byte counts read as MiB', () => {
+  assert.equal(formatBytes(90_000_000), '85.8 MiB');
+  assert.equal(formatBytes(2_395_136, false), '2.3');
 });

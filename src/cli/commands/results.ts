@@ -22,14 +22,18 @@ export function registerResults(program: Command, ctx: CliContext): void {
       const client = ctx.client();
       const project = ctx.connection().project;
       let page = await client.taskLog(project, target);
-      if (ctx.globals().json && !o.follow) return emit(true, page, () => '');
-      process.stdout.write(page.text);
+      const json = ctx.globals().json === true;
+      if (json && !o.follow) return emit(true, page, () => '');
+      // With --follow --json: one JSON object a line, each a new piece (start, end, text, done).
+      const print = (p: typeof page): void => void process.stdout.write(json ? `${JSON.stringify(p)}\n` : p.text);
+      print(page);
       // Output arrives with the agent's heartbeats, not as events: asking again is the way.
       const pause = parseId(o.interval, '--interval');
       while (o.follow && !page.done) {
         await new Promise((r) => setTimeout(r, pause));
         page = await client.taskLog(project, { task: page.taskId }, page.end);
-        process.stdout.write(page.text);
+        if (json && page.text === '' && !page.done) continue; // nothing new: no line
+        print(page);
       }
     });
 
@@ -51,7 +55,7 @@ export function registerResults(program: Command, ctx: CliContext): void {
       const files = Object.entries(winner.outputs);
       const total = files.reduce((n, [, f]) => n + f.size, 0);
       // One bar over every file's bytes, on a terminal only (progressBar is silent otherwise).
-      const bar = progressBar(`fetch job ${job.id}`);
+      const bar = progressBar(`fetch job ${job.id}`, process.stderr, { bytes: true });
       let received = 0;
       try {
         for (const [name, file] of files) {

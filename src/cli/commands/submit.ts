@@ -60,7 +60,7 @@ export function registerSubmit(program: Command, ctx: CliContext): void {
       if (Object.keys(inputs).length > 0) {
         template.inputs = {};
         for (const [name, path] of Object.entries(inputs)) {
-          const bar = progressBar(`upload ${name}`);
+          const bar = progressBar(`upload ${name}`, process.stderr, { bytes: true });
           const blob = await client.uploadFile(conn.project, path, (sent, total) => bar.update(sent, total));
           bar.stop();
           template.inputs[name] = blob.sha256;
