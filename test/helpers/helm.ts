@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { parseAllDocuments } from 'yaml';
+import { outputOf } from '../cli/run-cli.js';
 
 const run = promisify(execFile);
 
@@ -88,15 +89,7 @@ export async function buildRenderer(): Promise<Renderer> {
       if (o.kubeVersion) args.push('--kube-version', o.kubeVersion);
       if (o.notes) args.push('--notes');
       args.push(CHART);
-      return new Promise((resolve, reject) => {
-        const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d) => (stdout += d));
-        child.stderr.on('data', (d) => (stderr += d));
-        child.on('error', reject);
-        child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-      });
+      return outputOf(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     },
     close: () => rm(dir, { recursive: true, force: true }),
   };

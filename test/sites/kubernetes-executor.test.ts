@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import type { V1Pod } from '@kubernetes/client-node';
 import { enroll } from '../../src/agent/host-credential.js';
 import { BoxgridClient } from '../../src/client/client.js';
-import { CONTAINERS, LABELS } from '../../src/sites/kubernetes/job-manifest.js';
+import { CONTAINERS, LABELS, STAGE_OUT_READY_FILE } from '../../src/sites/kubernetes/job-manifest.js';
 import { ClientNodeKubeOps, KubeError, type KubeOps } from '../../src/sites/kubernetes/kube-ops.js';
 import { KubernetesExecutor, type KubernetesExecutorOptions } from '../../src/sites/kubernetes/kubernetes-executor.js';
 import { BIN, runCli } from '../cli/run-cli.js';
@@ -132,7 +132,7 @@ function realStaging(appRun: (argv: string[], inDir: string, outDir: string) => 
       if (stageIn.exitCode !== 0) return { stageIn };
       // The sidecar starts before the app, and the app only once its startup probe passes.
       const stageOut = stage('out', dir, { BOXGRID_STAGE_URL: env(pod, CONTAINERS.stageOut, 'BOXGRID_STAGE_URL') });
-      await probe(join(dir, '.stage-out-ready'));
+      await probe(join(dir, STAGE_OUT_READY_FILE));
       const task = await appRun(args(pod), join(dir, 'in'), join(dir, 'out'));
       stageOut.terminate();
       return { stageIn, task, stageOut: await stageOut.done };

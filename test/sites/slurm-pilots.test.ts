@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BoxgridClient } from '../../src/client/client.js';
+import type { AppInput } from '../../src/client/types.js';
 import { PILOT_JOB_NAME } from '../../src/sites/slurm/slurm-site.js';
 import { runCli } from '../cli/run-cli.js';
 import { eventually, untilBatchDone } from '../helpers/grid.js';
@@ -26,18 +27,21 @@ const podman = await podmanSuite();
 const P = 'default';
 const execFileP = promisify(execFile);
 
+/** A server for pilots to reach, a work root for them, and one small app (the rest of it as given). */
+async function pilotServer(app: Pick<AppInput, 'name' | 'image' | 'command' | 'nativeCommand'>): Promise<{ s: TestServer; admin: BoxgridClient; workRoot: string }> {
+  const s = await startTestServer({ timing: { leaseSeconds: 60, heartbeatSeconds: 2, idlePollSeconds: 1, sweepSeconds: 5 } });
+  const admin = new BoxgridClient({ url: s.url, token: s.adminToken });
+  const workRoot = await mkdtemp(join(tmpdir(), 'boxgrid-pilots-'));
+  await admin.createApp(P, { ...app, resources: { cores: 0.5, memoryMiB: 64, diskMiB: 16 }, maxAttempts: 1, maxRuntimeSeconds: 120 });
+  return { s, admin, workRoot };
+}
+
 describe('Slurm pilots (boxgrid site slurm)', { skip }, () => {
   let s: TestServer;
   let admin: BoxgridClient;
   let workRoot: string;
   before(async () => {
-    s = await startTestServer({ timing: { leaseSeconds: 60, heartbeatSeconds: 2, idlePollSeconds: 1, sweepSeconds: 5 } });
-    admin = new BoxgridClient({ url: s.url, token: s.adminToken });
-    workRoot = await mkdtemp(join(tmpdir(), 'boxgrid-pilots-'));
-    await admin.createApp(P, {
-      name: 'count', image: 'unused/image:1', command: ['/never'], nativeCommand: ['sh', '-c'],
-      resources: { cores: 0.5, memoryMiB: 64, diskMiB: 16 }, maxAttempts: 1, maxRuntimeSeconds: 120,
-    });
+    ({ s, admin, workRoot } = await pilotServer({ name: 'count', image: 'unused/image:1', command: ['/never'], nativeCommand: ['sh', '-c'] }));
   });
   after(async () => {
     await s?.stop();
@@ -86,14 +90,8 @@ describe('Slurm pilots with the Podman runtime (boxgrid site slurm --runtime pod
   let admin: BoxgridClient;
   let workRoot: string;
   before(async () => {
-    s = await startTestServer({ timing: { leaseSeconds: 60, heartbeatSeconds: 2, idlePollSeconds: 1, sweepSeconds: 5 } });
-    admin = new BoxgridClient({ url: s.url, token: s.adminToken });
-    workRoot = await mkdtemp(join(tmpdir(), 'boxgrid-pilots-'));
     // An app with an image and no native command: only a pilot with a container engine takes it.
-    await admin.createApp(P, {
-      name: 'in-image', image: TEST_IMAGE, command: ['sh', '-c'],
-      resources: { cores: 0.5, memoryMiB: 64, diskMiB: 16 }, maxAttempts: 1, maxRuntimeSeconds: 120,
-    });
+    ({ s, admin, workRoot } = await pilotServer({ name: 'in-image', image: TEST_IMAGE, command: ['sh', '-c'] }));
   });
   after(async () => {
     await s?.stop();

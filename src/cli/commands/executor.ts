@@ -157,6 +157,7 @@ export function registerStage(program: Command): void {
     .option('--grace-seconds <n>', 'the time Kubernetes gives after SIGTERM (the pod\'s terminationGracePeriodSeconds)', '300')
     .action(async (o: { dir: string; messageFile: string; maxOutput: string; now?: boolean; graceSeconds: string }) => {
       const { stageOut } = await import('../../sites/kubernetes/stage.js');
+      const { STAGE_OUT_READY_FILE } = await import('../../sites/kubernetes/job-manifest.js');
       const url = process.env.BOXGRID_STAGE_URL;
       if (!url) throw new CliExit(2, 'error: BOXGRID_STAGE_URL is not set');
       // A native sidecar: Kubernetes sends SIGTERM once the task's container has ended. The
@@ -164,7 +165,7 @@ export function registerStage(program: Command): void {
       if (!o.now) {
         const alive = setInterval(() => undefined, 2 ** 30); // a signal handler alone keeps no process alive
         const stopped = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
-        await writeFile(join(o.dir, '.stage-out-ready'), '');
+        await writeFile(join(o.dir, STAGE_OUT_READY_FILE), '');
         await stopped;
         clearInterval(alive);
       }

@@ -28,7 +28,7 @@ export function freeShare(limit: Share, held: Share, quotas: V1ResourceQuota[], 
       return key === undefined ? Infinity : unit(hard[key]!) - unit(used[key] ?? '0');
     };
     // Held tasks whose pods do not exist yet are not in `used`, but will be.
-    free.cores = Math.min(free.cores, left(['requests.cpu', 'cpu'], cores) - notYetInQuota.cores);
+    free.cores = Math.min(free.cores, left(['requests.cpu', 'cpu'], quantity) - notYetInQuota.cores);
     free.memoryMiB = Math.min(free.memoryMiB, left(['requests.memory', 'memory'], mebibytes) - notYetInQuota.memoryMiB);
     free.gpus = Math.min(free.gpus, left(['requests.nvidia.com/gpu'], Number) - notYetInQuota.gpus);
   }
@@ -58,14 +58,11 @@ export function quantity(q: string): number {
   return Number(m[1]) * SUFFIX[m[2] ?? '']!;
 }
 
-function cores(q: string): number {
-  return quantity(q);
-}
-
 function mebibytes(q: string): number {
   return quantity(q) / 2 ** 20;
 }
 
-function round3(x: number): number {
+/** Cores to a thousandth (millicores), rounded down. */
+export function round3(x: number): number {
   return Math.floor(x * 1000) / 1000;
 }

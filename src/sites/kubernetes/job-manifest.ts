@@ -23,8 +23,9 @@ export const CONTAINERS = { stageIn: 'stage-in', stageOut: 'stage-out', task: 't
 
 /** Where a task pod's shared scratch volume is mounted in the staging containers. */
 export const STAGING_DIR = '/boxgrid';
-/** The file stage-out writes once it is ready for SIGTERM (its startup probe looks for it). */
-export const STAGE_OUT_READY = `${STAGING_DIR}/.stage-out-ready`;
+/** The file stage-out writes in the scratch dir once it is ready for SIGTERM (its startup probe looks for it). */
+export const STAGE_OUT_READY_FILE = '.stage-out-ready';
+const STAGE_OUT_READY = `${STAGING_DIR}/${STAGE_OUT_READY_FILE}`;
 
 export interface ManifestOptions {
   /** The executor's name: a label value on everything it makes. */

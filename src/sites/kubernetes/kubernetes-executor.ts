@@ -5,7 +5,7 @@ import type { ReportBody, TaskAssignment } from '../../client/types.js';
 import type { Resources } from '../../domain/resources.js';
 import { BoxgridError } from '../../domain/errors.js';
 import { FINAL_REFUSALS } from '../../agent/agent.js';
-import { freeShare, sumShare, type Share } from './capacity.js';
+import { freeShare, round3, sumShare, type Share } from './capacity.js';
 import { FlowControl } from './flow-control.js';
 import { ANNOTATIONS, CONTAINERS, LABELS, STAGING_OVERHEAD, jobName, taskJob, type ManifestOptions } from './job-manifest.js';
 import { KubeError, type KubeOps } from './kube-ops.js';
@@ -394,10 +394,6 @@ function parseResources(text: string | undefined): Resources {
   } catch {
     return { cores: 0, memoryMiB: 0, diskMiB: 0, gpus: 0 };
   }
-}
-
-function round3(x: number): number {
-  return Math.floor(x * 1000) / 1000;
 }
 
 /** Waits `ms`, or less if `signal` aborts. */
