@@ -178,3 +178,20 @@ export async function hasImage(name: string): Promise<boolean> {
     return false;
   }
 }
+
+/**
+ * Builds `tag` from the test image plus `files`, then runs `steps` (exec form, with no network)
+ * in it: for what COPY cannot do, such as a setuid bit, which the legacy builder drops.
+ */
+export async function buildImageWithSteps(tag: string, files: Record<string, string | Buffer>, steps: string[][]): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'boxgrid-image-'));
+  try {
+    const copies = Object.keys(files).map((name) => `COPY ${name} /${name}`);
+    const runs = steps.map((argv) => `RUN ${JSON.stringify(argv)}`);
+    for (const [name, body] of Object.entries(files)) await writeFile(join(dir, name), body);
+    await writeFile(join(dir, 'Dockerfile'), [`FROM ${await ensureTestImage()}`, ...copies, ...runs, ''].join('\n'));
+    await run('docker', ['build', '-q', '--network', 'none', '-t', tag, dir]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -6,6 +6,7 @@ import { LOG_TAIL_BYTES, type TaskOutcome, type TaskRunResult, type TaskRunSpec,
 import { ImageLedger, type LedgerEntry } from './docker-image-ledger.js';
 import { FrameDecoder, JsonLines, UsageMeter, type StatsSample } from './docker-streams.js';
 import { TailBuffer } from '../tail-buffer.js';
+import { diskUsage, watchDisk } from './disk-limit.js';
 
 /** Labels that tie a container to its task, so a restarted agent can find (or clean up) its own. */
 export const LABEL_TASK = 'io.boxgrid.task';
@@ -16,7 +17,7 @@ export const LABEL_OWNER = 'io.boxgrid.owner';
 export interface DockerRuntimeOptions {
   /** Docker Engine socket; dockerode's default (DOCKER_HOST or /var/run/docker.sock) otherwise. */
   socketPath?: string;
-  /** Size of the writable tmpfs at /tmp, MiB. */
+  /** Size of the writable tmpfs at /tmp, MiB (at most the task's disk limit). */
   tmpMiB?: number;
   /** Most processes (and threads) one task may have: a fork bomb stops here. */
   pidsLimit?: number;
@@ -42,7 +43,8 @@ const LOG_DRAIN_MS = 5_000;
 /** Lines asked for when the tail has to be read after the fact (the engine cannot cut by bytes). */
 const TAIL_LINES = 2_000;
 
-type StopReason = 'timeout' | 'aborted' | null;
+/** Why the runtime killed a container: its time limit, an abort, or its disk limit (see watchDisk). */
+type StopReason = 'timeout' | 'aborted' | 'disk' | null;
 type Ended = Omit<TaskRunResult, 'durationMs'>;
 
 /** A pull in flight, shared by every run that needs the same reference. */
@@ -56,7 +58,8 @@ interface PullJob {
  * Runs each task in its own container with the tightest sandbox that still runs science code:
  * no network, a read-only root, no capabilities, no privilege gain, a non-root user, hard
  * memory (no swap beyond it), CPU and pid limits, and the task's directories as the only
- * writable places. The container is removed however the task ends.
+ * writable places, held to its disk limit (see follow). The container is removed however the
+ * task ends.
  *
  * Around that: missing images are pulled (by the pinned digest, once however many tasks wait
  * for them) and what runs is the image id that was verified; output streams to `onOutput` as
@@ -71,6 +74,8 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   private readonly pulls = new Map<string, PullJob>();
   /** Tasks this process runs or follows, with the image references they need (never pruned, never leftovers). */
   private readonly active = new Map<number, string[]>();
+  /** Whether the engine is Podman's compat service, once known (see isPodman). */
+  private podman: boolean | null = null;
 
   constructor(private readonly opts: DockerRuntimeOptions = {}) {
     this.docker = new Docker(opts.socketPath ? { socketPath: opts.socketPath } : undefined);
@@ -110,9 +115,14 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
     }
   }
 
-  /** The container for a task; `image` is what runs (run() passes the id it verified, so a moved tag cannot swap it). */
-  containerConfig(spec: TaskRunSpec, image: string = spec.image): Docker.ContainerCreateOptions {
+  /**
+   * The container for a task; `image` is what runs (run() passes the id it verified, so a moved
+   * tag cannot swap it). `capFileSize` false leaves files uncapped (see isPodman).
+   */
+  containerConfig(spec: TaskRunSpec, image: string = spec.image, { capFileSize = true } = {}): Docker.ContainerCreateOptions {
     const memoryBytes = spec.resources.memoryMiB * 1024 * 1024;
+    const diskMiB = spec.resources.diskMiB; // 0: the app states no disk limit
+    const tmpMiB = diskMiB > 0 ? Math.min(this.opts.tmpMiB ?? 64, diskMiB) : (this.opts.tmpMiB ?? 64);
     const binds = [`${spec.inputsDir}:/in:ro`, `${spec.outputsDir}:/out:rw`];
     if (spec.checkpointDir) binds.push(`${spec.checkpointDir}:/checkpoint:rw`);
     return {
@@ -126,18 +136,40 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
       HostConfig: {
         NetworkMode: 'none',
         ReadonlyRootfs: true,
-        Tmpfs: { '/tmp': `rw,nosuid,nodev,size=${this.opts.tmpMiB ?? 64}m` },
+        Tmpfs: { '/tmp': `rw,nosuid,nodev,size=${tmpMiB}m` },
         CapDrop: ['ALL'],
         SecurityOpt: ['no-new-privileges'],
         Memory: memoryBytes,
         MemorySwap: memoryBytes, // equal to Memory: no swap on top of the limit
         NanoCpus: Math.round(spec.resources.cores * 1e9),
         PidsLimit: this.opts.pidsLimit ?? 256,
+        // No one file past the disk limit: a write (or fallocate) over it fails at once with
+        // SIGXFSZ/EFBIG, where the watch on /out and /checkpoint would only see it afterwards.
+        // One MiB of slack so that the file that hits the cap is over the limit the watch checks.
+        ...(diskMiB > 0 && capFileSize ? { Ulimits: [{ Name: 'fsize', Soft: (diskMiB + 1) * 2 ** 20, Hard: (diskMiB + 1) * 2 ** 20 }] } : {}),
         Binds: binds,
         // GPUs the NVIDIA container toolkit's way; untested here (no GPU on this machine).
         ...(spec.resources.gpus > 0 ? { DeviceRequests: [{ Driver: 'nvidia', Count: spec.resources.gpus, Capabilities: [['gpu']] }] } : {}),
       },
     };
+  }
+
+  /**
+   * Whether the engine is Podman. Podman 4.3's compat API, given any `Ulimits`, drops the
+   * `default_ulimits` of containers.conf and sets its own RLIMIT_NOFILE of 1048576, which fails
+   * every container where root lacks CAP_SYS_RESOURCE (docs/operations.md, Podman pilots): there
+   * files are not capped, and only the measurements hold the disk limit. Asked once; a failed
+   * answer is asked again next time.
+   */
+  private async isPodman(): Promise<boolean> {
+    if (this.podman !== null) return this.podman;
+    try {
+      const v = await this.docker.version();
+      this.podman = (v.Components ?? []).some((c) => /podman/i.test(c.Name));
+      return this.podman;
+    } catch {
+      return false;
+    }
   }
 
   // ---- leftovers of an earlier agent process ----
@@ -375,7 +407,7 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   private async runContainer(spec: TaskRunSpec, image: string, signal?: AbortSignal): Promise<Ended> {
     let container: Docker.Container | undefined;
     try {
-      container = await this.docker.createContainer(this.containerConfig(spec, image));
+      container = await this.docker.createContainer(this.containerConfig(spec, image, { capFileSize: !(await this.isPodman()) }));
       if (signal?.aborted) return { outcome: { kind: 'aborted' }, logTail: '', usage: null };
       return await this.startAndFollow(container, spec, signal);
     } catch (e) {
@@ -409,28 +441,42 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
 
   /**
    * Follows a started container to its end: output as it comes, usage samples, the time limit
-   * counted from `startedAt`, the abort signal. `enforce` false for a container that has already
-   * ended (reattach), whose limit and abort no longer apply.
+   * counted from `startedAt`, the abort signal, the disk limit. `enforce` false for a container
+   * that has already ended (reattach), whose limits and abort no longer apply.
+   *
+   * The disk limit (`resources.diskMiB`; 0 for none) covers /out and /checkpoint, bind mounts of
+   * the host's disk that nothing else bounds: they are measured while the task runs (the
+   * container is killed as soon as they hold more), and once more when it has ended on its own,
+   * to catch what was written since the last measurement. /tmp is a tmpfs (memory) that is
+   * itself no bigger than the limit.
    */
   private async follow(container: Docker.Container, waited: Promise<unknown>, spec: TaskRunSpec, signal: AbortSignal | undefined, startedAt: number, enforce: boolean): Promise<Ended> {
     const output = this.followOutput(container, spec.onOutput);
     const meter = this.meterUsage(container, spec.onUsage);
+    const limitBytes = spec.resources.diskMiB * 2 ** 20;
+    const writable = spec.checkpointDir ? [spec.outputsDir, spec.checkpointDir] : [spec.outputsDir];
+    const disk = enforce && limitBytes > 0 ? watchDisk(writable, limitBytes) : null;
     try {
-      const stopReason = enforce ? await this.waitForEnd(container, waited, spec, signal, startedAt) : null;
+      const stopReason = enforce ? await this.waitForEnd(container, waited, spec, signal, startedAt, disk?.over) : null;
+      disk?.stop();
       const state = (await container.inspect()).State;
-      const outcome = classify(state, stopReason, spec);
+      let outcome = classify(state, stopReason, spec);
+      const endedOnItsOwn = outcome.kind === 'succeeded' || outcome.kind === 'failed';
+      if (endedOnItsOwn && limitBytes > 0 && (await diskUsage(writable)) > limitBytes) outcome = classify(state, 'disk', spec);
       return { outcome, logTail: await output.tail(), usage: meter.usage() };
     } finally {
+      disk?.stop();
       output.stop();
       meter.stop();
     }
   }
 
-  private async waitForEnd(container: Docker.Container, waited: Promise<unknown>, spec: TaskRunSpec, signal: AbortSignal | undefined, startedAt: number): Promise<StopReason> {
+  private async waitForEnd(container: Docker.Container, waited: Promise<unknown>, spec: TaskRunSpec, signal: AbortSignal | undefined, startedAt: number, overDisk?: Promise<void>): Promise<StopReason> {
     let reason: StopReason = null;
+    let ended = false;
     let killed: Promise<boolean> = Promise.resolve(false);
-    const stop = (why: 'timeout' | 'aborted'): void => {
-      if (reason !== null) return;
+    const stop = (why: Exclude<StopReason, null>): void => {
+      if (reason !== null || ended) return;
       reason = why;
       // 409: it was no longer running, so it ended on its own and the reason does not apply.
       killed = container.kill().then(
@@ -443,9 +489,11 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
     const onAbort = (): void => stop('aborted');
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) onAbort();
+    void overDisk?.then(() => stop('disk'));
     try {
       await waited;
     } finally {
+      ended = true;
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
     }
@@ -572,10 +620,16 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
 export function classify(state: { ExitCode: number; OOMKilled: boolean; StartedAt: string; FinishedAt: string }, stop: StopReason, spec: TaskRunSpec): TaskOutcome {
   if (stop === 'timeout') return { kind: 'timeout', limitSeconds: spec.maxRuntimeSeconds };
   if (stop === 'aborted') return { kind: 'aborted' };
+  if (stop === 'disk') return { kind: 'output_error', message: overDiskMessage(spec) };
   if (state.OOMKilled) return { kind: 'out_of_memory', limitMiB: spec.resources.memoryMiB };
   const ranMs = Date.parse(state.FinishedAt) - Date.parse(state.StartedAt);
   if (state.ExitCode === 137 && ranMs >= spec.maxRuntimeSeconds * 1000) return { kind: 'timeout', limitSeconds: spec.maxRuntimeSeconds };
   return state.ExitCode === 0 ? { kind: 'succeeded' } : { kind: 'failed', exitCode: state.ExitCode };
+}
+
+/** What a task that wrote past its disk limit is told (the outcome's message). */
+export function overDiskMessage(spec: Pick<TaskRunSpec, 'resources' | 'checkpointDir'>): string {
+  return `wrote more than its disk limit of ${spec.resources.diskMiB} MiB to ${spec.checkpointDir ? '/out and /checkpoint' : '/out'}`;
 }
 
 /** Whether an image has the pinned digest: its id (a local build) or the manifest digest it was pulled by. */
