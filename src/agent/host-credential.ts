@@ -38,6 +38,7 @@ export async function enroll(
   server: string,
   enrollToken: string,
   host: { name: string; resources: Resources; platform: string },
+  tls: { ca?: string } = {},
 ): Promise<HostCredential> {
   await mkdir(workDir, { recursive: true, mode: 0o700 });
   const pendingPath = join(workDir, PENDING);
@@ -49,7 +50,7 @@ export async function enroll(
     pending = { token: c.token, id: c.id, hash: c.secretHash.toString('hex') };
     await atomicWrite(pendingPath, JSON.stringify(pending), 0o600);
   }
-  const answer = await new BoxgridClient({ url: server }).enroll({
+  const answer = await new BoxgridClient({ url: server, ...tls }).enroll({
     enrollToken, name: host.name, resources: host.resources, platform: host.platform, credentialId: pending.id, credentialHash: pending.hash,
   });
   const credential: HostCredential = { server, hostId: answer.hostId, name: answer.name, token: pending.token };

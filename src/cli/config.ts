@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { BoxgridClient } from '../client/client.js';
+import { dirname, join, resolve } from 'node:path';
+import { BoxgridClient, readCaFile } from '../client/client.js';
 import { BoxgridError } from '../domain/errors.js';
 import { dataFiles } from '../server/data-files.js';
+import { CliExit } from './output.js';
 
 export interface GlobalOptions {
   url?: string;
@@ -11,14 +12,17 @@ export interface GlobalOptions {
   project?: string;
   config?: string;
   json?: boolean;
+  caFile?: string;
 }
 
 export interface Connection {
   url: string;
   token: string | undefined;
   project: string;
+  /** PEM file of the CA the server's certificate must chain to; none: Node's bundled roots. */
+  caFile: string | undefined;
   /** Where each value came from, for error messages ("token from BOXGRID_TOKEN"). */
-  sources: { url: string; token: string };
+  sources: { url: string; token: string; caFile: string };
 }
 
 export const DEFAULT_PORT = 8470;
@@ -37,6 +41,8 @@ interface FileConfig {
   url?: string;
   token?: string;
   project?: string;
+  /** Relative to the config file's directory. */
+  caFile?: string;
 }
 
 function readJson(path: string): Record<string, unknown> | null {
@@ -58,7 +64,7 @@ function readText(path: string): string | null {
 
 /**
  * Where to connect and as whom: flags, then environment (BOXGRID_URL, BOXGRID_TOKEN,
- * BOXGRID_PROJECT), then the config file, then a local server's data dir (its server.json
+ * BOXGRID_PROJECT, BOXGRID_CA_FILE), then the config file, then a local server's data dir (its server.json
  * and admin.token), so `boxgrid server` in one terminal and any command in another just work.
  */
 export function resolveConnection(flags: GlobalOptions, env: NodeJS.ProcessEnv = process.env): Connection {
@@ -80,14 +86,26 @@ export function resolveConnection(flags: GlobalOptions, env: NodeJS.ProcessEnv =
   const localToken = localInfo?.url === finalUrl ? readText(local.adminToken) ?? undefined : undefined;
   const [token, tokenSource] = pick(flags.token, 'BOXGRID_TOKEN', file.token, localToken);
   const [project] = pick(flags.project, 'BOXGRID_PROJECT', file.project, undefined);
+  const [caFile, caFileSource] = pick(flags.caFile, 'BOXGRID_CA_FILE', file.caFile === undefined ? undefined : resolve(dirname(configPath), file.caFile), undefined);
   return {
     url: finalUrl,
     token,
     project: project ?? 'default',
-    sources: { url: url === undefined ? 'the default' : urlSource, token: tokenSource },
+    caFile,
+    sources: { url: url === undefined ? 'the default' : urlSource, token: tokenSource, caFile: caFileSource },
   };
 }
 
+/** The CA the connection trusts, read now: a CA file that cannot be used is a usage error saying where it was named. */
+export function tlsFor(c: Connection): { ca?: string } {
+  if (c.caFile === undefined) return {};
+  try {
+    return { ca: readCaFile(c.caFile) };
+  } catch (e) {
+    throw new CliExit(2, `error: ${(e as Error).message} (CA file from ${c.sources.caFile})`);
+  }
+}
+
 export function clientFor(c: Connection): BoxgridClient {
-  return new BoxgridClient({ url: c.url, ...(c.token === undefined ? {} : { token: c.token }) });
+  return new BoxgridClient({ url: c.url, ...(c.token === undefined ? {} : { token: c.token }), ...tlsFor(c) });
 }

@@ -22,6 +22,7 @@ export function buildProgram(): Command {
     .option('--token <token>', 'API token (env BOXGRID_TOKEN; default: the local server\'s admin token)')
     .option('--project <name>', 'project (env BOXGRID_PROJECT; default "default")')
     .option('--config <file>', 'config file (env BOXGRID_CONFIG; default ~/.config/boxgrid/config.json)')
+    .option('--ca-file <file>', 'PEM certificate of the CA that signed an https:// server\'s certificate, when not a public one (env BOXGRID_CA_FILE, or "caFile" in the config file)')
     .option('--json', 'print objects as JSON, for scripts')
     .showHelpAfterError()
     .exitOverride();
@@ -55,7 +56,7 @@ export async function main(argv: string[]): Promise<number> {
     let ctx: ErrorContext = {};
     try {
       const c = cliContext(program).connection();
-      ctx = { url: c.url, urlSource: c.sources.url, tokenSource: c.sources.token, configFile: program.opts<{ config?: string }>().config ?? defaultConfigFile() };
+      ctx = { url: c.url, urlSource: c.sources.url, tokenSource: c.sources.token, caFileSource: c.sources.caFile, configFile: program.opts<{ config?: string }>().config ?? defaultConfigFile() };
     } catch {
       // the config itself is broken; the error says so
     }

@@ -25,6 +25,8 @@ export interface ErrorContext {
   url?: string;
   urlSource?: string;
   tokenSource?: string;
+  /** Where --ca-file came from ('nowhere' when not given). */
+  caFileSource?: string;
   configFile?: string;
 }
 
@@ -38,6 +40,12 @@ export function describeError(e: unknown, ctx: ErrorContext): string {
 function hint(e: BoxgridError, ctx: ErrorContext): string {
   switch (e.code) {
     case 'unavailable':
+      if (e.message.startsWith('the certificate of the boxgrid server')) {
+        return ctx.caFileSource === undefined || ctx.caFileSource === 'nowhere'
+          ? `\n  if the server's certificate comes from a private CA, pass that CA's certificate with --ca-file FILE, ` +
+              `BOXGRID_CA_FILE or "caFile" in ${ctx.configFile ?? 'the config file'}`
+          : `\n  (CA file from ${ctx.caFileSource}) it did not sign the server's certificate, or the certificate does not name the host in the URL`;
+      }
       // Only for the server itself: a blob store's or an engine's trouble has its own words.
       if (!e.message.startsWith('cannot reach the boxgrid server')) return '';
       return `\n  (URL from ${ctx.urlSource ?? 'the default'}) start a server with \`boxgrid server\`, ` +

@@ -1,8 +1,10 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createHash, randomUUID, X509Certificate } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import { createParser } from 'eventsource-parser';
+import type { Dispatcher } from 'undici';
 import { BoxgridError, type ErrorCode } from '../domain/errors.js';
 import type * as T from './types.js';
 
@@ -11,6 +13,13 @@ export interface ClientOptions {
   token?: string;
   /** How many times an idempotent call is retried on a network failure or a retryable answer. */
   retries?: number;
+  /**
+   * PEM certificate(s) of the CA the server's certificate must chain to, instead of Node's
+   * bundled roots (a private CA). Without it an https:// server is verified against those roots.
+   */
+  ca?: string;
+  /** A file holding that PEM (`--ca-file`); read once, when the client is made. */
+  caFile?: string;
 }
 
 /**
@@ -24,12 +33,16 @@ export class BoxgridClient {
   private readonly shown: string;
   private readonly token: string | undefined;
   private readonly retries: number;
+  /** Connections that trust the custom CA; none: Node's fetch with its bundled roots. */
+  private readonly dispatcher: Dispatcher | undefined;
 
   constructor(opts: ClientOptions) {
     this.url = opts.url.replace(/\/+$/, '');
     this.shown = shownServer(this.url);
     this.token = opts.token;
     this.retries = opts.retries ?? 3;
+    const ca = opts.ca ?? (opts.caFile === undefined ? undefined : readCaFile(opts.caFile));
+    this.dispatcher = ca === undefined ? undefined : dispatcherTrusting(ca);
   }
 
   // ── identity ──
@@ -59,8 +72,32 @@ export class BoxgridClient {
     return this.json('DELETE', `/v1/tokens/${enc(id)}`);
   }
 
-  createEnrollToken(opts: { site?: string; uses?: number; ttlSeconds?: number; label?: string } = {}): Promise<T.EnrollTokenView> {
+  createEnrollToken(opts: { site?: string; uses?: number; ttlSeconds?: number; label?: string; owner?: string } = {}): Promise<T.EnrollTokenView> {
     return this.json('POST', '/v1/enroll-tokens', opts);
+  }
+  listEnrollTokens(): Promise<{ tokens: T.EnrollTokenInfo[] }> {
+    return this.json('GET', '/v1/enroll-tokens');
+  }
+  revokeEnrollToken(id: string): Promise<unknown> {
+    return this.json('DELETE', `/v1/enroll-tokens/${enc(id)}`);
+  }
+  /** Safe to repeat: a second revoke answers `revoked: false` and changes nothing. */
+  revokeHost(id: number): Promise<T.HostRevocationView> {
+    return this.json('POST', `/v1/hosts/${id}/revoke`, undefined, { retry: true });
+  }
+  listSites(): Promise<{ sites: T.SiteView[] }> {
+    return this.json('GET', '/v1/sites');
+  }
+  putSite(name: string, allowCidrs: string[]): Promise<Pick<T.SiteView, 'name' | 'allowCidrs' | 'createdAt'>> {
+    return this.json('PUT', `/v1/sites/${enc(name)}`, { allowCidrs }, { retry: true });
+  }
+  /** The audit log (operators), or with `project` that project's part (its admins). */
+  audit(q: T.AuditQuery = {}): Promise<{ entries: T.AuditEntryView[]; nextCursor: string | null }> {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(q)) if (v !== undefined && k !== 'project') qs.set(k, String(v));
+    const s = qs.toString();
+    const base = q.project === undefined ? '/v1/audit' : `/v1/projects/${enc(q.project)}/audit`;
+    return this.json('GET', `${base}${s === '' ? '' : `?${s}`}`);
   }
 
   listHosts(): Promise<{ hosts: T.HostView[] }> {
@@ -179,6 +216,13 @@ export class BoxgridClient {
     }
   }
 
+  /** The server's Prometheus text (GET /metrics, public): what pilot sites read the demand from. */
+  async metricsText(): Promise<string> {
+    const res = await this.fetch('GET', '/metrics');
+    if (!res.ok) await this.parse(res);
+    return res.text();
+  }
+
   // ── the agent protocol (with a host credential as the token) ──
   // Every call here is idempotent on the server (see service/agent-protocol.ts), so each is retried.
   enroll(body: T.EnrollBody): Promise<T.EnrollView> {
@@ -278,10 +322,15 @@ export class BoxgridClient {
         method, headers,
         ...(init.body === undefined ? {} : { body: init.body, duplex: 'half' } as RequestInit),
         ...(init.signal ? { signal: init.signal } : {}),
+        ...(this.dispatcher ? ({ dispatcher: this.dispatcher } as RequestInit) : {}),
       });
     } catch (e) {
       if (init.signal?.aborted) throw e;
       const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      if (cause?.code !== undefined && CERTIFICATE_ERRORS.has(cause.code)) {
+        // Not retried: the same certificate will fail the same way until someone acts.
+        throw new BoxgridError('unavailable', `the certificate of the boxgrid server at ${this.shown} is not trusted (${cause.message ?? cause.code})`, { retryable: false });
+      }
       const detail = String(cause?.code ?? cause?.message ?? (e as Error).message).split(this.url).join(this.shown);
       throw new BoxgridError('unavailable', `cannot reach the boxgrid server at ${this.shown} (${detail})`, { retryable: true });
     }
@@ -306,6 +355,41 @@ export class BoxgridClient {
 }
 
 const enc = encodeURIComponent;
+
+/** What Node's TLS says when a certificate fails verification (OpenSSL's codes, and the name check). */
+const CERTIFICATE_ERRORS = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE',
+  'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_REJECTED', 'INVALID_CA', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** A CA file's PEM, checked to hold a certificate, so a wrong file fails here and not at the first call. */
+export function readCaFile(path: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new BoxgridError('invalid_request', `cannot read the CA file ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    new X509Certificate(pem);
+  } catch {
+    throw new BoxgridError('invalid_request', `the CA file ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  }
+  return pem;
+}
+
+/** One connection pool per CA, shared by the clients that trust it (the CLI and agent make several). */
+const dispatchers = new Map<string, Dispatcher>();
+function dispatcherTrusting(ca: string): Dispatcher {
+  let d = dispatchers.get(ca);
+  if (!d) {
+    // Loaded only here: undici takes a fifth of a second to load, which every command would pay.
+    const { Agent } = createRequire(import.meta.url)('undici') as typeof import('undici');
+    dispatchers.set(ca, (d = new Agent({ connect: { ca } })));
+  }
+  return d;
+}
 
 /** How errors name a server: a transfer URL (a bearer credential until it expires) by its origin only. */
 function shownServer(url: string): string {

@@ -10,6 +10,8 @@ import type { ServiceContext } from '../service/context.js';
 import { redactTransferUrl } from '../service/transfer-signature.js';
 import { registerIdentityRoutes } from './routes/identity.js';
 import { registerHostRoutes } from './routes/hosts.js';
+import { registerSiteRoutes } from './routes/sites.js';
+import { registerAuditRoutes } from './routes/audit.js';
 import { registerAppRoutes } from './routes/apps.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerBatchRoutes } from './routes/batches.js';
@@ -30,6 +32,14 @@ export interface HttpOptions {
   maxBatchBodyBytes: number;
   /** Seconds between SSE keep-alive comments. */
   sseKeepAliveSeconds: number;
+  /**
+   * fastify's trustProxy: behind a reverse proxy, its address(es) (CIDRs too), so that req.ip
+   * (which site allowlists check) is the client's, from X-Forwarded-For. Default false: the
+   * connection's own address. See docs/operations.md, "Sites and enrolment".
+   */
+  trustProxy?: boolean | string | string[];
+  /** PEM certificate (chain) and key: serve HTTPS instead of HTTP. */
+  tls?: { cert: string; key: string };
 }
 
 export const DEFAULT_HTTP: HttpOptions = { logger: true, maxBatchBodyBytes: 256 * 1024 * 1024, sseKeepAliveSeconds: 15 };
@@ -54,8 +64,10 @@ function loggerOptions(logger: boolean | object): boolean | object {
 /** Builds the HTTP server (not yet listening) over the given services. */
 export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = DEFAULT_HTTP): Promise<Api> {
   const app = Fastify({
+    ...(opts.tls ? { https: opts.tls } : {}),
     logger: loggerOptions(opts.logger),
     bodyLimit: 1024 * 1024,
+    trustProxy: opts.trustProxy ?? false,
     // Our own 503 below, so that even shutdown answers in the documented error shape.
     return503OnClosing: false,
     // Errors fastify raises before routing (a malformed URL, say) get the same shape as ours.
@@ -101,6 +113,8 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
     });
     registerIdentityRoutes(v1 as Api, services);
     registerHostRoutes(v1 as Api, services);
+    registerSiteRoutes(v1 as Api, services);
+    registerAuditRoutes(v1 as Api, services);
     registerAppRoutes(v1 as Api, services);
     registerJobRoutes(v1 as Api, services);
     registerBatchRoutes(v1 as Api, services, opts);
@@ -115,6 +129,8 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
     agent.addHook('onRequest', async (req) => {
       const actor = await services.access.authenticate(req.headers.authorization);
       if (actor.kind !== 'host') throw new BoxgridError('unauthenticated', 'user tokens cannot call the agent protocol');
+      // A host credential works only from its site's addresses, when the site lists any.
+      await services.sites.checkHostAddress(actor.host.siteId, req.ip);
       req.agentHost = actor.host;
       req.credential = actor.token;
     });

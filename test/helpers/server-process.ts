@@ -33,8 +33,8 @@ export function startServerProcess(dataDir: string, args: string[] = [], env: Re
     });
   child.stderr.on('data', (d) => (err += d));
   return new Promise((resolve, reject) => {
-    stderrMatching(/listening on (http:\/\/\S+)/).then((text) => {
-      resolve({ child, url: /listening on (http:\/\/\S+)/.exec(text)![1]!, stderr: () => err, stderrMatching });
+    stderrMatching(/listening on (https?:\/\/\S+)/).then((text) => {
+      resolve({ child, url: /listening on (https?:\/\/\S+)/.exec(text)![1]!, stderr: () => err, stderrMatching });
     }, reject);
     child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${err}`)));
   });

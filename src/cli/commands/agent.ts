@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { mkdir } from 'node:fs/promises';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
+import { tlsFor } from '../config.js';
 import type { CliContext } from '../context.js';
 import { CliExit, parseKeyValues, parseNumber } from '../output.js';
 import { checkLabelKeys } from '../../domain/labels.js';
@@ -74,6 +75,8 @@ export function registerAgent(program: Command, ctx: CliContext): void {
       for (const [flag, v] of [['--exit-when-idle', o.exitWhenIdle], ['--walltime', o.walltime]] as const) {
         if (v !== undefined && !(parseNumber(v, flag) > 0)) throw new CliExit(2, `error: ${flag} must be a number of seconds above 0`);
       }
+      // The CA an https:// server's certificate chains to (--ca-file, BOXGRID_CA_FILE, the config file).
+      const tls = tlsFor(ctx.connection());
       await mkdir(o.workDir, { recursive: true, mode: 0o700 });
       const socket = o.dockerSocket ? { socketPath: o.dockerSocket } : {};
       const probeEngine = o.docker ? new DockerRuntime(socket) : null;
@@ -102,7 +105,7 @@ export function registerAgent(program: Command, ctx: CliContext): void {
             'Pass --enroll-token; an operator creates one with `boxgrid enroll-token create`.');
         }
         const server = (o.server ?? ctx.connection().url).replace(/\/+$/, '');
-        credential = await enroll(o.workDir, server, enrollToken, { name: o.name, resources: capacity, platform: probe.platform });
+        credential = await enroll(o.workDir, server, enrollToken, { name: o.name, resources: capacity, platform: probe.platform }, tls);
         process.stderr.write(`enrolled with ${server} as host ${credential.hostId} (${credential.name}); credential saved in ${o.workDir}/host.json (mode 0600)\n`);
       }
 
@@ -122,7 +125,7 @@ export function registerAgent(program: Command, ctx: CliContext): void {
         ...(docker ? [{ kind: 'docker' as const, runtime: docker }] : []),
         ...(native ? [{ kind: 'native' as const, runtime: native }] : []),
       ];
-      const client = new BoxgridClient({ url: credential.server, token: credential.token });
+      const client = new BoxgridClient({ url: credential.server, token: credential.token, ...tls });
       const agent = new Agent(client, {
         workDir: o.workDir, capacity, runtimes,
         maxTasks: o.maxTasks === undefined ? Math.max(1, Math.floor(capacity.cores)) : parseNumber(o.maxTasks, '--max-tasks'),

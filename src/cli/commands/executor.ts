@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
+import { tlsFor } from '../config.js';
 import { parseSizeMiB } from '../../domain/resources.js';
 import { CliExit, parseKeyValues, parseNumber } from '../output.js';
 
@@ -89,6 +90,7 @@ export function registerExecutor(program: Command, ctx: CliContext): void {
       kc.loadFromDefault(); // in a pod: its service account; elsewhere: $KUBECONFIG or ~/.kube/config
       const namespace = o.namespace ?? inClusterNamespace() ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
 
+      const tls = tlsFor(ctx.connection());
       let credential = await loadCredential(o.stateDir);
       if (!credential) {
         const enrollToken = o.enrollToken ?? process.env.BOXGRID_ENROLL_TOKEN;
@@ -96,13 +98,13 @@ export function registerExecutor(program: Command, ctx: CliContext): void {
         const server = (o.server ?? ctx.connection().url).replace(/\/+$/, '');
         credential = await enroll(o.stateDir, server, enrollToken, {
           name: `${o.name}@${namespace}`, resources: { ...limit, diskMiB: parseSizeMiB(o.maxTaskDisk, '--max-task-disk') }, platform: ociPlatform(),
-        });
+        }, tls);
         process.stderr.write(`enrolled with ${server} as host ${credential.hostId}; credential saved in ${o.stateDir}/host.json (mode 0600)\n`);
       }
       const log = (level: string, m: string): void => void process.stderr.write(`${new Date().toISOString()} ${level} ${m}\n`);
       const ex = new KubernetesExecutor({
         name: o.name,
-        client: new BoxgridClient({ url: credential.server, token: credential.token }),
+        client: new BoxgridClient({ url: credential.server, token: credential.token, ...tls }),
         transferServer: (o.transferServer ?? credential.server).replace(/\/+$/, ''),
         kube: new ClientNodeKubeOps(kc, namespace, o.name),
         flow: { maxPending, ratePerSecond: positive(o.createRate, '--create-rate'), burst: maxPending },

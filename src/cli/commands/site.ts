@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { tlsFor } from '../config.js';
 import type { CliContext } from '../context.js';
 import { parseSizeMiB } from '../../domain/resources.js';
 import { CliExit, parseNumber } from '../output.js';
@@ -62,8 +63,10 @@ export function registerSite(program: Command, ctx: CliContext): void {
       const runtime: 'native' | 'podman' = o.runtime;
       const { SlurmSite, thisBoxgrid } = await import('../../sites/slurm/slurm-site.js');
       const server = (o.server ?? ctx.connection().url).replace(/\/+$/, '');
+      // Checked here; the pilots get the path, absolute, as their own --ca-file.
+      const caFile = tlsFor(ctx.connection()).ca === undefined ? undefined : resolve(ctx.connection().caFile!);
       const s = new SlurmSite({
-        server, enrollToken, partition: o.partition ?? null, account: o.account ?? null, jobName: o.jobName,
+        server, enrollToken, ...(caFile === undefined ? {} : { caFile }), partition: o.partition ?? null, account: o.account ?? null, jobName: o.jobName,
         shape: {
           resources: { cores: positive(o.cpus, '--cpus', false), memoryMiB: parseSizeMiB(o.memory, '--memory'), diskMiB: parseSizeMiB(o.disk, '--disk'), gpus },
           runtime, maxPilots, maxPending: Math.min(maxPilots, positive(o.maxPending, '--max-pending')),

@@ -3,6 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { BoxgridClient } from '../../client/client.js';
 import type { Resources } from '../../domain/resources.js';
 import { WALLTIME_MARGIN_SECONDS } from '../../agent/agent.js';
 import { demandCores, parseDemand, pilotsToSubmit, type PilotCount, type PilotRuntime, type PilotShape } from '../pilot-policy.js';
@@ -15,6 +16,11 @@ export const PILOT_JOB_NAME = 'boxgrid-pilot';
 export interface SlurmSiteOptions {
   /** The boxgrid server pilots talk to (and whose /metrics says the demand). */
   server: string;
+  /**
+   * The CA an https:// server's certificate chains to (`--ca-file`), when not a public one: for
+   * reading the demand, and handed to the pilots, so at a path the compute nodes read too.
+   */
+  caFile?: string;
   /** An enrolment token with uses enough for every pilot (each enrols as a host of its own). */
   enrollToken: string;
   partition: string | null;
@@ -85,9 +91,8 @@ export class SlurmSite {
   }
 
   private async demand() {
-    const res = await fetch(`${this.o.server.replace(/\/+$/, '')}/metrics`);
-    if (!res.ok) throw new Error(`${this.o.server}/metrics answered ${res.status}`);
-    return parseDemand(await res.text());
+    const server = new BoxgridClient({ url: this.o.server, retries: 0, ...(this.o.caFile === undefined ? {} : { caFile: this.o.caFile }) });
+    return parseDemand(await server.metricsText());
   }
 
   /** This site's pilots in squeue, by state; finished ones are gone from it. */
@@ -134,6 +139,7 @@ export class SlurmSite {
     const kept = AGENT_MEMORY_MIB + (runtime === 'podman' ? PODMAN_MEMORY_MIB : 0);
     const agent = [
       ...this.o.boxgrid, 'agent', '--server', this.o.server, '--work-dir', workDir, '--name', 'pilot-$SLURM_JOB_ID',
+      ...(this.o.caFile === undefined ? [] : ['--ca-file', this.o.caFile]),
       ...(runtime === 'podman' ? ['--docker-socket', podmanSocket(workDir)] : ['--native', '--no-docker']),
       '--cpus', String(r.cores), '--memory', `${Math.max(64, r.memoryMiB - kept)}Mi`, '--disk', `${r.diskMiB}Mi`,
       '--gpus', String(r.gpus), '--walltime', String(agentSeconds), '--exit-when-idle', String(this.o.idleSeconds), '--on-stop', 'release',
