@@ -11,6 +11,8 @@ import { EnrollmentService } from '../service/enrollment.js';
 import { HostService } from '../service/hosts.js';
 import { AgentProtocolService } from '../service/agent-protocol.js';
 import { ExplainService } from '../service/explain.js';
+import { SiteService } from '../service/sites.js';
+import { AuditService } from '../service/audit.js';
 
 /** The application services the routes call; routes hold no logic of their own. */
 export class Services {
@@ -22,6 +24,8 @@ export class Services {
   readonly hosts: HostService;
   readonly agent: AgentProtocolService;
   readonly explain: ExplainService;
+  readonly sites: SiteService;
+  readonly audit: AuditService;
 
   constructor(readonly ctx: ServiceContext) {
     this.access = new AccessService(ctx);
@@ -32,6 +36,8 @@ export class Services {
     this.hosts = new HostService(ctx);
     this.agent = new AgentProtocolService(ctx);
     this.explain = new ExplainService(ctx);
+    this.sites = new SiteService(ctx);
+    this.audit = new AuditService(ctx);
   }
 }
 

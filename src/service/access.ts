@@ -1,6 +1,7 @@
 import { BoxgridError, invalid, notFound } from '../domain/errors.js';
 import type { Host, Project, TokenRecord, User } from '../domain/model.js';
 import { roleAllows, type Action, type Role } from '../domain/roles.js';
+import { recordAudit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { issueToken, parseToken, secretMatches } from './credentials.js';
 import { signatureMatches, type TransferDirection } from './transfer-signature.js';
@@ -105,13 +106,17 @@ export class AccessService {
   async createUser(actor: User, name: string, operator: boolean): Promise<User> {
     this.requireOperator(actor);
     checkName(name, 'name');
-    return this.ctx.store.createUser(name, operator, this.ctx.now());
+    const user = await this.ctx.store.createUser(name, operator, this.ctx.now());
+    await recordAudit(this.ctx, actor, 'user.create', `user ${user.name}`, { detail: { operator } });
+    return user;
   }
 
   async createProject(actor: User, name: string, shareWeight: number): Promise<Project> {
     this.requireOperator(actor);
     checkName(name, 'name');
-    return this.ctx.store.createProject(name, shareWeight, this.ctx.now());
+    const project = await this.ctx.store.createProject(name, shareWeight, this.ctx.now());
+    await recordAudit(this.ctx, actor, 'project.create', `project ${project.name}`, { projectId: project.id, detail: { shareWeight } });
+    return project;
   }
 
   /** Operators set how much of the grid a project gets against the others (fair share). */
@@ -120,6 +125,7 @@ export class AccessService {
     const project = await this.ctx.store.getProjectByName(projectName);
     if (!project) throw notFound(`project "${projectName}"`);
     await this.ctx.store.setShareWeight(project.id, shareWeight);
+    await recordAudit(this.ctx, actor, 'project.share_weight', `project ${project.name}`, { projectId: project.id, detail: { from: project.shareWeight, to: shareWeight } });
     return { ...project, shareWeight };
   }
 
@@ -128,6 +134,7 @@ export class AccessService {
     const user = await this.ctx.store.getUserByName(userName);
     if (!user) throw notFound(`user "${userName}"`);
     await this.ctx.store.setMembership(project.id, user.id, role);
+    await recordAudit(this.ctx, actor, 'member.set', `project ${project.name} user ${user.name}`, { projectId: project.id, detail: { user: user.name, role } });
   }
 
   async listProjects(actor: User): Promise<Array<Project & { role: Role }>> {
@@ -155,6 +162,7 @@ export class AccessService {
     const expiresAt = caller.expiresAt === null ? requested : Math.min(requested ?? caller.expiresAt, caller.expiresAt);
     const issued = issueToken('user', user.id, opts.label, now, expiresAt);
     await this.ctx.store.insertToken(issued.record);
+    await recordAudit(this.ctx, actor, 'token.create', `token ${issued.record.id}`, { detail: { user: user.name, label: opts.label, expiresAt } });
     return { token: issued.token, id: issued.record.id, user, expiresAt };
   }
 
@@ -162,6 +170,8 @@ export class AccessService {
   async revokeToken(actor: User, id: string): Promise<void> {
     const t = await this.ctx.store.getToken(id);
     if (!t || t.kind !== 'user' || (t.subjectId !== actor.id && !actor.operator)) throw notFound(`token ${id}`);
-    await this.ctx.store.revokeToken(id, this.ctx.now());
+    if (await this.ctx.store.revokeToken(id, this.ctx.now())) {
+      await recordAudit(this.ctx, actor, 'token.revoke', `token ${id}`, { detail: { userId: t.subjectId } });
+    }
   }
 }

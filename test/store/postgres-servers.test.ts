@@ -94,7 +94,7 @@ describe('PostgresStore with several servers on one database', { skip }, () => {
 
   it('enrols a host once when its enrolment reaches every server at once, even on a single-use token', async () => {
     const site = await stores[0]!.createSite('race', T0);
-    await stores[0]!.createEnrollToken({ id: 'rrrrrrrrrrrrrrrr', siteId: site.id, secretHash: Buffer.alloc(32, 2), label: 'race', usesLeft: 1, expiresAt: null, revokedAt: null, createdAt: T0 });
+    await stores[0]!.createEnrollToken({ id: 'rrrrrrrrrrrrrrrr', siteId: site.id, secretHash: Buffer.alloc(32, 2), label: 'race', usesLeft: 1, expiresAt: null, revokedAt: null, createdAt: T0, owner: null });
     const credential = { id: 'cccccccccccccccc', kind: 'host' as const, subjectId: 0, secretHash: Buffer.alloc(32, 3), label: 'h', createdAt: T0, expiresAt: null, revokedAt: null };
     const host = { name: 'racer', resources: { cores: 4, memoryMiB: 8192, diskMiB: 10_000, gpus: 0 }, platform: 'linux/amd64' };
     const results = await Promise.all(stores.map((s) => s.enrollHost({ enrollTokenId: 'rrrrrrrrrrrrrrrr', host, credential }, T0)));

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { parseDurationSeconds } from '../../domain/duration.js';
 import { ROLES, type Role } from '../../domain/roles.js';
 import type { CliContext } from '../context.js';
+import { registerAudit } from './audit.js';
+import { registerHosts } from './hosts.js';
 import { CliExit, emit, parseNumber, table } from '../output.js';
 
 export function registerIdentity(program: Command, ctx: CliContext): void {
@@ -25,41 +26,8 @@ export function registerIdentity(program: Command, ctx: CliContext): void {
       emit(ctx.globals().json, { revoked: id }, () => `token ${id} revoked`);
     });
 
-  program
-    .command('enroll-token')
-    .description('enrolment tokens that hosts trade for their credential (operators)')
-    .command('create')
-    .description('create one; hand it to the hosts of a site (shown once)')
-    .option('--site <name>', 'the site the hosts join', 'default')
-    .option('--uses <n>', 'how many hosts may enrol with it (default: unlimited)')
-    .option('--expires <duration>', 'e.g. 12h, 1d, 2w (default: never)')
-    .option('--label <text>', 'what it is for')
-    .action(async (o: { site: string; uses?: string; expires?: string; label?: string }) => {
-      const t = await ctx.client().createEnrollToken({
-        site: o.site,
-        ...(o.uses === undefined ? {} : { uses: parseNumber(o.uses, '--uses') }),
-        ...(o.expires === undefined ? {} : { ttlSeconds: parseDurationSeconds(o.expires, '--expires') }),
-        ...(o.label === undefined ? {} : { label: o.label }),
-      });
-      emit(ctx.globals().json, t, () =>
-        `enrolment token for site ${t.site} (${t.usesLeft === null ? 'unlimited uses' : `${t.usesLeft} uses`}, ${t.expiresAt ? `expires ${t.expiresAt}` : 'no expiry'}), shown once:\n${t.token}`,
-      );
-    });
-
-  program
-    .command('hosts')
-    .description('enrolled hosts: resources, state, last contact, tasks held (operators)')
-    .action(async () => {
-      const { hosts } = await ctx.client().listHosts();
-      emit(ctx.globals().json, hosts, () =>
-        hosts.length === 0
-          ? 'no hosts yet: boxgrid enroll-token create, then start an agent with it'
-          : table(
-              ['HOST', 'NAME', 'SITE', 'STATE', 'CORES', 'MEMORY', 'GPUS', 'TASKS', 'LAST SEEN'],
-              hosts.map((h) => [h.id, h.name, h.site, h.state, h.resources.cores, `${h.resources.memoryMiB}Mi`, h.resources.gpus, h.activeTasks, h.lastSeenAt ?? 'never']),
-            ),
-      );
-    });
+  registerHosts(program, ctx);
+  registerAudit(program, ctx);
 
   const user = program.command('user').description('users (operators only)');
   user

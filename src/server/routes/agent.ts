@@ -295,7 +295,7 @@ export function registerEnrollRoute(app: Api, s: Services): void {
     '/enroll',
     { schema: { tags: ['agent'], security: [], body: EnrollBody, response: { 201: EnrollAnswer, 200: EnrollAnswer } } },
     async (req, reply) => {
-      const { host, replayed } = await inPart('body', s.enrollment.enroll(req.body));
+      const { host, replayed } = await inPart('body', s.enrollment.enroll(req.body, req.ip));
       return reply.code(replayed ? 200 : 201).send({ hostId: host.id, name: host.name, siteId: host.siteId, replayed });
     },
   );
