@@ -100,7 +100,7 @@ async function roundTrips(): Promise<{ claim: number; heartbeat: number; report:
     const project = await store.createProject('trips', 1, now);
     const app = await store.createAppVersion(project.id, {
       name: 'trips', description: '', image: 'sci/tiny:1', imageDigest: null, command: ['true'], resources: { cores: 1, memoryMiB: 512, diskMiB: 100, gpus: 0 },
-      maxRuntimeSeconds: 60, maxAttempts: 3, replicas: 1, quorum: 1, checkpointing: false, nativeCommand: null, platforms: ['linux/amd64'],
+      maxRuntimeSeconds: 60, maxAttempts: 3, replicas: 1, quorum: 1, maxReplicas: 2, adaptiveReplication: false, validator: null, checkpointing: false, nativeCommand: null, platforms: ['linux/amd64'],
     }, 'new', now);
     const job = { args: [], env: {}, inputs: {}, resources: {}, priority: 0, deadline: null, labels: {}, selector: {}, params: {} };
     await store.insertJobs({ projectId: project.id, app, batch: { labels: {} }, jobs: Array.from({ length: CLAIM_SIZE * 2 }, () => job), idempotency: null, now });

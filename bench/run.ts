@@ -23,8 +23,9 @@ import { pilotsBenchmark } from './pilots.js';
 import { queryBenchmark } from './query.js';
 import { simBenchmark } from './sim.js';
 import { submitBenchmark } from './submit.js';
+import { validationBenchmark } from './validation.js';
 
-const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark, dispatchBenchmark, multiserverBenchmark, pilotsBenchmark, depthBenchmark, simBenchmark];
+const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark, dispatchBenchmark, multiserverBenchmark, pilotsBenchmark, depthBenchmark, simBenchmark, validationBenchmark];
 
 async function runOne(b: Benchmark, quiet: boolean): Promise<Outcome> {
   const log = (msg: string): void => {

@@ -14,17 +14,31 @@ export type Counts = Record<JobState, number>;
 export interface UserView { id: number; name: string; operator: boolean; createdAt: string }
 export interface ProjectView { name: string; shareWeight: number; createdAt: string; role?: Role }
 export interface Me { user: UserView; projects: ProjectView[] }
-export interface EnrollTokenView { token: string; id: string; site: string; usesLeft: number | null; expiresAt: string | null }
+export interface EnrollTokenView { token: string; id: string; site: string; owner: string | null; usesLeft: number | null; expiresAt: string | null }
+/** GET /v1/enroll-tokens: a token as listed, without its secret. */
+export interface EnrollTokenInfo {
+  id: string; site: string; label: string; owner: string | null; usesLeft: number | null; expiresAt: string | null; revokedAt: string | null; createdAt: string;
+}
+export interface HostRevocationView {
+  host: { id: number; name: string; state: string; owner: string | null }; revoked: boolean; abortedTasks: number[]; requeuedJobs: number[];
+}
+export interface SiteView { name: string; allowCidrs: string[]; activeHosts: number; revokedHosts: number; createdAt: string }
+export interface AuditEntryView {
+  id: number; at: string; actor: { id: number | null; name: string }; action: string; target: string; project: string | null; detail: Record<string, unknown>;
+}
+export interface AuditQuery { project?: string; action?: string; limit?: number; cursor?: string }
 export interface HostView {
   id: number; name: string; site: string; state: string; platform: string; labels: Record<string, string>; resources: Resources;
-  enrolledAt: string; lastSeenAt: string | null; activeTasks: number; pace: number | null;
+  enrolledAt: string; lastSeenAt: string | null; activeTasks: number; pace: number | null; owner: string | null;
 }
 export interface TokenView { token: string; id: string; user: string; expiresAt: string | null }
 
 export interface AppView {
   id: number; name: string; version: number; description: string; image: string; imageDigest: string | null;
   command: string[]; resources: Resources; maxRuntimeSeconds: number; maxAttempts: number; replicas: number;
-  quorum: number; checkpointing: boolean; platforms: string[]; nativeCommand: string[] | null; createdAt: string;
+  quorum: number; maxReplicas: number; adaptiveReplication: boolean; validator: { image: string; command: string[] } | null;
+  checkpointing: boolean; platforms: string[];
+  nativeCommand: string[] | null; createdAt: string;
 }
 
 export interface JobSubmit extends JobTemplate { app: string; appVersion?: number }
@@ -44,6 +58,10 @@ export interface JobView {
   env: Record<string, string>; inputs: Record<string, string>; resources: Partial<Resources>; priority: number;
   deadline: string | null; labels: Record<string, string>; selector: Record<string, string>; retryAt: string | null; params: Record<string, string | number>; attempts: number;
   reason: string | null; createdAt: string; updatedAt: string; finishedAt: string | null; checkpoint: string | null;
+  /** Agreeing replicas the job needs (1: unreplicated). */
+  quorum: number;
+  /** The task whose outputs are the job's result (for replicated jobs, the canonical one). */
+  resultTaskId: number | null;
 }
 export interface TaskView {
   id: number; hostId: number; attempt: number; replica: number; state: string; runtime: string; leaseExpiresAt: string;
@@ -51,6 +69,7 @@ export interface TaskView {
   outcome: { kind: string; [k: string]: unknown } | null; progress: number | null;
   usage: { cpuSeconds: number; peakMemoryMiB: number } | null; durationMs: number | null;
   outputs: Record<string, { sha256: string; size: number }>;
+  validity: 'valid' | 'invalid' | null;
 }
 /** GET …/jobs/{id}/explain: why a job is not running (scheduling/explain.ts has no times to render). */
 export type ExplainView = Explanation;

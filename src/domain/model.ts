@@ -58,8 +58,19 @@ export interface AppSpec {
   resources: Resources;
   maxRuntimeSeconds: number;
   maxAttempts: number;
+  /** Hosts each job runs on, for validation (1: no replication). */
   replicas: number;
+  /** Agreeing successful replicas that make a job's result canonical (domain/quorum.ts). */
   quorum: number;
+  /** Most replicas a job may run (errors and disagreements included) before it fails with no consensus. */
+  maxReplicas: number;
+  /** Trusted hosts get unreplicated jobs, still spot-checked (scheduling/replication.ts). */
+  adaptiveReplication: boolean;
+  /**
+   * The container that compares replicas' results when equal files are too much to ask (floating
+   * point): null, results agree when their files are identical (docs/security.md).
+   */
+  validator: ValidatorSpec | null;
   checkpointing: boolean;
   /** OCI platforms the image runs on, e.g. "linux/amd64". */
   platforms: string[];
@@ -68,6 +79,12 @@ export interface AppSpec {
    * null: the app runs only in its image.
    */
   nativeCommand: string[] | null;
+}
+
+/** A validator container: it reads /in/<task id>/… of each replica and writes /out/groups.json. */
+export interface ValidatorSpec {
+  image: string;
+  command: string[];
 }
 
 /** One immutable version of an app. New versions are new rows; jobs pin the version they were submitted against. */
@@ -111,6 +128,17 @@ export interface Job extends JobSpec {
   checkpoint: string | null;
   /** A requeued job waits out a backoff: it may not run before this time (null: it may now). */
   retryAt: Millis | null;
+  /**
+   * Agreeing replicas this attempt needs: 1 for unreplicated jobs (and adaptive replication's
+   * single replicas), the app's quorum for replicated ones.
+   */
+  quorum: number;
+  /** Replicas wanted but not yet handed to a host. */
+  replicasWanted: number;
+  /** Its replicas' results wait for the app's validator (the validator loop picks the job up). */
+  awaitingValidator: boolean;
+  /** The task whose result is the job's (the canonical result of a replicated job). */
+  canonicalTaskId: number | null;
 }
 
 export interface Batch {
@@ -147,7 +175,11 @@ export interface Task {
   durationMs: number | null;
   /** Files the task left in /out: name → blob. */
   outputs: Record<string, OutputFile>;
+  /** For replicas of a replicated job: whether its result agreed with the quorum (null: not judged). */
+  validity: TaskValidity | null;
 }
+
+export type TaskValidity = 'valid' | 'invalid';
 
 export interface OutputFile {
   sha256: string;
@@ -165,12 +197,16 @@ export interface EnrollTokenRecord {
   expiresAt: Millis | null;
   revokedAt: Millis | null;
   createdAt: Millis;
+  /** The volunteer account the hosts enrolled with it belong to (Host.owner); null: none. */
+  owner: string | null;
 }
 
 export interface Site {
   id: number;
   name: string;
   createdAt: Millis;
+  /** Addresses (CIDRs) its hosts may enrol and call from; empty: any address (domain/cidr.ts). */
+  allowCidrs: string[];
 }
 
 export interface Host {
@@ -186,10 +222,30 @@ export interface Host {
   lastSeenAt: Millis | null;
   /** How long tasks take on this host against their typical duration (scheduling/pace.ts); null until one finished. */
   pace: number | null;
+  /**
+   * The volunteer account it was enrolled for (its enrolment token's owner). Replicas of one job
+   * go to hosts of distinct owners; null: the host is its own owner.
+   */
+  owner: string | null;
 }
 
 export interface BlobRecord {
   sha256: string;
   size: number;
   createdAt: Millis;
+}
+
+/** One admin action (service/audit.ts): who did what to which object, when. Never a secret. */
+export interface AuditEntry {
+  id: number;
+  at: Millis;
+  /** Null if the user is gone; the name is kept as it was. */
+  actorUserId: number | null;
+  actorName: string;
+  action: string;
+  /** What was acted on, e.g. "host 12", "project physics". */
+  target: string;
+  /** The project the action concerns, if one (project admins read their project's entries). */
+  projectId: number | null;
+  detail: Record<string, unknown>;
 }

@@ -1,3 +1,5 @@
+import { DEFAULT_REPLICATION, type ReplicationOptions } from './replication.js';
+
 /**
  * The knobs of the scheduler. The server reads them from its options (`boxgrid server`
  * flags); the simulator sets them per scenario. Times are seconds.
@@ -33,6 +35,8 @@ export interface SchedulingOptions {
     /** A job gets a copy only once its newest task (first or copy) has run this long. */
     minRunSeconds: number;
   };
+  /** Adaptive replication and hosts' daily quotas (replication.ts). */
+  replication: ReplicationOptions;
 }
 
 export const DEFAULT_SCHEDULING: SchedulingOptions = {
@@ -43,4 +47,5 @@ export const DEFAULT_SCHEDULING: SchedulingOptions = {
   hostCooldownSeconds: 3600,
   starvationSeconds: 600,
   speculation: { enabled: true, maxCopies: 2, maxActive: 1000, minRunSeconds: 60 },
+  replication: DEFAULT_REPLICATION,
 };

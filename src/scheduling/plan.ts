@@ -39,9 +39,25 @@ export interface JobHead {
   deadline: number | null;
 }
 
+/**
+ * A running replicated job that wants another replica (domain/quorum.ts) on a host that has not
+ * run it (nor has a host of the same owner). Replicas go before new jobs: a job half replicated
+ * holds its first results hostage until the rest come.
+ */
+export interface ReplicaWork extends Omit<QueueView, 'heads'> {
+  jobId: number;
+}
+
 export interface ClaimInput {
   offer: Offer;
   queues: QueueView[];
+  /** Replicas wanted by running jobs this host may run, oldest job first. */
+  replicaWork: ReplicaWork[];
+  /**
+   * Tasks the host may still start today, by app (its daily quota, scheduling/replication.ts);
+   * `fresh` for apps not in `left`. Absent: no quota.
+   */
+  quota?: { left: ReadonlyMap<number, number>; fresh: number };
   projects: ReadonlyMap<number, ProjectShare>;
   /** The job this host is being kept free for, if any. */
   reservation: number | null;
@@ -58,6 +74,8 @@ export interface Pick {
   runtime: RuntimeKind;
   /** What the task is charged to its project's fair share now (settled against its real duration when it ends). */
   cost: number;
+  /** Another replica of a running job, not the start of a queued one. */
+  replica?: true;
 }
 
 export interface ClaimPlan {
@@ -68,6 +86,20 @@ export interface ClaimPlan {
   reserve: number | null | undefined;
   /** The fair-share clock after this plan. */
   virtualTime: number;
+}
+
+/** What is left of the host's daily quotas as a plan hands out tasks. */
+class QuotaLeft {
+  private readonly left: Map<number, number>;
+  constructor(private readonly quota: ClaimInput['quota']) {
+    this.left = new Map(quota?.left ?? []);
+  }
+  allows(appId: number): boolean {
+    return this.quota === undefined || (this.left.get(appId) ?? this.quota.fresh) > 0;
+  }
+  use(appId: number): void {
+    if (this.quota !== undefined) this.left.set(appId, (this.left.get(appId) ?? this.quota.fresh) - 1);
+  }
 }
 
 /** The scheduling decision for one work request: which jobs, in which order, for this host. */
@@ -123,11 +155,17 @@ function planFifo(input: ClaimInput): ClaimPlan {
   all.sort((a, b) => b.h.priority - a.h.priority || a.h.jobId - b.h.jobId);
   const picks: Pick[] = [];
   let free = offer.free;
+  const quota = new QuotaLeft(input.quota);
+  for (const { work, runtime } of replicasThatFit(input, quota)) {
+    picks.push({ jobId: work.jobId, queueId: work.queueId, runtime, cost: 0, replica: true });
+    free = takeFrom(free, work.resources);
+  }
   for (const { h, c } of all) {
     if (picks.length >= offer.maxTasks) break;
-    if (!fits(c.queue.resources, free)) continue;
+    if (!fits(c.queue.resources, free) || !quota.allows(c.queue.appId)) continue;
     picks.push({ jobId: h.jobId, queueId: c.queue.queueId, runtime: c.runtime, cost: 0 });
     free = takeFrom(free, c.queue.resources);
+    quota.use(c.queue.appId);
   }
   return { picks, passes: new Map(), reserve: undefined, virtualTime: input.virtualTime };
 }
@@ -153,6 +191,7 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
   const passes = new Map<number, number>();
   let free = offer.free;
   let reserve: number | null | undefined = undefined;
+  const quota = new QuotaLeft(input.quota);
 
   // Start-time fair queueing: a project's pass never lags the clock (the pass of the last
   // project served), so a project back from idleness starts level with the others.
@@ -165,6 +204,7 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
     const cost = taskCost(c.queue.resources, offer.capacity, c.queue.estimatedMs);
     picks.push({ jobId: h.jobId, queueId: c.queue.queueId, runtime: c.runtime, cost });
     free = takeFrom(free, c.queue.resources);
+    quota.use(c.queue.appId);
     c.next++;
     virtualTime = Math.max(virtualTime, pass);
     passes.set(share.projectId, charged(pass, cost, share.weight));
@@ -174,12 +214,22 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
     const c = candidates.find((x) => head(x, input)?.jobId === input.reservation);
     if (!c) {
       reserve = null; // started elsewhere, cancelled, or this host no longer suits it
-    } else if (fits(c.queue.resources, free) && offer.maxTasks > 0) {
+    } else if (fits(c.queue.resources, free) && quota.allows(c.queue.appId) && offer.maxTasks > 0) {
       take(c, head(c, input)!);
       reserve = null;
     } else {
       return { picks, passes, reserve: undefined, virtualTime }; // drain: take nothing until it fits
     }
+  }
+
+  for (const { work, runtime } of replicasThatFit({ ...input, offer: { ...offer, free, maxTasks: offer.maxTasks - picks.length } }, quota)) {
+    const share = shareOf(work.projectId);
+    const pass = passOf(share);
+    const cost = taskCost(work.resources, offer.capacity, work.estimatedMs);
+    picks.push({ jobId: work.jobId, queueId: work.queueId, runtime, cost, replica: true });
+    free = takeFrom(free, work.resources);
+    virtualTime = Math.max(virtualTime, pass);
+    passes.set(share.projectId, charged(pass, cost, share.weight));
   }
 
   const starvationMs = o.starvationSeconds * 1000;
@@ -190,7 +240,7 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
     let lowest = Infinity;
     for (const c of candidates) {
       const h = head(c, input);
-      if (!h || !fits(c.queue.resources, free)) continue;
+      if (!h || !fits(c.queue.resources, free) || !quota.allows(c.queue.appId)) continue;
       fitting.push({ c, h });
       const pass = passOf(shareOf(c.queue.projectId));
       if (pass < lowest || (pass === lowest && c.queue.projectId < project)) {
@@ -212,6 +262,20 @@ function planFair(input: ClaimInput, o: SchedulingOptions): ClaimPlan {
     take(best.c, best.h);
   }
   return { picks, passes, reserve, virtualTime };
+}
+
+/** The replicas this host takes first, in order, as far as they fit what is free. */
+function replicasThatFit(input: ClaimInput, quota: QuotaLeft): Array<{ work: ReplicaWork; runtime: RuntimeKind }> {
+  const out: Array<{ work: ReplicaWork; runtime: RuntimeKind }> = [];
+  let free = input.offer.free;
+  for (const work of input.replicaWork) {
+    if (out.length >= input.offer.maxTasks) break;
+    if (mismatch(input.offer, work) !== null || !fits(work.resources, free) || !quota.allows(work.appId)) continue;
+    out.push({ work, runtime: runtimeFor(input.offer, work)! });
+    free = takeFrom(free, work.resources);
+    quota.use(work.appId);
+  }
+  return out;
 }
 
 /**

@@ -8,7 +8,7 @@ export function renderApp(a: App) {
   return {
     id: a.id, name: a.name, version: a.version, description: a.description, image: a.image, imageDigest: a.imageDigest,
     command: a.command, resources: a.resources, maxRuntimeSeconds: a.maxRuntimeSeconds, maxAttempts: a.maxAttempts,
-    replicas: a.replicas, quorum: a.quorum, checkpointing: a.checkpointing, platforms: a.platforms,
+    replicas: a.replicas, quorum: a.quorum, maxReplicas: a.maxReplicas, adaptiveReplication: a.adaptiveReplication, validator: a.validator, checkpointing: a.checkpointing, platforms: a.platforms,
     nativeCommand: a.nativeCommand, createdAt: iso(a.createdAt),
   };
 }
@@ -18,7 +18,7 @@ export function renderJob(j: Job) {
     id: j.id, app: j.appName, appVersion: j.appVersion, batchId: j.batchId, state: j.state, args: j.args, env: j.env,
     inputs: j.inputs, resources: j.resources, priority: j.priority, deadline: isoOrNull(j.deadline), labels: j.labels,
     selector: j.selector, retryAt: isoOrNull(j.retryAt), params: j.params, attempts: j.attempts, reason: j.reason, createdAt: iso(j.createdAt), updatedAt: iso(j.updatedAt),
-    finishedAt: isoOrNull(j.finishedAt), checkpoint: j.checkpoint,
+    finishedAt: isoOrNull(j.finishedAt), checkpoint: j.checkpoint, quorum: j.quorum, resultTaskId: j.canonicalTaskId,
   };
 }
 
@@ -27,7 +27,7 @@ export function renderTask(t: Task) {
     id: t.id, hostId: t.hostId, attempt: t.attempt, replica: t.replica, state: t.state, runtime: t.runtime,
     leaseExpiresAt: iso(t.leaseExpiresAt), createdAt: iso(t.createdAt), startedAt: isoOrNull(t.startedAt), endedAt: isoOrNull(t.endedAt),
     exitCode: t.exitCode, reason: t.reason, outcome: t.outcome, progress: t.progress, usage: t.usage, durationMs: t.durationMs,
-    outputs: t.outputs,
+    outputs: t.outputs, validity: t.validity,
   };
 }
 

@@ -1,8 +1,12 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { openBlobStore } from '../blobs/open-blob-store.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMING, type AgentTiming, type Limits, type ServiceContext } from '../service/context.js';
 import { EventBus } from '../service/events.js';
 import { LeaseSweeper } from '../service/lease-sweeper.js';
+import { ContainerValidatorRunner, ValidatorLoop } from '../service/validator-loop.js';
+import type { TaskRuntime } from '../agent/runtime.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../scheduling/options.js';
 import { AccessService } from '../service/access.js';
 import { newTransferKeyText, parseTransferKey, TRANSFER_KEY_BYTES } from '../service/transfer-signature.js';
@@ -43,6 +47,46 @@ export interface ServerOptions {
    * database must have the same one.
    */
   transferKey?: Buffer;
+  /** PEM certificate (chain) and private key: serve HTTPS (see `loadTls`). Default: plain HTTP. */
+  tls?: { cert: string; key: string };
+  /**
+   * The runtime apps' validator containers run in (service/validator-loop.ts); absent, the
+   * jobs of apps with a validator wait for a server that has one.
+   */
+  validators?: TaskRuntime;
+}
+
+/** Where a TLS file came from, as errors name it: the flag or the environment variable. */
+export interface TlsFile {
+  path: string;
+  from: string;
+}
+
+/**
+ * Reads and checks the server's certificate and key, so that a wrong file is a sentence
+ * naming it at start and not a TLS failure at the first connection. Only read at start: a
+ * renewed certificate takes a restart.
+ */
+export async function loadTls(cert: TlsFile, key: TlsFile): Promise<{ cert: string; key: string }> {
+  const read = (f: TlsFile) =>
+    readFile(f.path, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      throw new Error(`${f.from} ${f.path}: cannot read it (${e.code ?? e.message})`);
+    });
+  const [certPem, keyPem] = [await read(cert), await read(key)];
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(certPem);
+  } catch {
+    throw new Error(`${cert.from} ${cert.path}: not a PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  }
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(keyPem);
+  } catch {
+    throw new Error(`${key.from} ${key.path}: not an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)`);
+  }
+  if (!x509.checkPrivateKey(privateKey)) throw new Error(`${key.from} ${key.path} is not the key of the certificate ${cert.path}`);
+  return { cert: certPem, key: keyPem };
 }
 
 export interface RunningServer {
@@ -51,6 +95,8 @@ export interface RunningServer {
   ctx: ServiceContext;
   /** Expires leases on its own every `timing.sweepSeconds`; `sweep()` runs a pass now (tests, tools). */
   sweeper: LeaseSweeper;
+  /** The validator loop, when the server runs validators. */
+  validatorLoop: ValidatorLoop | null;
   /** The bootstrap admin token if this start created it (first start only). */
   adminToken: string | null;
   close(): Promise<void>;
@@ -122,7 +168,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const relay = store.openEventRelay?.();
   if (relay) await ctx.events.connect(relay);
   const sweeper = new LeaseSweeper(ctx);
-  const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http });
+  const validatorLoop = opts.validators ? new ValidatorLoop(ctx, new ContainerValidatorRunner(ctx, opts.validators)) : null;
+  const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http, ...(opts.tls ? { tls: opts.tls } : {}) });
   // A store that relays events is one several servers may share (PostgreSQL): a key of this
   // server's own would make the others refuse the transfer URLs it signs, and the other way round.
   if (transfer.created && store.openEventRelay) {
@@ -132,26 +179,38 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         'BOXGRID_TRANSFER_KEY (e.g. the contents of this file); see docs/operations.md, "The transfer key"',
     );
   }
+  // Every socket, also those the HTTP layer does not know yet (a TLS handshake under way, which
+  // closeAllConnections leaves alone): the close below cuts them all after its grace period.
+  const sockets = new Set<Socket>();
+  app.server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   await app.listen({ host: opts.host, port: opts.port });
   sweeper.start();
+  validatorLoop?.start();
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : opts.port;
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
-  const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
   await writeFile(files.serverInfo, JSON.stringify({ url, pid: process.pid }) + '\n', { mode: 0o600 });
   let closed = false;
   return {
-    url, app, ctx, sweeper, adminToken,
+    url, app, ctx, sweeper, validatorLoop, adminToken,
     async close() {
       if (closed) return;
       closed = true;
       await sweeper.stop();
+      await validatorLoop?.stop();
       // Node closes the connections that are idle when closing starts, once: one that finishes
       // a response (a long download) afterwards would keep the close waiting for its
       // keep-alive timeout. So idle ones are closed again until the server is, and whatever is
       // still open after a grace period is cut.
       const sweepIdle = setInterval(() => app.server.closeIdleConnections(), 250);
-      const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      const cut = setTimeout(() => {
+        app.server.closeAllConnections();
+        for (const socket of sockets) socket.destroy();
+      }, CLOSE_GRACE_MS);
       try {
         await app.close();
       } finally {

@@ -29,6 +29,14 @@ export const ResourcesPatch = Type.Object(
 
 export const Resources = Type.Object({ cores: Type.Number(), memoryMiB: Type.Integer(), diskMiB: Type.Integer(), gpus: Type.Integer() });
 
+const Validator = Type.Object(
+  {
+    image: Type.String({ minLength: 1, maxLength: 512 }),
+    command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256, description: 'default: the image\'s' })),
+  },
+  { ...Strict, description: 'compares the replicas\' results (reads /in/<task id>/…, writes /out/groups.json) instead of requiring identical files' },
+);
+
 const AppFields = {
   description: Type.Optional(Type.String({ maxLength: 2000 })),
   image: Type.String({ minLength: 1, maxLength: 512 }),
@@ -39,6 +47,9 @@ const AppFields = {
   maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
   replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
   quorum: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+  maxReplicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 32, description: 'most replicas a job may run before it fails with no consensus (default: replicas + 4)' })),
+  adaptiveReplication: Type.Optional(Type.Boolean({ description: 'hosts with a long run of valid results get unreplicated jobs, still spot-checked' })),
+  validator: Type.Optional(Nullable(Validator)),
   checkpointing: Type.Optional(Type.Boolean()),
   platforms: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 16 })),
   nativeCommand: Type.Optional(Nullable(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256, description: 'run outside a container on hosts that enable the native runtime' }))),
@@ -50,7 +61,7 @@ export const App = Type.Object({
   id: Type.Integer(), name: Type.String(), version: Type.Integer(), description: Type.String(),
   image: Type.String(), imageDigest: Nullable(Type.String()), command: Type.Array(Type.String()),
   resources: Resources, maxRuntimeSeconds: Type.Integer(), maxAttempts: Type.Integer(),
-  replicas: Type.Integer(), quorum: Type.Integer(), checkpointing: Type.Boolean(),
+  replicas: Type.Integer(), quorum: Type.Integer(), maxReplicas: Type.Integer(), adaptiveReplication: Type.Boolean(), validator: Nullable(Validator), checkpointing: Type.Boolean(),
   platforms: Type.Array(Type.String()), nativeCommand: Nullable(Type.Array(Type.String())), createdAt: Type.String({ format: 'date-time' }),
 });
 
@@ -101,6 +112,8 @@ export const Job = Type.Object({
   params: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number()])), attempts: Type.Integer(),
   reason: Nullable(Type.String()), createdAt: Type.String(), updatedAt: Type.String(), finishedAt: Nullable(Type.String()),
   checkpoint: Nullable(Type.String({ description: 'sha256 of the latest checkpoint (a tar of /checkpoint) a task uploaded; the next task resumes from it' })),
+  quorum: Type.Integer({ description: 'agreeing replicas this job needs (1: its first success is its result)' }),
+  resultTaskId: Nullable(Type.Integer({ description: 'the task whose outputs are the job\'s result (for replicated jobs, the canonical one)' })),
 });
 
 export const Task = Type.Object({
@@ -112,6 +125,7 @@ export const Task = Type.Object({
   usage: Nullable(Type.Object({ cpuSeconds: Type.Number(), peakMemoryMiB: Type.Number() })),
   durationMs: Nullable(Type.Integer()),
   outputs: Type.Record(Type.String(), Type.Object({ sha256: Type.String(), size: Type.Integer() }), { description: 'files the task left in /out' }),
+  validity: Nullable(Type.Union([Type.Literal('valid'), Type.Literal('invalid')], { description: 'replicas of a replicated job: whether the result agreed with the quorum' })),
 });
 
 export const TaskLog = Type.Object({

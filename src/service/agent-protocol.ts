@@ -88,6 +88,7 @@ const MAX_QUEUES = 500;
  * bounds only the cost of one idle claim at the end of a batch on a very large grid.
  */
 const DUPLICATE_SCAN = 20_000;
+
 const REQUEST_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
 const MAX_OUTPUTS = 1000;
 /**
@@ -145,7 +146,7 @@ export class AgentProtocolService {
     const result = await this.ctx.store.claimTasks(
       {
         hostId: host.id, requestId: req.requestId, leaseMs: this.ctx.timing.leaseSeconds * 1000,
-        maxQueues: MAX_QUEUES, headsPerQueue: Math.min(req.maxTasks, 64) + 2,
+        maxQueues: MAX_QUEUES, headsPerQueue: Math.min(req.maxTasks, 64) + 2, replication: o.replication,
         plan: (g) => planClaim({ ...g, offer: { ...offer, cooledApps: g.cooledApps, pace: g.pace }, now }, o),
         duplicates: o.policy === 'fair' && o.speculation.enabled
           ? { scan: DUPLICATE_SCAN, choose: (running, active, h) => chooseDuplicates({ ...offer, cooledApps: h.cooledApps, pace: h.pace }, running, active, o, now) }

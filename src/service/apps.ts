@@ -1,5 +1,6 @@
 import { invalid, notFound } from '../domain/errors.js';
 import type { App, AppSpec } from '../domain/model.js';
+import { defaultMaxReplicas } from '../domain/quorum.js';
 import { DEFAULT_RESOURCES, type Resources } from '../domain/resources.js';
 import type { ProjectAccess } from './access.js';
 import { checkName } from './access.js';
@@ -17,6 +18,9 @@ export interface AppInput {
   maxAttempts?: number;
   replicas?: number;
   quorum?: number;
+  maxReplicas?: number;
+  adaptiveReplication?: boolean;
+  validator?: { image: string; command?: string[] } | null;
   checkpointing?: boolean;
   platforms?: string[];
   nativeCommand?: string[] | null;
@@ -40,6 +44,13 @@ export function appSpecFrom(input: AppInput): AppSpec {
   const replicas = input.replicas ?? 1;
   const quorum = input.quorum ?? replicas;
   if (quorum > replicas) throw invalid('quorum', `must not exceed replicas (${replicas})`);
+  const maxReplicas = input.maxReplicas ?? defaultMaxReplicas(replicas);
+  if (maxReplicas < replicas) throw invalid('maxReplicas', `must be at least replicas (${replicas})`);
+  if (input.validator) {
+    if (replicas < 2) throw invalid('validator', 'compares replicas: it needs replicas of 2 or more');
+    if (!IMAGE_RE.test(input.validator.image)) throw invalid('validator/image', `"${input.validator.image}" is not an image reference`);
+  }
+  if (input.adaptiveReplication === true && replicas < 2) throw invalid('adaptiveReplication', 'needs replicas of 2 or more: it decides when a job runs unreplicated');
   if (input.nativeCommand !== undefined && input.nativeCommand !== null && input.nativeCommand.length === 0) {
     throw invalid('nativeCommand', 'must name a program (or be null for container-only apps)');
   }
@@ -57,6 +68,9 @@ export function appSpecFrom(input: AppInput): AppSpec {
     maxAttempts: input.maxAttempts ?? 3,
     replicas,
     quorum,
+    maxReplicas,
+    adaptiveReplication: input.adaptiveReplication ?? false,
+    validator: input.validator ? { image: input.validator.image, command: input.validator.command ?? [] } : null,
     checkpointing: input.checkpointing ?? false,
     platforms: input.platforms ?? ['linux/amd64'],
     nativeCommand: input.nativeCommand ?? null,
@@ -88,6 +102,10 @@ export class AppService {
       maxAttempts: input.maxAttempts ?? latest.maxAttempts,
       replicas: input.replicas ?? latest.replicas,
       quorum: input.quorum ?? (input.replicas !== undefined ? input.replicas : latest.quorum),
+      // A new replica count brings its own default limit, unless one is given.
+      maxReplicas: input.maxReplicas ?? (input.replicas !== undefined ? undefined : latest.maxReplicas),
+      adaptiveReplication: input.adaptiveReplication ?? latest.adaptiveReplication,
+      validator: input.validator === undefined ? latest.validator : input.validator,
       checkpointing: input.checkpointing ?? latest.checkpointing,
       platforms: input.platforms ?? latest.platforms,
       nativeCommand: input.nativeCommand === undefined ? latest.nativeCommand : input.nativeCommand,

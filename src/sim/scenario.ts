@@ -17,6 +17,12 @@ export interface SimHost {
    * when their leases run out. `release`: its agent is stopped and hands its tasks back first.
    */
   leave?: { at: number; how: 'vanish' | 'release' };
+  /**
+   * A host whose results are wrong (broken, overclocked or malicious): the share of its
+   * successful tasks whose outputs differ from the right ones. Each wrong result is its own
+   * (hosts do not collude). Absent: always right.
+   */
+  wrongRate?: number;
 }
 
 export interface SimApp {
@@ -27,6 +33,8 @@ export interface SimApp {
   memoryMiB: number;
   diskMiB: number;
   maxAttempts: number;
+  /** Validation (domain/quorum.ts): absent, jobs are not replicated. */
+  replication?: { replicas: number; quorum: number; adaptive: boolean };
 }
 
 /** One job: what its task holds on a host, and for how long on a speed-1 host. */

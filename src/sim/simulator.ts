@@ -1,4 +1,6 @@
-import type { App, Host } from '../domain/model.js';
+import { createHash } from 'node:crypto';
+import type { App, Host, OutputFile } from '../domain/model.js';
+import { defaultMaxReplicas } from '../domain/quorum.js';
 import type { TaskOutcome } from '../domain/outcomes.js';
 import { jobMachine, type JobState } from '../domain/states.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
@@ -41,11 +43,27 @@ export interface SimResult {
   jobsSucceeded: number;
   jobsFailed: number;
   tasks: { started: number; succeeded: number; failed: number; aborted: number; lost: number; duplicates: number };
+  /** Scenarios with replicated apps or hosts that return wrong results: how validation fared (see SimValidation). */
+  validation: SimValidation | null;
   /** Service calls made, and the wall time they took (ms): what a simulation spends its time on. */
   calls: Record<'work' | 'heartbeat' | 'report' | 'sweep', { n: number; ms: number }>;
   droppedReports: number;
   events: number;
   wallSeconds: number;
+}
+
+export interface SimValidation {
+  jobs: number;
+  /** Jobs whose accepted result is wrong (it came from a host that returned a wrong one). */
+  wrongAccepted: number;
+  /** Jobs that failed with no consensus. */
+  noConsensus: number;
+  /** Tasks started per job, replicas, errors and disagreements included. */
+  tasksPerJob: number;
+  /** The same over jobs whose first task went to a host that was trusted then (a run of at least trustAfter valid results). */
+  tasksPerJobOnceTrusted: number;
+  /** Jobs whose first task went to a trusted host. */
+  jobsOnceTrusted: number;
 }
 
 type SimEvent = HostEvent | { kind: 'submit'; batch: number } | { kind: 'join'; host: number } | { kind: 'leave'; host: number } | { kind: 'sweep' };
@@ -98,6 +116,11 @@ class Simulation {
   private reporting: { jobId: number; coreMs: number } | null = null;
   private lost = 0;
   private events = 0;
+  /** Draws which results of wrong hosts are wrong (its own stream, so other draws do not move). */
+  private readonly wrongDraws: Random;
+  /** Whether validation is measured: some app is replicated, or some host returns wrong results. */
+  private readonly validated: boolean;
+  private readonly trustedAtStart = new Map<number, boolean>();
   private readonly calls: SimResult['calls'] = { work: { n: 0, ms: 0 }, heartbeat: { n: 0, ms: 0 }, report: { n: 0, ms: 0 }, sweep: { n: 0, ms: 0 } };
 
   constructor(
@@ -107,10 +130,16 @@ class Simulation {
     private readonly server: SimServer,
     failures: Random,
   ) {
+    this.wrongDraws = new Random(scenario.seed + 7919);
+    this.validated = scenario.apps.some((a) => (a.replication?.replicas ?? 1) > 1) || scenario.hosts.some((h) => (h.wrongRate ?? 0) > 0);
     const protocol = server.protocol;
     const env: AgentEnv = {
       protocol: {
-        requestWork: (host, req) => this.timed('work', () => protocol.requestWork(host, req)),
+        requestWork: async (host, req) => {
+          const answer = await this.timed('work', () => protocol.requestWork(host, req));
+          await this.noteStarts(host, answer.tasks.map((t) => t.taskId));
+          return answer;
+        },
         heartbeat: (host, input) => this.timed('heartbeat', () => protocol.heartbeat(host, input)),
       },
       now: () => this.now,
@@ -142,7 +171,9 @@ class Simulation {
       const app = await store.createAppVersion(projectId, {
         name: a.name, description: `simulated app ${a.name}`, image: `sim/${a.name}:1`, imageDigest: null, command: ['run'],
         resources: { cores: a.cores, memoryMiB: a.memoryMiB, diskMiB: a.diskMiB, gpus: 0 }, maxRuntimeSeconds: 7 * 86400,
-        maxAttempts: a.maxAttempts, replicas: 1, quorum: 1, checkpointing: false, platforms: ['linux/amd64'], nativeCommand: null,
+        maxAttempts: a.maxAttempts, replicas: a.replication?.replicas ?? 1, quorum: a.replication?.quorum ?? 1,
+        maxReplicas: defaultMaxReplicas(a.replication?.replicas ?? 1), adaptiveReplication: a.replication?.adaptive ?? false, validator: null,
+        checkpointing: false, platforms: ['linux/amd64'], nativeCommand: null,
       }, 'new', this.now);
       this.apps.set(a.name, app);
     }
@@ -182,6 +213,7 @@ class Simulation {
     const end = this.lastEnd;
     const makespanSeconds = (end - t0) / 1000;
     const tasks = await this.checkStore();
+    const validation = await this.validation();
     const vanishedHostIds = new Set<number>();
     for (const a of this.agents) if (a.spec.leave?.how === 'vanish' && a.spec.leave.at * 1000 + SIM_EPOCH <= end && a.hostId !== null) vanishedHostIds.add(a.hostId);
     await this.opts.inspect?.({ store, jobIds: this.jobIds, vanishedHostIds });
@@ -206,6 +238,7 @@ class Simulation {
       jobsSucceeded: states.filter((x) => x === 'succeeded').length,
       jobsFailed: states.filter((x) => x === 'failed').length,
       tasks: { ...tasks, lost: this.lost },
+      validation,
       calls: this.calls,
       droppedReports: this.agents.reduce((n, a) => n + a.droppedReports, 0),
       events: this.events,
@@ -259,10 +292,61 @@ class Simulation {
   private async report(host: Host, task: SimTask, outcome: TaskOutcome, durationMs: number): Promise<void> {
     this.reporting = { jobId: task.jobId, coreMs: task.resources.cores * durationMs };
     try {
-      await this.timed('report', () => this.server.protocol.report(host, task.taskId, { outcome, durationMs }));
+      const outputs = outcome.kind === 'succeeded' ? await this.outputsOf(host, task.jobId) : {};
+      await this.timed('report', () => this.server.protocol.report(host, task.taskId, { outcome, durationMs, outputs }));
     } finally {
       this.reporting = null;
     }
+  }
+
+  /**
+   * A successful task's outputs: one file, the job's right result, or (at the host's
+   * `wrongRate`) a wrong one of its own. Recorded as uploaded, as an agent's upload would.
+   */
+  private async outputsOf(host: Host, jobId: number): Promise<Record<string, OutputFile>> {
+    const index = this.agents.findIndex((a) => a.hostId === host.id);
+    const rate = this.scenario.hosts[index]?.wrongRate ?? 0;
+    const wrong = rate > 0 && this.wrongDraws.next() < rate;
+    const sha256 = createHash('sha256').update(wrong ? `wrong ${jobId} from ${index}` : `result ${jobId}`).digest('hex');
+    await this.server.ctx.store.recordBlob(this.jobProject.get(jobId)!, { sha256, size: 64, createdAt: this.now });
+    return { result: { sha256, size: 64 } };
+  }
+
+  /** Notes, for each job starting, whether its first host was trusted then (SimValidation.tasksPerJobOnceTrusted). */
+  private async noteStarts(host: Host, taskIds: number[]): Promise<void> {
+    if (!this.validated) return;
+    const { store } = this.server.ctx;
+    for (const taskId of taskIds) {
+      const found = await store.getHostTask(host.id, taskId);
+      if (!found || found.task.replica !== 0 || this.trustedAtStart.has(found.job.id)) continue;
+      const run = (await store.hostReliability(host.id, found.job.appId)).validRun;
+      this.trustedAtStart.set(found.job.id, run >= this.server.ctx.scheduling.replication.trustAfter);
+    }
+  }
+
+  /** How validation fared, from the store's rows (null when not measured). */
+  private async validation(): Promise<SimValidation | null> {
+    if (!this.validated) return null;
+    const { store } = this.server.ctx;
+    let jobs = 0, wrongAccepted = 0, noConsensus = 0, tasks = 0, trustedJobs = 0, trustedTasks = 0;
+    for (const id of this.jobIds) {
+      const job = (await store.getJob(this.jobProject.get(id)!, id))!;
+      const all = await store.listTasks(id);
+      jobs++;
+      tasks += all.length;
+      if (this.trustedAtStart.get(id) === true) {
+        trustedJobs++;
+        trustedTasks += all.length;
+      }
+      if (job.state === 'failed' && (job.reason ?? '').startsWith('no consensus')) noConsensus++;
+      const result = all.find((t) => t.id === job.canonicalTaskId);
+      const right = createHash('sha256').update(`result ${id}`).digest('hex');
+      if (job.state === 'succeeded' && result?.outputs.result?.sha256 !== right) wrongAccepted++;
+    }
+    return {
+      jobs, wrongAccepted, noConsensus, tasksPerJob: tasks / Math.max(jobs, 1),
+      tasksPerJobOnceTrusted: trustedTasks / Math.max(trustedJobs, 1), jobsOnceTrusted: trustedJobs,
+    };
   }
 
   private jobEnded(jobId: number, state: JobState): void {

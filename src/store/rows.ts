@@ -1,11 +1,13 @@
 import { BoxgridError } from '../domain/errors.js';
-import type { App, AppSpec, Batch, EnrollTokenRecord, Host, Job, JobSpec, Millis, OutputFile, Project, RuntimeKind, Task, User } from '../domain/model.js';
+import type { App, AppSpec, AuditEntry, TaskValidity, Batch, EnrollTokenRecord, Host, Job, JobSpec, Millis, OutputFile, Project, RuntimeKind, Site, Task, User } from '../domain/model.js';
 import type { TaskOutcome, TaskUsage } from '../domain/outcomes.js';
-import type { JobState } from '../domain/states.js';
+import { defaultMaxReplicas, type ReplicaView } from '../domain/quorum.js';
+import type { JobState, TaskState } from '../domain/states.js';
 import { withOverrides } from '../domain/resources.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
 import { retryDelayMs } from '../scheduling/retry.js';
-import type { DemandShape, LogChunk, QueueDepth } from './store.js';
+import type { HostReliability } from '../scheduling/replication.js';
+import type { DemandShape, EnrollTokenSummary, LogChunk, QueueDepth } from './store.js';
 
 /**
  * What every SQL adapter shares: rows (snake_case columns, JSON kept as text, times as epoch
@@ -51,7 +53,10 @@ export function mapProject(r: Row): Project {
 
 export function mapApp(r: Row): App {
   const spec = JSON.parse(r.spec as string) as AppSpec;
-  return { ...spec, nativeCommand: spec.nativeCommand ?? null, id: r.id as number, projectId: r.project_id as number, version: r.version as number, createdAt: r.created_at as number };
+  // Fields added after apps were first stored get their defaults.
+  return {
+    ...spec, nativeCommand: spec.nativeCommand ?? null, maxReplicas: spec.maxReplicas ?? defaultMaxReplicas(spec.replicas),
+    adaptiveReplication: spec.adaptiveReplication ?? false, validator: spec.validator ?? null, id: r.id as number, projectId: r.project_id as number, version: r.version as number, createdAt: r.created_at as number };
 }
 
 export function mapBatch(r: Row): Batch {
@@ -150,7 +155,25 @@ export function mapJob(r: Row): Job {
     finishedAt: (r.finished_at as number | null) ?? null,
     checkpoint: (r.checkpoint as string | null) ?? null,
     retryAt: (r.not_before as number | null) ?? null,
+    quorum: (r.quorum as number | undefined) ?? 1,
+    replicasWanted: (r.replicas_wanted as number | undefined) ?? 0,
+    awaitingValidator: r.awaiting_validator === 1 || r.awaiting_validator === true,
+    canonicalTaskId: (r.canonical_task_id as number | null | undefined) ?? null,
   };
+}
+
+/** A task row (with its host's owner) as the judge of replicas sees it. */
+export function mapReplicaView(r: Row): ReplicaView {
+  const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));
+  return {
+    taskId: r.id as number, voter: (r.owner as string | null) === null ? `host ${r.host_id as number}` : `owner ${r.owner as string}`,
+    state: r.state as TaskState, outcome: json<TaskOutcome>(r.outcome), outputs: json<Record<string, OutputFile>>(r.outputs) ?? {},
+  };
+}
+
+/** A host_app_health row's replication columns. */
+export function mapReliability(r: Row): HostReliability {
+  return { validRun: r.valid_run as number, quota: (r.quota as number | null) ?? null, quotaDay: r.quota_day as number, issuedToday: r.issued_today as number };
 }
 
 export function mapHost(r: Row): Host {
@@ -159,6 +182,35 @@ export function mapHost(r: Row): Host {
     resources: JSON.parse(r.resources as string), platform: r.platform as string, labels: JSON.parse((r.labels as string | undefined) ?? '{}'),
     createdAt: r.created_at as number, lastSeenAt: (r.last_seen_at as number | null) ?? null,
     pace: (r.pace as number | null | undefined) ?? null,
+    owner: (r.owner as string | null | undefined) ?? null,
+  };
+}
+
+/** An enrolment token row without its secret's hash, with its site's name (`site_name`). */
+export function mapEnrollTokenSummary(r: Row): EnrollTokenSummary {
+  const { secretHash: _hash, ...t } = mapEnrollToken(r);
+  return { ...t, siteName: r.site_name as string };
+}
+
+/** Why a revoked host's tasks ended, and why their jobs went back to the queue (Store.revokeHost). */
+export const HOST_REVOKED = 'its host was revoked';
+export const REQUEUED_AFTER_REVOKE = 'its host was revoked; requeued (the attempt is not counted)';
+
+/** The attempts a job keeps when the tasks aborted with their host are given back: one, if a task was of its current attempt. */
+export function attemptsAfterRevoke(job: Job, abortedAttempts: number[]): number {
+  return abortedAttempts.includes(job.attempts) ? Math.max(0, job.attempts - 1) : job.attempts;
+}
+
+export function mapSite(r: Row): Site {
+  return { id: r.id as number, name: r.name as string, createdAt: r.created_at as number, allowCidrs: JSON.parse((r.allow_cidrs as string | undefined) ?? '[]') };
+}
+
+/** An audit_log row, with the project's name when the query joined it (`project_name`). */
+export function mapAudit(r: Row): AuditEntry & { projectName: string | null } {
+  return {
+    id: r.id as number, at: r.at as number, actorUserId: (r.actor_user_id as number | null) ?? null, actorName: r.actor_name as string,
+    action: r.action as string, target: r.target as string, projectId: (r.project_id as number | null) ?? null,
+    detail: JSON.parse(r.detail as string), projectName: (r.project_name as string | null | undefined) ?? null,
   };
 }
 
@@ -166,7 +218,7 @@ export function mapEnrollToken(r: Row): EnrollTokenRecord {
   return {
     id: r.id as string, siteId: r.site_id as number, secretHash: r.secret_hash as Buffer, label: r.label as string,
     usesLeft: (r.uses_left as number | null) ?? null, expiresAt: (r.expires_at as number | null) ?? null,
-    revokedAt: (r.revoked_at as number | null) ?? null, createdAt: r.created_at as number,
+    revokedAt: (r.revoked_at as number | null) ?? null, createdAt: r.created_at as number, owner: (r.owner as string | null | undefined) ?? null,
   };
 }
 
@@ -180,6 +232,7 @@ export function mapTask(r: Row): Task {
     exitCode: (r.exit_code as number | null) ?? null, reason: (r.reason as string | null) ?? null,
     progress: (r.progress as number | null) ?? null, usage: json<TaskUsage>(r.usage), outcome: json<TaskOutcome>(r.outcome),
     durationMs: (r.duration_ms as number | null) ?? null, outputs: json<Record<string, OutputFile>>(r.outputs) ?? {},
+    validity: (r.validity as TaskValidity | null | undefined) ?? null,
   };
 }
 

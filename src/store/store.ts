@@ -1,12 +1,14 @@
 import type {
-  App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
+  App, AppSpec, AuditEntry, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../domain/model.js';
 import type { Role } from '../domain/roles.js';
 import type { JobState, TaskState } from '../domain/states.js';
 import type { TaskOutcome, TaskUsage } from '../domain/outcomes.js';
 import type { OutputFile } from '../domain/model.js';
-import type { ClaimPlan, QueueView } from '../scheduling/plan.js';
+import type { ValidatorAnswer } from '../domain/quorum.js';
+import type { ClaimPlan, QueueView, ReplicaWork } from '../scheduling/plan.js';
+import type { HostReliability, ReplicationOptions } from '../scheduling/replication.js';
 import type { ProjectShare } from '../scheduling/fair-share.js';
 import type { RunningTask } from '../scheduling/speculation.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
@@ -100,16 +102,33 @@ export interface Store {
   // ── sites and hosts ─────────────────────────────────────────────────────
   createSite(name: string, now: Millis): Promise<Site>;
   getSiteByName(name: string): Promise<Site | null>;
-  createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace'> & { labels?: Record<string, string> }, now: Millis): Promise<Host>;
+  getSite(id: number): Promise<Site | null>;
+  /** Sets a site's address allowlist (CIDRs, already checked; [] for any address), creating the site if there is none of that name. */
+  putSite(name: string, allowCidrs: string[], now: Millis): Promise<Site>;
+  /** Every site, by name, with how many active and revoked hosts it has. */
+  listSites(): Promise<SiteSummary[]>;
+  createHost(host: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace' | 'owner'> & { labels?: Record<string, string>; owner?: string | null }, now: Millis): Promise<Host>;
   /** Replaces the labels a host declares (its agent restarted with other `--label`s). */
   setHostLabels(hostId: number, labels: Record<string, string>): Promise<void>;
   getHost(id: number): Promise<Host | null>;
   /** Every host with its site's name and how many tasks it holds (assigned or running). */
   listHosts(): Promise<HostSummary[]>;
+  /**
+   * Revokes a host, in one transaction: the host becomes `revoked` (its credentials too, and
+   * its reservation is dropped), each of its active tasks `aborted` ("its host was revoked"),
+   * and each of their running jobs that no other task still runs goes back to its queue at
+   * once, without backoff, the attempt given back (as for a release). Revoking a revoked host
+   * changes nothing (`changed: false`). Null for an unknown host.
+   */
+  revokeHost(hostId: number, now: Millis): Promise<HostRevocation | null>;
 
   // ── enrolment ───────────────────────────────────────────────────────────
   createEnrollToken(t: EnrollTokenRecord): Promise<void>;
   getEnrollToken(id: string): Promise<EnrollTokenRecord | null>;
+  /** Every enrolment token, newest first, with its site's name (and without its secret's hash). */
+  listEnrollTokens(): Promise<EnrollTokenSummary[]>;
+  /** Marks an enrolment token revoked; false if it was unknown or already revoked. */
+  revokeEnrollToken(id: string, now: Millis): Promise<boolean>;
   /**
    * In one transaction: checks that the enrolment token is live (not revoked, not expired, uses
    * left; `unauthenticated` otherwise), uses one, and creates the host and its credential. If
@@ -117,6 +136,11 @@ export interface Store {
    * back and no use is spent; with another hash it is `conflict`.
    */
   enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }>;
+
+  // ── audit (service/audit.ts) ────────────────────────────────────────────
+  appendAudit(entry: Omit<AuditEntry, 'id'>): Promise<AuditEntry>;
+  /** Entries newest first (keyset pagination by id), with their project's name. */
+  listAudit(filter: AuditFilter, page: Page): Promise<AuditListEntry[]>;
 
   // ── the agent protocol ──────────────────────────────────────────────────
   /**
@@ -174,6 +198,20 @@ export interface Store {
    * or one whose time has come by `now`. Null unless the job is queued in the project.
    */
   jobsAhead(projectId: number, jobId: number, now: Millis, limit: number): Promise<number | null>;
+  /**
+   * Running jobs whose replicas' results wait for their app's validator (domain/quorum.ts),
+   * oldest first, with their app and tasks.
+   */
+  jobsAwaitingValidator(limit: number): Promise<Array<{ job: Job; app: App; tasks: Task[] }>>;
+  /**
+   * Judges a job on its validator's answer about the successful replicas `basis`, in one
+   * transaction (domain/quorum.ts `judgeValidation`): accepted, more replicas, or failed; left
+   * waiting (`stale`) when other replicas succeeded since. Null when the job no longer waits
+   * (cancelled, decided, or judged by another server).
+   */
+  recordValidation(req: { jobId: number; basis: number[]; answer: ValidatorAnswer; rules: SchedulingOptions }, now: Millis): Promise<{ job: Job; stale: boolean } | null>;
+  /** A host's record with an app for replication and quotas (scheduling/replication.ts); a fresh one if it has none. */
+  hostReliability(hostId: number, appId: number): Promise<HostReliability>;
   /** Ids of the hosts cooling down from the app at `now` (after failing it; see ReportRequest's rules). */
   hostsCoolingDown(appId: number, now: Millis): Promise<number[]>;
   /** The host being kept free for the job (its reservation), or null. */
@@ -234,6 +272,12 @@ export interface QueueDepth {
   jobs: number;
 }
 
+/**
+ * Running jobs wanting replicas a claim looks at (oldest first, those this host or its owner ran
+ * left out): enough to fill any host, few enough that a claim stays cheap when many wait.
+ */
+export const DEFAULT_REPLICA_SCAN = 256;
+
 export interface ClaimRequest {
   hostId: number;
   requestId: string;
@@ -242,6 +286,10 @@ export interface ClaimRequest {
   maxQueues: number;
   /** Jobs read from the head of each queue. */
   headsPerQueue: number;
+  /** Most running jobs wanting replicas to look at (default DEFAULT_REPLICA_SCAN). */
+  replicaScan?: number;
+  /** Adaptive replication (how a starting job of a replicated app is replicated) and daily quotas (default DEFAULT_REPLICATION). */
+  replication?: ReplicationOptions;
   plan: (input: ClaimGathered) => ClaimPlan;
   /** Speculative duplicates when the plan handed out nothing; null: none. */
   duplicates: {
@@ -254,6 +302,10 @@ export interface ClaimRequest {
 /** What the store gathers for the policy in a claim. */
 export interface ClaimGathered {
   queues: QueueView[];
+  /** Running replicated jobs that want another replica and have none on this host or its owner's others. */
+  replicaWork: ReplicaWork[];
+  /** What is left of the host's daily quotas today, by app (scheduling/replication.ts). */
+  quota: { left: ReadonlyMap<number, number>; fresh: number };
   projects: Map<number, ProjectShare>;
   /** The job this host is kept free for, if any. */
   reservation: number | null;
@@ -344,6 +396,33 @@ export interface Bootstrap {
 export interface HostSummary extends Host {
   siteName: string;
   activeTasks: number;
+}
+
+export interface SiteSummary extends Site {
+  activeHosts: number;
+  revokedHosts: number;
+}
+
+export interface EnrollTokenSummary extends Omit<EnrollTokenRecord, 'secretHash'> {
+  siteName: string;
+}
+
+export interface HostRevocation {
+  host: Host;
+  /** False when the host was revoked already: nothing changed. */
+  changed: boolean;
+  abortedTasks: Task[];
+  /** The jobs put back in their queue (a job another task still runs stays running, and is not here). */
+  requeuedJobs: Job[];
+}
+
+export interface AuditFilter {
+  action?: string;
+  projectId?: number;
+}
+
+export interface AuditListEntry extends AuditEntry {
+  projectName: string | null;
 }
 
 export interface EnrollRequest {

@@ -119,7 +119,8 @@ describe('apps', () => {
     const full = {
       name: 'mandel', description: 'fractals', image: `reg.example:5000/sci/mandel:1.2@${digest}`, command: ['mandel', '--fast'],
       resources: { cores: 2.5, memoryMiB: 2048, diskMiB: 100, gpus: 1 }, maxRuntimeSeconds: 600, maxAttempts: 5,
-      replicas: 3, quorum: 2, checkpointing: true, platforms: ['linux/amd64', 'linux/arm64/v8'], nativeCommand: ['/opt/mandel/bin/mandel'],
+      replicas: 3, quorum: 2, maxReplicas: 5, adaptiveReplication: true, validator: { image: 'sci/mandel-check:1', command: ['check', '--tolerance', '1e-9'] }, checkpointing: true, platforms: ['linux/amd64', 'linux/arm64/v8'],
+      nativeCommand: ['/opt/mandel/bin/mandel'],
     };
     const r = await s.call('POST', '/v1/projects/apps/apps', { body: full });
     assert.equal(r.status, 201, r.text);
@@ -134,7 +135,7 @@ describe('apps', () => {
       {
         id: 0, createdAt: '', name: 'tiny', version: 1, description: '', image: 'busybox', imageDigest: null, command: [],
         resources: { cores: 1, memoryMiB: 512, diskMiB: 1024, gpus: 0 }, maxRuntimeSeconds: 3600, maxAttempts: 3,
-        replicas: 1, quorum: 1, checkpointing: false, platforms: ['linux/amd64'], nativeCommand: null,
+        replicas: 1, quorum: 1, maxReplicas: 5, adaptiveReplication: false, validator: null, checkpointing: false, platforms: ['linux/amd64'], nativeCommand: null,
       },
     );
   });
@@ -250,7 +251,7 @@ describe('jobs', () => {
       {
         id: 0, hostId: host.id, attempt: 1, replica: 0, state: 'lost', runtime: 'docker', leaseExpiresAt: new Date(2_000_000_000_000).toISOString(),
         createdAt: new Date(1_900_000_000_000).toISOString(), startedAt: null, endedAt: new Date(1_900_000_100_000).toISOString(), exitCode: null,
-        reason: 'lease expired', outcome: null, progress: null, usage: null, durationMs: null, outputs: {},
+        reason: 'lease expired', outcome: null, progress: null, usage: null, durationMs: null, outputs: {}, validity: null,
       },
     );
     assert.equal(b.attempt, 2);
@@ -540,6 +541,8 @@ describe('health and OpenAPI', () => {
     ['get', '/v1/projects/{project}/events'],
     ['put', '/v1/projects/{project}/blobs/{sha256}'], ['get', '/v1/projects/{project}/blobs/{sha256}'], ['head', '/v1/projects/{project}/blobs/{sha256}'],
     ['get', '/agent/v1/self'], ['post', '/agent/v1/enroll'], ['post', '/v1/enroll-tokens'], ['get', '/v1/hosts'],
+    ['get', '/v1/enroll-tokens'], ['delete', '/v1/enroll-tokens/{id}'], ['post', '/v1/hosts/{id}/revoke'],
+    ['get', '/v1/sites'], ['put', '/v1/sites/{name}'], ['get', '/v1/audit'], ['get', '/v1/projects/{project}/audit'],
     ['get', '/v1/projects/{project}/jobs/{id}/log'], ['get', '/v1/projects/{project}/tasks/{id}/log'],
     ['post', '/agent/v1/work'], ['post', '/agent/v1/heartbeat'], ['post', '/agent/v1/tasks/{id}/result'], ['post', '/agent/v1/tasks/{id}/uploads'],
     ['post', '/agent/v1/tasks/{id}/transfer-urls'],

@@ -26,6 +26,7 @@ export function options(over: Partial<SchedulingOptions> = {}): SchedulingOption
     hostCooldownSeconds: 3600,
     starvationSeconds: 600,
     speculation: { enabled: true, maxCopies: 1, maxActive: 100, minRunSeconds: 60 },
+    replication: { trustAfter: 10, spotCheck: 0.1, dailyQuota: 5000 },
     ...over,
   };
 }
@@ -92,6 +93,7 @@ export function claim(over: Partial<ClaimInput> = {}): ClaimInput {
   return {
     offer: offer(),
     queues: [],
+    replicaWork: [],
     projects: new Map(),
     reservation: null,
     reservedElsewhere: new Set(),

@@ -43,6 +43,8 @@ export function appSpec(name: string, overrides: Partial<AppSpec> = {}): AppSpec
     maxAttempts: 3,
     replicas: 1,
     quorum: 1,
+    maxReplicas: 2,
+    adaptiveReplication: false, validator: null,
     checkpointing: false,
     nativeCommand: null,
     platforms: ['linux/amd64'],
@@ -397,6 +399,10 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
           finishedAt: null,
           checkpoint: null,
           retryAt: null,
+          quorum: 1,
+          replicasWanted: 0,
+          awaitingValidator: false,
+          canonicalTaskId: null,
         });
       });
 
@@ -772,7 +778,7 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
     describe('sites and hosts', () => {
       test('createSite / getSiteByName round-trip; a duplicate name throws already_exists', async (s) => {
         const site = await s.createSite('lab-a', T0);
-        assert.deepEqual(site, { id: site.id, name: 'lab-a', createdAt: T0 });
+        assert.deepEqual(site, { id: site.id, name: 'lab-a', createdAt: T0, allowCidrs: [] });
         assert.deepEqual(await s.getSiteByName('lab-a'), site);
         assert.equal(await s.getSiteByName('lab-b'), null);
         await rejectsWithCode(s.createSite('lab-a', T0 + 1), 'already_exists');
@@ -786,7 +792,7 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
         const h = await s.createHost({ siteId: site.id, name: 'node-1', resources, platform: 'linux/arm64' }, T0 + 3);
         assert.deepEqual(h, {
           id: h.id, siteId: site.id, name: 'node-1', state: 'active', resources, platform: 'linux/arm64', labels: {},
-          createdAt: T0 + 3, lastSeenAt: null, pace: null,
+          createdAt: T0 + 3, lastSeenAt: null, pace: null, owner: null,
         });
         assert.deepEqual(await s.getHost(h.id), h);
         const h2 = await s.createHost({ siteId: site.id, name: 'node-2', resources, platform: 'linux/amd64', labels: { zone: 'b' } }, T0 + 4);
@@ -803,7 +809,7 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
     describe('enrolment', () => {
       const enrollToken = (siteId: number, over: Partial<EnrollTokenRecord> = {}): EnrollTokenRecord => ({
         id: 'eeeeeeeeeeeeeeee', siteId, secretHash: Buffer.alloc(32, 9), label: 'lab', usesLeft: 2, expiresAt: null,
-        revokedAt: null, createdAt: T0, ...over,
+        revokedAt: null, createdAt: T0, owner: null, ...over,
       });
       const credential = (id: string, fill = 1): TokenRecord => ({
         id, kind: 'host', subjectId: 0, secretHash: Buffer.alloc(32, fill), label: 'host', createdAt: T0, expiresAt: null, revokedAt: null,
@@ -856,6 +862,150 @@ export function runStoreConformance(name: string, open: OpenStore, opts: { skip?
         await rejectsWithCode(s.enrollHost({ enrollTokenId: 'dddddddddddddddd', host, credential: credential('4444444444444444') }, T0 + 1), 'unauthenticated');
         await rejectsWithCode(s.enrollHost({ enrollTokenId: 'cccccccccccccccc', host, credential: credential('5555555555555555') }, T0 + 1), 'unauthenticated');
         for (const id of ['2222222222222222', '3333333333333333', '4444444444444444', '5555555555555555']) assert.equal(await s.getToken(id), null);
+      });
+    });
+
+    // ── sites, host revocation, audit (migration 6) ─────────────────────────
+    describe('sites, revocation and audit', () => {
+      const resources = { cores: 8, memoryMiB: 16384, diskMiB: 100_000, gpus: 0 };
+      const credential = (id: string): TokenRecord => ({
+        id, kind: 'host', subjectId: 0, secretHash: Buffer.alloc(32, 7), label: 'host', createdAt: T0, expiresAt: null, revokedAt: null,
+      });
+      const enrollToken = (id: string, siteId: number, over: Partial<EnrollTokenRecord> = {}): EnrollTokenRecord => ({
+        id, siteId, secretHash: Buffer.alloc(32, 9), label: 'lab', usesLeft: null, expiresAt: null, revokedAt: null, createdAt: T0, owner: null, ...over,
+      });
+      const LEASE = 60_000;
+      const T = T0 + 1_000_000;
+      /** Takes every queued head offered (docker), or the given jobs only. */
+      const planTaking = (only?: number[]) => (g: ClaimGathered): ClaimPlan => ({
+        picks: g.queues.flatMap((q) => q.heads.filter((h) => only === undefined || only.includes(h.jobId)).map((h) => ({ jobId: h.jobId, runtime: 'docker' as const, queueId: q.queueId, cost: 0 }))),
+        passes: new Map(), reserve: undefined, virtualTime: g.virtualTime,
+      });
+      const claim = (s: Store, hostId: number, requestId: string, now: number, over: Partial<ClaimRequest> = {}) =>
+        s.claimTasks({ hostId, requestId, leaseMs: LEASE, maxQueues: 100, headsPerQueue: 100, plan: planTaking(), duplicates: null, ...over }, now);
+
+      test('putSite creates or replaces a site\'s allowlist; getSite; listSites counts active and revoked hosts', async (s) => {
+        const lab = await s.putSite('lab', ['10.0.0.0/8', '2001:db8::/32'], T0);
+        assert.deepEqual(lab, { id: lab.id, name: 'lab', createdAt: T0, allowCidrs: ['10.0.0.0/8', '2001:db8::/32'] });
+        assert.deepEqual(await s.getSite(lab.id), lab);
+        assert.deepEqual(await s.getSiteByName('lab'), lab);
+        const again = await s.putSite('lab', [], T0 + 5);
+        assert.deepEqual(again, { ...lab, allowCidrs: [] }, 'the same site, created when it was, with the new list');
+        const made = await s.createSite('cloud', T0 + 1);
+        assert.deepEqual(made.allowCidrs, []);
+        const h1 = await s.createHost({ siteId: lab.id, name: 'a', resources, platform: 'linux/amd64' }, T0);
+        await s.createHost({ siteId: lab.id, name: 'b', resources, platform: 'linux/amd64', owner: 'ada' }, T0);
+        assert.equal((await s.getHost(h1.id))?.owner, null);
+        await s.revokeHost(h1.id, T0 + 10);
+        assert.deepEqual((await s.listSites()).map((x) => [x.name, x.activeHosts, x.revokedHosts, x.allowCidrs]), [['cloud', 0, 0, []], ['lab', 1, 1, []]]);
+        assert.equal(await s.getSite(made.id + lab.id + 100), null);
+      });
+
+      test('enrolment tokens carry their owner to the hosts they enrol; listEnrollTokens shows them newest first without secrets; revokeEnrollToken once', async (s) => {
+        const site = await s.createSite('lab', T0);
+        await s.createEnrollToken(enrollToken('aaaaaaaaaaaaaaaa', site.id, { owner: 'ada', usesLeft: 3, label: 'ada\'s laptops' }));
+        await s.createEnrollToken(enrollToken('bbbbbbbbbbbbbbbb', site.id, { createdAt: T0 + 1, expiresAt: T0 + 999 }));
+        const { host } = await s.enrollHost({ enrollTokenId: 'aaaaaaaaaaaaaaaa', host: { name: 'laptop', resources, platform: 'linux/amd64' }, credential: credential('1111111111111111') }, T0 + 2);
+        assert.equal(host.owner, 'ada');
+        assert.equal((await s.getHost(host.id))?.owner, 'ada');
+        const plain = await s.enrollHost({ enrollTokenId: 'bbbbbbbbbbbbbbbb', host: { name: 'box', resources, platform: 'linux/amd64' }, credential: credential('2222222222222222') }, T0 + 3);
+        assert.equal(plain.host.owner, null, 'a token without owner: the host is its own');
+        assert.equal((await s.getEnrollToken('aaaaaaaaaaaaaaaa'))?.owner, 'ada');
+        const listed = await s.listEnrollTokens();
+        assert.deepEqual(listed, [
+          { id: 'bbbbbbbbbbbbbbbb', siteId: site.id, siteName: 'lab', label: 'lab', usesLeft: null, expiresAt: T0 + 999, revokedAt: null, createdAt: T0 + 1, owner: null },
+          { id: 'aaaaaaaaaaaaaaaa', siteId: site.id, siteName: 'lab', label: 'ada\'s laptops', usesLeft: 2, expiresAt: null, revokedAt: null, createdAt: T0, owner: 'ada' },
+        ]);
+        assert.ok(listed.every((t) => !('secretHash' in t)), 'no secret hash leaves the store in a list');
+        assert.equal(await s.revokeEnrollToken('aaaaaaaaaaaaaaaa', T0 + 10), true);
+        assert.equal(await s.revokeEnrollToken('aaaaaaaaaaaaaaaa', T0 + 11), false, 'revoked already');
+        assert.equal(await s.revokeEnrollToken('cccccccccccccccc', T0 + 11), false, 'unknown');
+        assert.equal((await s.getEnrollToken('aaaaaaaaaaaaaaaa'))?.revokedAt, T0 + 10);
+        await rejectsWithCode(s.enrollHost({ enrollTokenId: 'aaaaaaaaaaaaaaaa', host: { name: 'x', resources, platform: 'linux/amd64' }, credential: credential('3333333333333333') }, T0 + 12), 'unauthenticated');
+        assert.equal((await s.getToken('1111111111111111'))?.revokedAt, null, 'hosts it enrolled keep their credentials');
+      });
+
+      test('revokeHost aborts the host\'s active tasks and requeues their jobs at once with the attempt given back, in one go, once', async (s) => {
+        const project = await s.createProject('p', 1, T0);
+        const app = await s.createAppVersion(project.id, appSpec('sim'), 'new', T0);
+        const site = await s.createSite('lab', T0);
+        await s.createEnrollToken(enrollToken('eeeeeeeeeeeeeeee', site.id, { owner: 'ada' }));
+        const h1 = (await s.enrollHost({ enrollTokenId: 'eeeeeeeeeeeeeeee', host: { name: 'h1', resources, platform: 'linux/amd64' }, credential: credential('1111111111111111') }, T0)).host;
+        const h2 = await s.createHost({ siteId: site.id, name: 'h2', resources, platform: 'linux/amd64' }, T0);
+        const [running, assigned, done, shared] = (await s.insertJobs({ projectId: app.projectId, app, batch: null, jobs: [jobSpec(), jobSpec(), jobSpec(), jobSpec()], idempotency: null, now: T0 + 10 })).jobIds;
+        const claimed = new Map((await claim(s, h1.id, 'r-1', T)).tasks.map((c) => [c.job.id, c.task]));
+        assert.equal(claimed.size, 4);
+        await s.heartbeat({ hostId: h1.id, leaseMs: LEASE, tasks: [{ taskId: claimed.get(running!)!.id, progress: 0.5, usage: null, log: null }] }, T + 10);
+        await s.reportTask({ hostId: h1.id, taskId: claimed.get(done!)!.id, outcome: { kind: 'succeeded' }, durationMs: 5, usage: null, outputs: {}, log: null, reportHash: 'ok', rules: DEFAULT_SCHEDULING }, T + 20);
+        // A copy of `shared` on h2: after the revoke the job still runs there.
+        const copy = await claim(s, h2.id, 'r-2', T + 30, {
+          plan: planTaking([]),
+          duplicates: { scan: 100, choose: (rs) => rs.filter((r) => r.jobId === shared).map((r) => ({ jobId: r.jobId, runtime: 'docker' as const })) },
+        });
+        assert.deepEqual(copy.tasks.map((c) => c.job.id), [shared]);
+        const before = await s.getJob(project.id, shared!);
+
+        const r = await s.revokeHost(h1.id, T + 100);
+        assert.ok(r);
+        assert.equal(r.changed, true);
+        assert.deepEqual([r.host.id, r.host.state, r.host.owner], [h1.id, 'revoked', 'ada']);
+        assert.deepEqual(r.abortedTasks.map((t) => t.jobId).sort((a, b) => a - b), [running, assigned, shared].sort((a, b) => a! - b!));
+        for (const t of r.abortedTasks) assert.deepEqual([t.state, t.reason, t.endedAt, t.outcome], ['aborted', 'its host was revoked', T + 100, { kind: 'aborted' }]);
+        assert.deepEqual(r.requeuedJobs.map((j) => j.id).sort((a, b) => a - b), [running, assigned].sort((a, b) => a! - b!));
+        for (const j of r.requeuedJobs) {
+          assert.deepEqual([j.state, j.attempts, j.retryAt, j.updatedAt], ['queued', 0, null, T + 100], 'requeued without spending an attempt or backing off');
+          assert.match(j.reason!, /revoked/);
+          assert.deepEqual(await s.getJob(project.id, j.id), j, 'what is returned is what is stored');
+        }
+        assert.deepEqual(await s.getJob(project.id, shared!), before, 'a job another host still runs stays running, untouched');
+        assert.equal((await s.getJob(project.id, done!))?.state, 'succeeded');
+        assert.equal((await s.listTasks(done!))[0]!.state, 'succeeded', 'an ended task is left as it was');
+        assert.equal((await s.getHost(h1.id))?.state, 'revoked');
+        assert.equal((await s.getToken('1111111111111111'))?.revokedAt, T + 100, 'its credential is revoked too');
+        assert.equal((await s.listHosts()).find((h) => h.id === h1.id)?.activeTasks, 0);
+
+        // The revoked host's late calls change nothing: a report is refused, a heartbeat aborts.
+        await rejectsWithCode(s.reportTask({ hostId: h1.id, taskId: claimed.get(running!)!.id, outcome: { kind: 'succeeded' }, durationMs: 5, usage: null, outputs: {}, log: null, reportHash: 'late', rules: DEFAULT_SCHEDULING }, T + 150), 'conflict');
+        const hb = await s.heartbeat({ hostId: h1.id, leaseMs: LEASE, tasks: [{ taskId: claimed.get(assigned!)!.id, progress: null, usage: null, log: null }] }, T + 160);
+        assert.deepEqual(hb.leases, []);
+        assert.match(hb.abort[0]!.reason, /revoked/);
+        assert.equal((await s.getJob(project.id, running!))?.state, 'queued');
+
+        // Again: nothing changes.
+        const tasksBefore = await Promise.all([running, assigned, shared].map((j) => s.listTasks(j!)));
+        const again = await s.revokeHost(h1.id, T + 200);
+        assert.deepEqual(again, { host: (await s.getHost(h1.id))!, changed: false, abortedTasks: [], requeuedJobs: [] });
+        assert.deepEqual(await Promise.all([running, assigned, shared].map((j) => s.listTasks(j!))), tasksBefore);
+        assert.equal((await s.getToken('1111111111111111'))?.revokedAt, T + 100);
+        assert.equal(await s.revokeHost(h1.id + h2.id + 100, T + 200), null, 'an unknown host');
+
+        // The requeued jobs run again elsewhere at once, as the same attempt.
+        const next = await claim(s, h2.id, 'r-3', T + 300);
+        assert.deepEqual(next.tasks.map((c) => [c.job.id, c.task.attempt]).sort((a, b) => a[0]! - b[0]!), [[running, 1], [assigned, 1]].sort((a, b) => a[0]! - b[0]!));
+      });
+
+      test('appendAudit / listAudit: newest first, by action and by project, paged by id', async (s) => {
+        const p = await s.createProject('p', 1, T0);
+        const q = await s.createProject('q', 1, T0);
+        const entry = (i: number, action: string, projectId: number | null) => ({
+          at: T0 + i, actorUserId: 1, actorName: 'admin', action, target: `thing ${i}`, projectId, detail: { i, nested: { ok: true } },
+        });
+        const written = [];
+        for (const [i, action, projectId] of [[1, 'project.create', p.id], [2, 'member.set', p.id], [3, 'token.create', null], [4, 'member.set', q.id], [5, 'host.revoke', null]] as const) {
+          written.push(await s.appendAudit(entry(i, action, projectId)));
+        }
+        assert.deepEqual(written[0], { id: written[0]!.id, ...entry(1, 'project.create', p.id) });
+        const all = await s.listAudit({}, { limit: 100 });
+        assert.deepEqual(all.map((e) => e.target), ['thing 5', 'thing 4', 'thing 3', 'thing 2', 'thing 1']);
+        assert.deepEqual(all[4], { ...written[0], projectName: 'p' });
+        assert.equal(all[0]!.projectName, null);
+        assert.deepEqual((await s.listAudit({ action: 'member.set' }, { limit: 100 })).map((e) => [e.target, e.projectName]), [['thing 4', 'q'], ['thing 2', 'p']]);
+        assert.deepEqual((await s.listAudit({ projectId: p.id }, { limit: 100 })).map((e) => e.target), ['thing 2', 'thing 1']);
+        assert.deepEqual((await s.listAudit({ projectId: p.id, action: 'member.set' }, { limit: 100 })).map((e) => e.target), ['thing 2']);
+        const page1 = await s.listAudit({}, { limit: 2 });
+        const page2 = await s.listAudit({}, { limit: 2, beforeId: page1.at(-1)!.id });
+        const page3 = await s.listAudit({}, { limit: 2, beforeId: page2.at(-1)!.id });
+        assert.deepEqual([...page1, ...page2, ...page3].map((e) => e.id), all.map((e) => e.id), 'pages neither overlap nor skip');
       });
     });
 

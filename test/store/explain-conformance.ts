@@ -28,7 +28,7 @@ const FAIL: TaskOutcome = { kind: 'failed', exitCode: 1 };
 function app(name: string, over: Partial<AppSpec> = {}): AppSpec {
   return {
     name, description: '', image: `registry.example/sci/${name}:1`, imageDigest: null, command: ['/bin/run'],
-    resources: { cores: 1, memoryMiB: 512, diskMiB: 1024, gpus: 0 }, maxRuntimeSeconds: 3600, maxAttempts: 100, replicas: 1, quorum: 1,
+    resources: { cores: 1, memoryMiB: 512, diskMiB: 1024, gpus: 0 }, maxRuntimeSeconds: 3600, maxAttempts: 100, replicas: 1, quorum: 1, maxReplicas: 2, adaptiveReplication: false, validator: null,
     checkpointing: false, platforms: [], nativeCommand: null, ...over,
   };
 }

@@ -16,6 +16,8 @@ interface AppFlags {
   maxAttempts?: string;
   replicas?: string;
   quorum?: string;
+  maxReplicas?: string;
+  adaptive?: boolean;
   checkpointing?: boolean;
   platform?: string[];
   nativeCommand?: string;
@@ -35,6 +37,8 @@ function appOptions(c: Command, imageRequired: boolean): Command {
     .option('--max-attempts <n>', 'attempts before a job fails (default 3)')
     .option('--replicas <n>', 'replicas per job, for validation (default 1)')
     .option('--quorum <n>', 'agreeing replicas needed (default: replicas)')
+    .option('--max-replicas <n>', 'most replicas a job may run before it fails with no consensus (default: replicas + 4)')
+    .option('--adaptive', 'adaptive replication: hosts with a long run of valid results get unreplicated jobs, still spot-checked')
     .option('--checkpointing', 'the app writes /checkpoint and can resume from it')
     .option('--platform <os/arch...>', 'platforms the image runs on (default linux/amd64)')
     .option('--native-command <cmd>', 'also runnable without a container on hosts started with --native (same syntax as --command)');
@@ -56,6 +60,8 @@ function toInput(o: AppFlags): AppVersionInput {
   set('maxAttempts', num(o.maxAttempts, '--max-attempts'));
   set('replicas', num(o.replicas, '--replicas'));
   set('quorum', num(o.quorum, '--quorum'));
+  set('maxReplicas', num(o.maxReplicas, '--max-replicas'));
+  if (o.adaptive) input.adaptiveReplication = true;
   if (o.checkpointing) input.checkpointing = true;
   set('platforms', o.platform);
   if (o.nativeCommand !== undefined) input.nativeCommand = parseCommand(o.nativeCommand);
@@ -85,7 +91,8 @@ export function describeApp(a: AppView): string {
     `  command:     ${a.command.length ? a.command.join(' ') : '(image default)'}`,
     `  resources:   ${r.cores} cores, ${r.memoryMiB} MiB memory, ${r.diskMiB} MiB disk, ${r.gpus} GPUs`,
     `  runtime:     at most ${a.maxRuntimeSeconds} s, ${a.maxAttempts} attempts`,
-    `  replication: ${a.replicas} replicas, quorum ${a.quorum}${a.checkpointing ? ', checkpointing' : ''}`,
+    `  replication: ${a.replicas === 1 ? 'none' : `${a.replicas} replicas, quorum ${a.quorum}, at most ${a.maxReplicas}${a.adaptiveReplication ? ', adaptive' : ''}`}`,
+    ...(a.checkpointing ? ['  checkpointing: yes'] : []),
     `  platforms:   ${a.platforms.join(', ')}`,
     ...(a.nativeCommand ? [`  native:      ${JSON.stringify(a.nativeCommand)}`] : []),
   ].join('\n');

@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { BoxgridClient } from '../../client/client.js';
+import { resultTask } from '../../client/result-task.js';
 import type { JobView, TaskView } from '../../client/types.js';
 import type { AgentOptions } from '../../agent/agent.js';
 import type { CliContext } from '../context.js';
@@ -248,7 +249,7 @@ async function runDemo(o: DemoRun): Promise<void> {
     const problems: string[] = [];
     await eachLimited(jobs, 8, async (job) => {
       const { tasks } = await client.getJob(PROJECT, job.id);
-      const task = tasks.filter((t) => t.state === 'succeeded').at(-1) ?? tasks.at(-1);
+      const task = resultTask(job, tasks) ?? tasks.at(-1);
       if (task) {
         perHost.set(task.hostId, (perHost.get(task.hostId) ?? 0) + 1);
         if (task.durationMs !== null) durations.push(task.durationMs / 1000);

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { resultTask } from '../../client/result-task.js';
 import type { JobQuery, JobState, JobView, TaskView } from '../../client/types.js';
 import { JOB_STATES } from '../../domain/states.js';
 import type { CliContext } from '../context.js';
@@ -9,9 +10,9 @@ function jobRow(j: JobView): Array<string | number | null> {
   return [j.id, `${j.app}:${j.appVersion}`, j.batchId, j.state, j.attempts, j.args.join(' ').slice(0, 40), j.updatedAt];
 }
 
-/** The outputs of the task that succeeded, if one did. */
-function outputsOf(tasks: TaskView[]): string[] {
-  const won = tasks.filter((t) => t.state === 'succeeded').at(-1);
+/** The outputs of the job's result, if it has one. */
+function outputsOf(job: JobView, tasks: TaskView[]): string[] {
+  const won = resultTask(job, tasks);
   if (!won) return [];
   const files = Object.entries(won.outputs);
   return [`  outputs:   ${files.length === 0 ? '(none)' : files.map(([n, f]) => `${n} (${f.size} B)`).join(', ')}${files.length ? '  — boxgrid fetch JOB --out DIR' : ''}`];
@@ -64,18 +65,18 @@ export function registerJobs(program: Command, ctx: CliContext): void {
           ...(Object.keys(j.inputs).length ? [`  inputs:    ${Object.entries(j.inputs).map(([k, v]) => `${k}=${v.slice(0, 12)}…`).join(' ')}`] : []),
           ...(Object.keys(j.labels).length ? [`  labels:    ${Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(' ')}`] : []),
           `  priority:  ${j.priority}${j.deadline ? `, deadline ${j.deadline}` : ''}`,
-          `  attempts:  ${j.attempts}`,
+          `  attempts:  ${j.attempts}${j.quorum > 1 ? `, quorum ${j.quorum} (replicated)` : ''}`,
           `  created:   ${j.createdAt}, updated ${j.updatedAt}${j.finishedAt ? `, finished ${j.finishedAt}` : ''}`,
           r.tasks.length === 0
             ? '  tasks:     none yet'
             : '  tasks:\n' + table(
                 ['TASK', 'HOST', 'ATTEMPT', 'STATE', 'RUNTIME', 'SECONDS', 'CPU S', 'PEAK MIB', 'REASON'],
                 r.tasks.map((t) => [
-                  t.id, t.hostId, t.attempt, t.state, t.runtime, t.durationMs === null ? null : (t.durationMs / 1000).toFixed(1),
+                  t.id, t.hostId, t.attempt, `${t.state}${t.validity ? ` (${t.validity}${t.id === j.resultTaskId ? ', result' : ''})` : ''}`, t.runtime, t.durationMs === null ? null : (t.durationMs / 1000).toFixed(1),
                   t.usage ? t.usage.cpuSeconds.toFixed(1) : null, t.usage ? Math.round(t.usage.peakMemoryMiB) : null, t.reason,
                 ]),
               ).replace(/^/gm, '    '),
-          ...outputsOf(r.tasks),
+          ...outputsOf(r.job, r.tasks),
         ].join('\n'),
       );
     });

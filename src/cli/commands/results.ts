@@ -3,6 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isOutputName } from '../../domain/file-names.js';
 import { saveVerified } from '../../client/save-verified.js';
+import { resultTask } from '../../client/result-task.js';
 import type { TaskView } from '../../client/types.js';
 import type { CliContext } from '../context.js';
 import { CliExit, emit, parseId } from '../output.js';
@@ -45,7 +46,7 @@ export function registerResults(program: Command, ctx: CliContext): void {
       const client = ctx.client();
       const project = ctx.connection().project;
       const { job, tasks } = await client.getJob(project, parseId(jobText, 'job id'));
-      const winner: TaskView | undefined = tasks.filter((t) => t.state === 'succeeded').at(-1);
+      const winner: TaskView | undefined = resultTask(job, tasks);
       if (!winner) {
         throw new CliExit(1, `error: job ${job.id} is ${job.state}${job.reason ? ` (${job.reason})` : ''}: it has no outputs to fetch` +
           (job.state === 'queued' || job.state === 'running' ? `; wait with \`boxgrid watch --job ${job.id}\`` : ''));

@@ -4,7 +4,18 @@ import { CliExit, parseNumber } from '../output.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../scheduling/options.js';
 import { parseTransferKey } from '../../service/transfer-signature.js';
 
-export function parseListen(text: string): { host: string; port: number } {
+export /** The engine validator containers run in (owner "validator": agents on the same engine leave them alone). */
+async function validatorEngine(): Promise<import('../../agent/runtime.js').TaskRuntime> {
+  const { DockerRuntime } = await import('../../agent/runtimes/docker-runtime.js');
+  const runtime = new DockerRuntime({ owner: 'validator' });
+  if ((await runtime.version()) === null) {
+    throw new CliExit(2, `error: --validators needs a container engine, and none answers at ${process.env.DOCKER_HOST ?? '/var/run/docker.sock'}. ` +
+      'Start one (e.g. `sudo systemctl start docker`) or leave --validators to another server.');
+  }
+  return runtime;
+}
+
+function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
   const port = Number(m?.[3]);
   if (!m || port > 65535) throw new CliExit(2, `error: --listen "${text}" is not HOST:PORT (e.g. 127.0.0.1:${DEFAULT_PORT})`);
@@ -13,6 +24,8 @@ export function parseListen(text: string): { host: string; port: number } {
 
 interface ServerFlags {
   data: string;
+  validators?: boolean;
+  trustProxy?: string;
   db?: string;
   dbConnections?: number;
   blobs?: string;
@@ -29,6 +42,23 @@ interface ServerFlags {
   starvation?: number;
   speculation?: number;
   speculateAfter?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/**
+ * The certificate and key files, from the flags or else BOXGRID_TLS_CERT / BOXGRID_TLS_KEY,
+ * each named by where it came from; none: plain HTTP. One without the other is a usage error.
+ */
+export function tlsFilesFrom(o: ServerFlags, env: NodeJS.ProcessEnv = process.env): { cert: { path: string; from: string }; key: { path: string; from: string } } | null {
+  const pick = (flag: string | undefined, flagName: string, envName: string) =>
+    flag !== undefined ? { path: flag, from: flagName } : env[envName] ? { path: env[envName]!, from: envName } : undefined;
+  const cert = pick(o.tlsCert, '--tls-cert', 'BOXGRID_TLS_CERT');
+  const key = pick(o.tlsKey, '--tls-key', 'BOXGRID_TLS_KEY');
+  if (cert && key) return { cert, key };
+  if (cert) throw new CliExit(2, `error: ${cert.from} needs --tls-key (or BOXGRID_TLS_KEY): HTTPS takes both a certificate and its key`);
+  if (key) throw new CliExit(2, `error: ${key.from} needs --tls-cert (or BOXGRID_TLS_CERT): HTTPS takes both a certificate and its key`);
+  return null;
 }
 
 /** The scheduling flags given, laid over the defaults (src/scheduling/options.ts). */
@@ -63,6 +93,10 @@ export function registerServer(program: Command): void {
     .option('--db-connections <n>', 'most PostgreSQL connections this server opens (default 10)', (v) => parseNumber(v, '--db-connections'))
     .option('--blobs <dir-or-s3-url>', 'where blobs live: a directory (servers sharing a database must share it) or s3://BUCKET[/PREFIX][?endpoint=URL&pathStyle=true] (agents then use pre-signed URLs of the bucket: &publicEndpoint=URL for the address they reach it at, &presign=false to keep their bytes going through the servers); default: blobs/ in the data dir')
     .option('--listen <host:port>', 'address to listen on', `127.0.0.1:${DEFAULT_PORT}`)
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (chain); needs --tls-key (env BOXGRID_TLS_CERT; default: plain HTTP)')
+    .option('--tls-key <file>', 'the certificate\'s PEM private key, unencrypted (env BOXGRID_TLS_KEY); read at start only: a renewed certificate takes a restart')
+    .option('--trust-proxy <addresses>', 'behind a reverse proxy: its addresses or CIDRs, comma-separated; requests from them are taken to be from the client X-Forwarded-For names (what site allowlists check). Default: the connection\'s own address')
+    .option('--validators', 'run apps\' validator containers on this machine\'s Docker engine (jobs of apps with a validator wait for a server started with it)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug', 'info')
     .option('--max-blob-bytes <n>', 'largest blob upload in bytes', (v) => parseNumber(v, '--max-blob-bytes'))
     .option('--lease <seconds>', 'how long a task stays with a host that stopped heartbeating (default 180)', (v) => parseNumber(v, '--lease'))
@@ -80,8 +114,15 @@ export function registerServer(program: Command): void {
         throw new CliExit(2, `error: --heartbeat ${o.heartbeat} must be at most half of --lease ${o.lease}, or one late heartbeat loses the task`);
       }
       const { host, port } = parseListen(o.listen);
+      const tlsFiles = tlsFilesFrom(o);
       // Loaded on demand: the server's dependencies would slow every other command's start.
-      const { startServer } = await import('../../server/runtime.js');
+      const { startServer, loadTls } = await import('../../server/runtime.js');
+      let tls: { cert: string; key: string } | undefined;
+      try {
+        tls = tlsFiles ? await loadTls(tlsFiles.cert, tlsFiles.key) : undefined;
+      } catch (e) {
+        throw new CliExit(2, `error: ${(e as Error).message}`);
+      }
       const { describeDatabase } = await import('../../store/open-store.js');
       // From the environment rather than a flag, a password stays out of the process list.
       const database = o.db ?? (process.env.BOXGRID_DATABASE_URL || undefined);
@@ -97,17 +138,20 @@ export function registerServer(program: Command): void {
       }
       const server = await startServer({
         dataDir: o.data, host, port,
+        ...(tls === undefined ? {} : { tls }),
         ...(transferKey === undefined ? {} : { transferKey }),
         ...(database === undefined ? {} : { database }),
         ...(o.dbConnections === undefined ? {} : { databaseConnections: o.dbConnections }),
         ...(o.blobs === undefined ? {} : { blobDir: o.blobs }),
         logger: { level: o.logLevel },
+        ...(o.trustProxy === undefined ? {} : { http: { trustProxy: o.trustProxy } }),
         ...(o.maxBlobBytes === undefined ? {} : { limits: { maxBlobBytes: o.maxBlobBytes } }),
         timing: {
           ...(o.lease === undefined ? {} : { leaseSeconds: o.lease }),
           ...(o.heartbeat === undefined ? {} : { heartbeatSeconds: o.heartbeat }),
         },
         scheduling: schedulingFrom(o),
+        ...(o.validators ? { validators: await validatorEngine() } : {}),
       });
       // One write, so that readers of a pipe see the banner whole (writes under 4 KiB are atomic).
       process.stderr.write(

@@ -1,28 +1,33 @@
 import pg from 'pg';
 import { BoxgridError, alreadyExists, notFound } from '../../domain/errors.js';
 import type {
-  App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
+  App, AppSpec, AuditEntry, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../../domain/model.js';
-import { describeOutcome, settle } from '../../domain/outcomes.js';
+import { describeOutcome, settle, type Settlement } from '../../domain/outcomes.js';
+import { AWAITING_VALIDATOR, isError, judge, judgeValidation, ruleFor, resultDigest, settleReplica, withReport, type ReplicaView, type ValidatorAnswer, type Verdict } from '../../domain/quorum.js';
 import type { Role } from '../../domain/roles.js';
-import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
+import { ACTIVE_TASK_STATES, JOB_STATES, hostMachine, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { DURATION_WEIGHTS, effectivePass, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../../scheduling/options.js';
 import { learnPace } from '../../scheduling/pace.js';
 import { placementOf } from '../../scheduling/placement.js';
-import type { QueueView } from '../../scheduling/plan.js';
+import type { QueueView, ReplicaWork } from '../../scheduling/plan.js';
+import { DEFAULT_REPLICATION, NEW_HOST, nextReliability, quotaLeft, replicationFor, type HostReliability, type ReliabilityEvent, type ReplicationOptions } from '../../scheduling/replication.js';
 import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
 import { checksum, pendingMigrations, type Migration } from '../migration.js';
 import {
   activeCountsOf, demandShapes, QUEUE_DEPTH_SQL, queueDepthOf, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
-  retryTime, specEncoder, type Row,
+  retryTime, specEncoder, mapReliability, mapReplicaView, type Row,
 } from '../rows.js';
 import type {
   Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, QueueDepth, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
+import type { AuditFilter, AuditListEntry, EnrollTokenSummary, HostRevocation, SiteSummary } from '../store.js';
+import { HOST_REVOKED, REQUEUED_AFTER_REVOKE, attemptsAfterRevoke, mapAudit, mapEnrollTokenSummary, mapSite } from '../rows.js';
+import { DEFAULT_REPLICA_SCAN } from '../store.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 import { PostgresEventRelay } from './postgres-event-relay.js';
 import type { EventRelay } from '../../service/events.js';
@@ -637,7 +642,7 @@ export class PostgresStore implements Store {
   async createSite(name: string, now: Millis): Promise<Site> {
     try {
       const id = await this.db.value<number>('INSERT INTO sites (name, created_at) VALUES ($1, $2) RETURNING id', [name, now]);
-      return { id: id!, name, createdAt: now };
+      return { id: id!, name, createdAt: now, allowCidrs: [] };
     } catch (e) {
       throw uniqueViolation(e, () => alreadyExists(`site "${name}"`, 'name'));
     }
@@ -645,16 +650,40 @@ export class PostgresStore implements Store {
 
   async getSiteByName(name: string): Promise<Site | null> {
     const r = await this.db.one('SELECT * FROM sites WHERE name = $1', [name]);
-    return r ? { id: r.id as number, name: r.name as string, createdAt: r.created_at as number } : null;
+    return r ? mapSite(r) : null;
   }
 
-  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace'> & { labels?: Record<string, string> }, now: Millis): Promise<Host> {
-    const labels = h.labels ?? {};
-    const id = await this.db.value<number>(
-      `INSERT INTO hosts (site_id, name, state, resources, platform, labels, created_at) VALUES ($1, $2, 'active', $3, $4, $5, $6) RETURNING id`,
-      [h.siteId, h.name, JSON.stringify(h.resources), h.platform, JSON.stringify(labels), now],
+  async getSite(id: number): Promise<Site | null> {
+    const r = await this.db.one('SELECT * FROM sites WHERE id = $1', [id]);
+    return r ? mapSite(r) : null;
+  }
+
+  async putSite(name: string, allowCidrs: string[], now: Millis): Promise<Site> {
+    const r = await this.db.one(
+      'INSERT INTO sites (name, created_at, allow_cidrs) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET allow_cidrs = excluded.allow_cidrs RETURNING *',
+      [name, now, JSON.stringify(allowCidrs)],
     );
-    return { ...h, labels, id: id!, state: 'active', createdAt: now, lastSeenAt: null, pace: null };
+    return mapSite(r!);
+  }
+
+  async listSites(): Promise<SiteSummary[]> {
+    const rows = await this.db.all(
+      `SELECT s.*,
+         (SELECT count(*) FROM hosts h WHERE h.site_id = s.id AND h.state = 'active') AS active_hosts,
+         (SELECT count(*) FROM hosts h WHERE h.site_id = s.id AND h.state = 'revoked') AS revoked_hosts
+       FROM sites s ORDER BY s.name`,
+    );
+    return rows.map((r) => ({ ...mapSite(r), activeHosts: r.active_hosts as number, revokedHosts: r.revoked_hosts as number }));
+  }
+
+  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace' | 'owner'> & { labels?: Record<string, string>; owner?: string | null }, now: Millis): Promise<Host> {
+    const labels = h.labels ?? {};
+    const owner = h.owner ?? null;
+    const id = await this.db.value<number>(
+      `INSERT INTO hosts (site_id, name, state, resources, platform, labels, owner, created_at) VALUES ($1, $2, 'active', $3, $4, $5, $6, $7) RETURNING id`,
+      [h.siteId, h.name, JSON.stringify(h.resources), h.platform, JSON.stringify(labels), owner, now],
+    );
+    return { ...h, labels, owner, id: id!, state: 'active', createdAt: now, lastSeenAt: null, pace: null };
   }
 
   async setHostLabels(hostId: number, labels: Record<string, string>): Promise<void> {
@@ -663,14 +692,26 @@ export class PostgresStore implements Store {
 
   async createEnrollToken(t: EnrollTokenRecord): Promise<void> {
     await this.db.run(
-      'INSERT INTO enroll_tokens (id, site_id, secret_hash, label, uses_left, expires_at, revoked_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
-      [t.id, t.siteId, t.secretHash, t.label, t.usesLeft, t.expiresAt, t.revokedAt, t.createdAt],
+      'INSERT INTO enroll_tokens (id, site_id, secret_hash, label, uses_left, expires_at, revoked_at, created_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+      [t.id, t.siteId, t.secretHash, t.label, t.usesLeft, t.expiresAt, t.revokedAt, t.createdAt, t.owner],
     );
   }
 
   async getEnrollToken(id: string): Promise<EnrollTokenRecord | null> {
     const r = await this.db.one('SELECT * FROM enroll_tokens WHERE id = $1', [id]);
     return r ? mapEnrollToken(r) : null;
+  }
+
+  async listEnrollTokens(): Promise<EnrollTokenSummary[]> {
+    const rows = await this.db.all(
+      `SELECT e.id, e.site_id, e.label, e.uses_left, e.expires_at, e.revoked_at, e.created_at, e.owner, s.name AS site_name
+       FROM enroll_tokens e JOIN sites s ON s.id = e.site_id ORDER BY e.created_at DESC, e.id`,
+    );
+    return rows.map(mapEnrollTokenSummary);
+  }
+
+  async revokeEnrollToken(id: string, now: Millis): Promise<boolean> {
+    return (await this.db.run('UPDATE enroll_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL', [now, id])) === 1;
   }
 
   async enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }> {
@@ -693,8 +734,8 @@ export class PostgresStore implements Store {
       if (t.usesLeft !== null && t.usesLeft <= 0) throw new BoxgridError('unauthenticated', 'the enrolment token has no uses left');
       if (t.usesLeft !== null) await c.run('UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = $1', [t.id]);
       const hostId = (await c.value<number>(
-        `INSERT INTO hosts (site_id, name, state, resources, platform, created_at) VALUES ($1, $2, 'active', $3, $4, $5) RETURNING id`,
-        [t.siteId, req.host.name, JSON.stringify(req.host.resources), req.host.platform, now],
+        `INSERT INTO hosts (site_id, name, state, resources, platform, owner, created_at) VALUES ($1, $2, 'active', $3, $4, $5, $6) RETURNING id`,
+        [t.siteId, req.host.name, JSON.stringify(req.host.resources), req.host.platform, t.owner, now],
       ))!;
       await insertToken(c, { ...req.credential, kind: 'host', subjectId: hostId });
       return { host: (await hostRow(c, hostId))!, replayed: false };
@@ -714,6 +755,81 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ ...mapHost(r), siteName: r.site_name as string, activeTasks: r.active_tasks as number }));
   }
 
+  async revokeHost(hostId: number, now: Millis): Promise<HostRevocation | null> {
+    const { result, passes } = await this.tx(async (c) => {
+      // The host's row first, as each of its own calls takes it: a report or heartbeat of the
+      // host runs wholly before or after this.
+      const hostRow0 = await c.one('SELECT * FROM hosts WHERE id = $1 FOR UPDATE', [hostId]);
+      if (!hostRow0) return { result: null, passes: [] };
+      const before = mapHost(hostRow0);
+      if (before.state === 'revoked') return { result: { host: before, changed: false, abortedTasks: [], requeuedJobs: [] }, passes: [] };
+      hostMachine.assert(before.state, 'revoked', `host ${hostId}`);
+      await c.run(`UPDATE hosts SET state = 'revoked', reserved_job = NULL, reserved_at = NULL WHERE id = $1`, [hostId]);
+      await c.run(`UPDATE tokens SET revoked_at = $1 WHERE kind = 'host' AND subject_id = $2 AND revoked_at IS NULL`, [now, hostId]);
+      const rows = (await c.all(
+        `UPDATE tasks SET state = 'aborted', ended_at = $1, reason = $2, outcome = '{"kind":"aborted"}'
+         WHERE host_id = $3 AND state IN (${ACTIVE_TASK_SQL}) RETURNING *`,
+        [now, HOST_REVOKED, hostId],
+      )).sort((a, b) => (a.id as number) - (b.id as number));
+      const jobIds = [...new Set(rows.map((r) => r.job_id as number))];
+      // In id order, as every other call that locks several jobs.
+      const jobRows = await c.all('SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE', [jobIds]);
+      const byId = new Map(jobRows.map((j) => [j.id as number, j]));
+      const passes: Array<[number, number] | null> = [];
+      for (const row of rows) passes.push(await this.chargeChange(c, row, byId.get(row.job_id as number)!, now - (row.created_at as number)));
+      const requeuedJobs: Job[] = [];
+      for (const jobId of jobIds) {
+        const job = mapJob(byId.get(jobId)!);
+        if (job.quorum > 1 && job.state === 'running') {
+          // A replicated job wants other replicas in place of the host's (a failure only at its limit).
+          const verdict = judge(await replicaViews(c, job.id), job.replicasWanted, ruleFor(job, await this.appRow(c, job.appId)));
+          if (verdict.kind === 'no_consensus') requeuedJobs.push(await moveJob(c, job, 'failed', verdict.reason, job.attempts, now, DEFAULT_SCHEDULING, false));
+          else await applyVerdict(c, job, verdict, []);
+          continue;
+        }
+        const othersActive = (await c.value<number>(`SELECT count(*) FROM tasks WHERE job_id = $1 AND state IN (${ACTIVE_TASK_SQL})`, [jobId]))!;
+        if (job.state !== 'running' || othersActive > 0) continue; // ended already, or another task carries it
+        const attempts = attemptsAfterRevoke(job, rows.filter((r) => r.job_id === jobId).map((r) => r.attempt as number));
+        requeuedJobs.push(await moveJob(c, job, 'queued', REQUEUED_AFTER_REVOKE, attempts, now, DEFAULT_SCHEDULING, false));
+      }
+      const host = (await hostRow(c, hostId))!;
+      return { result: { host, changed: true, abortedTasks: rows.map(mapTask), requeuedJobs }, passes };
+    });
+    const charges = new Map<number, number>();
+    for (const p of passes) if (p !== null && p[1] !== 0) charges.set(p[0], (charges.get(p[0]) ?? 0) + p[1]);
+    if (charges.size > 0) await this.recordStats({ passes: [...charges].map(([projectId, charge]) => ({ projectId, floor: -Infinity, charge })), learned: null, clock: null });
+    return result;
+  }
+
+  // ── audit ───────────────────────────────────────────────────────────────
+
+  async appendAudit(e: Omit<AuditEntry, 'id'>): Promise<AuditEntry> {
+    const id = await this.db.value<number>(
+      'INSERT INTO audit_log (at, actor_user_id, actor_name, action, target, project_id, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id',
+      [e.at, e.actorUserId, e.actorName, e.action, e.target, e.projectId, JSON.stringify(e.detail)],
+    );
+    return { ...e, id: id! };
+  }
+
+  async listAudit(filter: AuditFilter, page: Page): Promise<AuditListEntry[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (condition: (n: string) => string, value: unknown) => {
+      args.push(value);
+      where.push(condition(`$${args.length}`));
+    };
+    if (filter.action !== undefined) add((n) => `a.action = ${n}`, filter.action);
+    if (filter.projectId !== undefined) add((n) => `a.project_id = ${n}`, filter.projectId);
+    if (page.beforeId !== undefined) add((n) => `a.id < ${n}`, page.beforeId);
+    args.push(page.limit);
+    const rows = await this.db.all(
+      `SELECT a.*, p.name AS project_name FROM audit_log a LEFT JOIN projects p ON p.id = a.project_id
+       ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`} ORDER BY a.id DESC LIMIT $${args.length}`,
+      args,
+    );
+    return rows.map(mapAudit);
+  }
+
   // ── the agent protocol ──────────────────────────────────────────────────
 
   async claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult> {
@@ -721,7 +837,9 @@ export class PostgresStore implements Store {
       // The host's row, locked until the commit: one claim per host at a time, so a request
       // retried on another server waits for its first try and then, in the next statement (a
       // new snapshot), finds its tasks.
-      const host = (await c.one('UPDATE hosts SET last_seen_at = $1 WHERE id = $2 RETURNING reserved_job, pace', [now, req.hostId])) ?? { reserved_job: null, pace: null };
+      // A host revoked since its credential was checked gets nothing.
+      const host = await c.one(`UPDATE hosts SET last_seen_at = $1 WHERE id = $2 AND state = 'active' RETURNING reserved_job, pace, owner`, [now, req.hostId]);
+      if (!host) return { result: { tasks: [], replayed: false }, stats: null };
       // Jobs whose backoff is over go back to their queues, entering them now (JobHead.queuedAt)
       // but in their place (JobHead.submittedAt); the gathering below sees them.
       const prior = await c.all(
@@ -744,7 +862,21 @@ export class PostgresStore implements Store {
       // elsewhere and drop the reservation; instead the host takes nothing this time.
       if (gathered.reservedHeld) return { result: { tasks: [], replayed: false }, stats: null };
       const plan = req.plan(gathered.input);
+      const replication = req.replication ?? DEFAULT_REPLICATION;
       const tasks: ClaimedTask[] = [];
+      // Replicas of running jobs, held since the gathering (their rows are locked).
+      for (const pick of plan.picks.filter((p) => p.replica)) {
+        const r = await c.one(`UPDATE jobs SET replicas_wanted = replicas_wanted - 1 WHERE id = $1 AND state = 'running' AND replicas_wanted > 0 RETURNING *`, [pick.jobId]);
+        if (!r) continue;
+        const job = mapJob(r);
+        const t = await c.one(
+          `INSERT INTO tasks (job_id, host_id, attempt, replica, state, runtime, lease_expires_at, created_at, request_id, outputs, charge)
+           VALUES ($1, $2, $3, (SELECT max(replica) + 1 FROM tasks WHERE job_id = $1), 'assigned', $4, $5, $6, $7, '{}', $8) RETURNING *`,
+          [job.id, req.hostId, job.attempts, pick.runtime, now + req.leaseMs, now, req.requestId, pick.cost],
+        );
+        tasks.push(await this.claimed(c, mapTask(t!), job));
+      }
+      const starts = plan.picks.filter((p) => !p.replica);
       const reservation = plan.reserve !== undefined ? plan.reserve : gathered.input.reservation;
       // Speculation is for the tail of the work: not while any job waits, even one backing off
       // or held by another claim.
@@ -780,12 +912,13 @@ export class PostgresStore implements Store {
          reserve AS (UPDATE hosts SET reserved_job = $8, reserved_at = $9 WHERE id = $5 AND $10::boolean)
          SELECT to_jsonb(t) AS task, to_jsonb(s) AS job FROM created t JOIN started s ON s.id = t.job_id ORDER BY t.id`,
         [
-          plan.picks.map((p) => p.jobId), plan.picks.map((p) => p.runtime), plan.picks.map((p) => p.cost), now, req.hostId, now + req.leaseMs, req.requestId,
+          starts.map((p) => p.jobId), starts.map((p) => p.runtime), starts.map((p) => p.cost), now, req.hostId, now + req.leaseMs, req.requestId,
           reservation, reservation === null ? null : now, plan.reserve !== undefined,
         ],
       );
       const fresh: ClaimedTask[] = [];
       for (const r of started) fresh.push(await this.claimed(c, mapTask(r.task as Row), mapJob(r.job as Row)));
+      await this.replicateAndCount(c, req.hostId, [...fresh, ...tasks], gathered.reliability, replication, now);
       // Passes as a catch-up and a charge, not values: a report may have settled one meanwhile,
       // and another claim may have caught the same project up to the clock.
       const passes = [...plan.passes].map(([projectId, pass]) => {
@@ -795,12 +928,37 @@ export class PostgresStore implements Store {
       });
       const clock = plan.virtualTime > gathered.input.virtualTime ? plan.virtualTime : null;
       return {
-        result: { tasks: [...fresh, ...tasks], replayed: false },
+        result: { tasks: [...tasks, ...fresh], replayed: false },
         stats: passes.length > 0 || clock !== null ? { passes, learned: null, clock } : null,
       };
     });
     if (stats) await this.recordStats(stats);
     return result;
+  }
+
+  /**
+   * After a claim: jobs of replicated apps that started are replicated as the host's record says
+   * (scheduling/replication.ts), and the host's daily quota counts every task handed out — one
+   * statement each, from the records the gathering read (the host's row is locked meanwhile).
+   */
+  private async replicateAndCount(c: Conn, hostId: number, claimed: ClaimedTask[], records: Map<number, HostReliability>, o: ReplicationOptions, now: Millis): Promise<void> {
+    if (claimed.length === 0) return;
+    const replicated = claimed.filter((t) => t.task.replica === 0 && (t.app.replicas > 1 || t.job.quorum !== 1));
+    if (replicated.length > 0) {
+      const plans = replicated.map((t) => replicationFor(t.app, records.get(t.app.id) ?? NEW_HOST, t.job.id, hostId, o));
+      await c.run('UPDATE jobs j SET quorum = u.quorum, replicas_wanted = u.wanted FROM unnest($1::bigint[], $2::int[], $3::int[]) AS u(id, quorum, wanted) WHERE j.id = u.id', [
+        replicated.map((t) => t.job.id), plans.map((p) => p.quorum), plans.map((p) => p.replicas - 1),
+      ]);
+      replicated.forEach((t, i) => Object.assign(t, { job: { ...t.job, quorum: plans[i]!.quorum, replicasWanted: plans[i]!.replicas - 1 } }));
+    }
+    const next = new Map<number, HostReliability>();
+    for (const t of claimed) next.set(t.app.id, nextReliability(next.get(t.app.id) ?? records.get(t.app.id) ?? NEW_HOST, 'issued', o, now));
+    await c.run(
+      `INSERT INTO host_app_health (host_id, app_id, failures, cooldown_until, valid_run, quota, quota_day, issued_today)
+       SELECT $1, u.app_id, 0, NULL, u.valid_run, u.quota, u.quota_day, u.issued_today FROM unnest($2::bigint[], $3::int[], $4::int[], $5::int[], $6::int[]) AS u(app_id, valid_run, quota, quota_day, issued_today)
+       ON CONFLICT (host_id, app_id) DO UPDATE SET quota_day = excluded.quota_day, issued_today = excluded.issued_today`,
+      [hostId, [...next.keys()], [...next.values()].map((r) => r.validRun), [...next.values()].map((r) => r.quota), [...next.values()].map((r) => r.quotaDay), [...next.values()].map((r) => r.issuedToday)],
+    );
   }
 
   private async claimed(c: Conn, task: Task, job: Job): Promise<ClaimedTask> {
@@ -826,7 +984,9 @@ export class PostgresStore implements Store {
    * and heads another claim holds are skipped: concurrent claims see different jobs instead of
    * racing for the same ones.
    */
-  private async gatherForClaim(c: Conn, req: ClaimRequest, host: Row, now: Millis): Promise<{ input: ClaimGathered; anyQueued: boolean; reservedHeld: boolean }> {
+  private async gatherForClaim(
+    c: Conn, req: ClaimRequest, host: Row, now: Millis,
+  ): Promise<{ input: ClaimGathered; reliability: Map<number, HostReliability>; anyQueued: boolean; reservedHeld: boolean }> {
     const s = (await c.one(
       `WITH RECURSIVE q(id) AS (
          SELECT (SELECT min(queue_id) FROM jobs WHERE state = 'queued' AND not_before IS NULL)
@@ -841,8 +1001,15 @@ export class PostgresStore implements Store {
            WHERE queue_id = qs.id AND state = 'queued' AND not_before IS NULL ORDER BY priority DESC, id LIMIT $2
            FOR UPDATE SKIP LOCKED) h
        ),
-       reserved_free AS (SELECT id FROM jobs WHERE id = $6 FOR UPDATE SKIP LOCKED)
+       reserved_free AS (SELECT id FROM jobs WHERE id = $6 FOR UPDATE SKIP LOCKED),
+       -- Replicas go to hosts that have not run the job, of owners that have not either.
+       wanting AS (
+         SELECT j.id, j.queue_id FROM jobs j WHERE j.replicas_wanted > 0 AND j.state = 'running' AND j.queue_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM tasks t JOIN hosts h ON h.id = t.host_id WHERE t.job_id = j.id AND (t.host_id = $3 OR h.owner = $7))
+         ORDER BY j.id LIMIT $8 FOR UPDATE OF j SKIP LOCKED)
        SELECT
+         (SELECT coalesce(jsonb_agg(jsonb_build_array(id, queue_id) ORDER BY id), '[]') FROM wanting) AS wanting,
+         (SELECT coalesce(jsonb_agg(jsonb_build_array(app_id, valid_run, quota, quota_day, issued_today)), '[]') FROM host_app_health WHERE host_id = $3) AS reliability,
          (SELECT coalesce(jsonb_agg(jsonb_build_array(queue_id, id, priority, created_at, updated_at, deadline) ORDER BY queue_id, priority DESC, id), '[]') FROM heads) AS heads,
          (SELECT coalesce(jsonb_agg(jsonb_build_array(id, estimated_ms, project_id)), '[]') FROM queues WHERE id IN (SELECT queue_id FROM heads)) AS queues,
          (SELECT coalesce(jsonb_agg(jsonb_build_array(id, share_weight, fair_pass)), '[]') FROM projects
@@ -855,10 +1022,19 @@ export class PostgresStore implements Store {
            OR EXISTS (SELECT 1 FROM jobs WHERE not_before IS NOT NULL AND state = 'queued') AS any_queued,
          (SELECT state = 'queued' AND not_before IS NULL FROM jobs WHERE id = $6) AND NOT EXISTS (SELECT 1 FROM reserved_free) AS reserved_held`,
       // A reservation holds only while its host keeps calling: a host gone silent frees its job.
-      [req.maxQueues, req.headsPerQueue, req.hostId, now - req.leaseMs, now, host.reserved_job ?? null],
+      [req.maxQueues, req.headsPerQueue, req.hostId, now - req.leaseMs, now, host.reserved_job ?? null, host.owner ?? null, req.replicaScan ?? DEFAULT_REPLICA_SCAN],
     ))!;
     const estimates = new Map((s.queues as Array<[number, number | null, number]>).map(([id, est]) => [id, est]));
-    const views = await this.queueViews(c, [...estimates.keys()], estimates);
+    const wanting = s.wanting as Array<[number, number]>;
+    const views = await this.queueViews(c, [...new Set([...estimates.keys(), ...wanting.map(([, q]) => q)])], estimates);
+    const replicaWork: ReplicaWork[] = wanting.map(([jobId, queueId]) => {
+      const { heads: _h, ...view } = views.get(queueId)!;
+      return { ...view, jobId };
+    });
+    const reliability = new Map((s.reliability as Array<[number, number, number | null, number, number]>).map(([appId, validRun, quota, quotaDay, issuedToday]) => [
+      appId, { validRun, quota, quotaDay, issuedToday },
+    ]));
+    const quota = quotaLeft(reliability, req.replication ?? DEFAULT_REPLICATION, now);
     const queues: QueueView[] = [];
     for (const [queueId, jobId, priority, submittedAt, queuedAt, deadline] of s.heads as Array<[number, number, number, number, number, number | null]>) {
       const view = views.get(queueId)!;
@@ -869,8 +1045,9 @@ export class PostgresStore implements Store {
       (s.projects as Array<[number, number, number]>).map(([projectId, weight, pass]) => [projectId, { projectId, weight, pass }]),
     );
     return {
+      reliability,
       input: {
-        queues, projects,
+        queues, replicaWork, quota, projects,
         reservation: (host.reserved_job as number | null) ?? null,
         reservedElsewhere: new Set(s.reserved_elsewhere as number[]),
         cooledApps: new Set(s.cooled as number[]),
@@ -915,18 +1092,23 @@ export class PostgresStore implements Store {
       `WITH active AS (SELECT id, job_id, host_id, created_at, progress FROM tasks WHERE state IN (${ACTIVE_TASK_SQL}))
        SELECT a.id, a.job_id, a.created_at, a.progress, j.queue_id, h.pace AS host_pace, count(*) OVER (PARTITION BY a.job_id) AS copies
        FROM active a JOIN jobs j ON j.id = a.job_id LEFT JOIN hosts h ON h.id = a.host_id
-       WHERE j.state = 'running' AND j.queue_id IS NOT NULL AND a.job_id NOT IN (SELECT job_id FROM tasks WHERE host_id = $1 AND state IN (${ACTIVE_TASK_SQL}))
+       WHERE j.state = 'running' AND j.queue_id IS NOT NULL AND j.quorum = 1 AND j.replicas_wanted = 0
+         AND a.job_id NOT IN (SELECT job_id FROM tasks WHERE host_id = $1 AND state IN (${ACTIVE_TASK_SQL}))
        ORDER BY a.created_at, a.id LIMIT $2`,
       [hostId, scan],
     );
     const views = await this.queueViews(c, [...new Set(rows.map((r) => r.queue_id as number))]);
-    return rows.map((r) => {
+    const out: RunningTask[] = [];
+    for (const r of rows) {
       const { queueId: _q, projectId: _p, heads: _h, ...placement } = views.get(r.queue_id as number)!;
-      return {
+      // A copy's result would be accepted alone: never for an app whose results need a quorum.
+      if ((await this.appRow(c, placement.appId)).replicas > 1) continue;
+      out.push({
         ...placement, jobId: r.job_id as number, taskId: r.id as number, startedAt: r.created_at as number,
         progress: (r.progress as number | null) ?? null, copies: r.copies as number, hostPace: (r.host_pace as number | null) ?? null,
-      };
-    });
+      });
+    }
+    return out;
   }
 
   private readonly apps = new Map<number, App>();
@@ -1020,8 +1202,19 @@ export class PostgresStore implements Store {
            (SELECT jsonb_build_array(failures, cooldown_until) FROM host_app_health WHERE host_id = $3 AND app_id = $6) AS health`,
         [job.id, task.id, req.hostId, job.projectId, queueId, job.appId],
       ))!;
-      const s = settle(req.outcome, job, app.maxAttempts, { othersActive: info.others as number, late });
+      const replicated = job.quorum > 1;
+      let verdict: Verdict | null = null;
+      let s: Settlement;
+      if (replicated) {
+        const replicas = withReport(await replicaViews(c, job.id), task.id, req.outcome, req.outputs, late);
+        if (job.state === 'running') verdict = judge(replicas, job.replicasWanted, ruleFor(job, app));
+        s = settleReplica(req.outcome, job.state, late, verdict);
+      } else {
+        s = settle(req.outcome, job, app.maxAttempts, { othersActive: info.others as number, late });
+      }
       taskMachine.assert(task.state, s.task, `task ${task.id}`);
+      // The task whose outputs are the job's result, when this report decides it.
+      const resultTask = verdict?.kind === 'accepted' ? verdict.canonical : !replicated && s.job === 'succeeded' ? task.id : null;
       const exitCode = req.outcome.kind === 'succeeded' ? 0 : req.outcome.kind === 'failed' ? req.outcome.exitCode : null;
       const reason = req.outcome.kind === 'succeeded' ? null : describeOutcome(req.outcome);
       const after = s.job === null ? job : movedJob(job, s.job, s.reason, s.countsAsAttempt ? job.attempts : job.attempts - 1, now, req.rules, s.backoff);
@@ -1036,20 +1229,34 @@ export class PostgresStore implements Store {
            UPDATE tasks SET state = $1, ended_at = $2, exit_code = $3, reason = $4, outcome = $5, duration_ms = $6,
              usage = coalesce($7, usage), outputs = $8, report_hash = $9, started_at = coalesce(started_at, $10) WHERE id = $11 RETURNING *),
          moved AS (
-           UPDATE jobs SET state = $12, reason = $13, attempts = $14, updated_at = $15, finished_at = $16, not_before = $17 WHERE id = $18 AND $19::boolean),
+           UPDATE jobs SET state = $12, reason = $13, attempts = $14, updated_at = $15, finished_at = $16, not_before = $17,
+             canonical_task_id = coalesce($22::bigint, canonical_task_id) WHERE id = $18 AND $19::boolean),
          paced AS (UPDATE hosts SET pace = $20::float8 WHERE id = $21 AND $20::float8 IS NOT NULL)
          SELECT * FROM ended`,
         [
           s.task, now, exitCode, reason, JSON.stringify(req.outcome), req.durationMs, req.usage ? JSON.stringify(req.usage) : null,
           JSON.stringify(req.outputs), req.reportHash, now - req.durationMs, task.id,
           after.state, after.reason, after.attempts, after.updatedAt, after.finishedAt, after.retryAt, job.id, s.job !== null,
-          pace, req.hostId,
+          pace, req.hostId, resultTask,
         ],
       );
       if (req.log) await appendLog(c, task.id, req.log);
+      let judged = resultTask === null ? after : { ...after, canonicalTaskId: resultTask };
+      const replication = req.rules.replication;
+      const events: ReliabilityChange[] = isError(req.outcome) ? [{ hostId: req.hostId, event: 'error' }] : [];
+      if (verdict !== null) {
+        judged = await applyVerdict(c, judged, verdict, events);
+      } else if (replicated && req.outcome.kind === 'succeeded' && job.canonicalTaskId !== null) {
+        // A replica that succeeds after its job was decided is checked against the job's result.
+        const canonical = mapTask((await c.one('SELECT * FROM tasks WHERE id = $1', [job.canonicalTaskId]))!);
+        const validity = resultDigest(req.outputs) === resultDigest(canonical.outputs) ? 'valid' : 'invalid';
+        await c.run('UPDATE tasks SET validity = $1 WHERE id = $2', [validity, task.id]);
+        events.push({ hostId: req.hostId, event: validity });
+      }
+      await recordReliability(c, job.appId, events, replication, now);
       let passChange = 0;
       if (!late) {
-        if (req.outcome.kind === 'succeeded') {
+        if (req.outcome.kind === 'succeeded' && !replicated) {
           const [failures, cooldownUntil] = (info.health as [number, number | null] | null) ?? [0, null];
           await saveHealth(c, req.hostId, job.appId, { failures, cooldownUntil }, 'succeeded', req.rules, now);
           // The job's earlier failures on other hosts were the hosts', not the job's.
@@ -1065,7 +1272,7 @@ export class PostgresStore implements Store {
             learned: learns ? { queueId: queueId!, durationMs: req.durationMs } : null, clock: null,
           }
         : null;
-      return { result: { task: mapTask(ended!), job: after, jobStateBefore: job.state, replayed: false }, stats };
+      return { result: { task: mapTask(ended!), job: judged, jobStateBefore: job.state, replayed: false }, stats };
     });
     if (stats) await this.recordStats(stats);
     return result;
@@ -1115,12 +1322,21 @@ export class PostgresStore implements Store {
         const jobRow = (await c.one('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [task.jobId]))!;
         const job = mapJob(jobRow);
         passes.push(await this.chargeChange(c, row, jobRow, now - task.createdAt));
+        const app = await this.appRow(c, job.appId);
+        if (job.quorum > 1 && job.state === 'running') {
+          // A lost replica: the judge asks for another, or gives up when the limit is reached.
+          const verdict = judge(await replicaViews(c, job.id), job.replicasWanted, ruleFor(job, app));
+          const after = verdict.kind === 'no_consensus'
+            ? await moveJob(c, job, 'failed', verdict.reason, job.attempts, now, rules, false)
+            : await applyVerdict(c, job, verdict, []);
+          out.push({ taskId: task.id, job: after, jobChanged: after.state !== job.state });
+          continue;
+        }
         const othersActive = (await c.value<number>(`SELECT count(*) FROM tasks WHERE job_id = $1 AND state IN (${ACTIVE_TASK_SQL})`, [job.id]))!;
         if (job.state !== 'running' || othersActive > 0) {
           out.push({ taskId: task.id, job, jobChanged: false });
           continue;
         }
-        const app = await this.appRow(c, job.appId);
         const after = job.attempts >= app.maxAttempts
           ? await moveJob(c, job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`, job.attempts, now, rules, false)
           : await moveJob(c, job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, now, rules, true);
@@ -1172,6 +1388,44 @@ export class PostgresStore implements Store {
       [job.queue_id, job.priority, jobId, now, limit],
     ))!;
     return Math.min(Number(n), limit);
+  }
+
+  async jobsAwaitingValidator(limit: number): Promise<Array<{ job: Job; app: App; tasks: Task[] }>> {
+    const rows = await this.db.all(
+      `SELECT to_jsonb(j) AS job, (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.id), '[]') FROM tasks t WHERE t.job_id = j.id) AS tasks
+       FROM jobs j WHERE awaiting_validator = 1 AND state = 'running' ORDER BY id LIMIT $1`,
+      [limit],
+    );
+    const out: Array<{ job: Job; app: App; tasks: Task[] }> = [];
+    for (const r of rows) {
+      const job = mapJob(r.job as Row);
+      out.push({ job, app: await this.tx((c) => this.appRow(c, job.appId)), tasks: (r.tasks as Row[]).map(mapTask) });
+    }
+    return out;
+  }
+
+  async recordValidation(req: { jobId: number; basis: number[]; answer: ValidatorAnswer; rules: SchedulingOptions }, now: Millis): Promise<{ job: Job; stale: boolean } | null> {
+    return this.tx(async (c) => {
+      const row = await c.one(`SELECT * FROM jobs WHERE id = $1 AND state = 'running' AND awaiting_validator = 1 FOR UPDATE`, [req.jobId]);
+      if (!row) return null;
+      const job = mapJob(row);
+      const app = await this.appRow(c, job.appId);
+      const verdict = judgeValidation(await replicaViews(c, job.id), job.replicasWanted, ruleFor(job, app), req.basis, req.answer);
+      if (verdict.kind === 'stale') return { job, stale: true };
+      await c.run('UPDATE jobs SET awaiting_validator = 0, reason = NULL WHERE id = $1', [job.id]);
+      let after: Job = { ...job, awaitingValidator: false, reason: null };
+      if (verdict.kind === 'accepted') after = await moveJob(c, after, 'succeeded', null, job.attempts, now, req.rules, false);
+      if (verdict.kind === 'no_consensus') after = await moveJob(c, after, 'failed', verdict.reason, job.attempts, now, req.rules, false);
+      const events: ReliabilityChange[] = [];
+      after = await applyVerdict(c, after, verdict, events);
+      await recordReliability(c, job.appId, events, req.rules.replication, now);
+      return { job: after, stale: false };
+    });
+  }
+
+  async hostReliability(hostId: number, appId: number): Promise<HostReliability> {
+    const r = await this.db.one('SELECT * FROM host_app_health WHERE host_id = $1 AND app_id = $2', [hostId, appId]);
+    return r ? mapReliability(r) : NEW_HOST;
   }
 
   async hostsCoolingDown(appId: number, now: Millis): Promise<number[]> {
@@ -1285,6 +1539,63 @@ function movedJob(job: Job, to: JobState, reason: string | null, attempts: numbe
   jobMachine.assert(job.state, to, `job ${job.id}`);
   const retryAt = backoff ? retryTime(attempts, rules, now) : null;
   return { ...job, state: to, reason, attempts, updatedAt: now, finishedAt: jobMachine.isTerminal(to) ? now : null, retryAt };
+}
+
+/** The job's replicas for the judge (domain/quorum.ts), with who stands behind each. */
+async function replicaViews(c: Conn, jobId: number): Promise<ReplicaView[]> {
+  const rows = await c.all('SELECT t.id, t.state, t.outcome, t.outputs, t.host_id, h.owner FROM tasks t JOIN hosts h ON h.id = t.host_id WHERE t.job_id = $1 ORDER BY t.id', [jobId]);
+  return rows.map(mapReplicaView);
+}
+
+interface ReliabilityChange {
+  hostId: number;
+  event: ReliabilityEvent;
+}
+
+/**
+ * Applies the judge's verdict on a running replicated job whose state the report moved
+ * already (and, when accepted, its result named): an accepted result marks the replicas valid
+ * or invalid, adding the hosts' record changes to `events`; a pending one asks for the replicas
+ * it wants.
+ */
+async function applyVerdict(c: Conn, job: Job, verdict: Verdict, events: ReliabilityChange[]): Promise<Job> {
+  if (verdict.kind === 'pending') {
+    if (verdict.issue === 0) return job;
+    await c.run('UPDATE jobs SET replicas_wanted = replicas_wanted + $1 WHERE id = $2', [verdict.issue, job.id]);
+    return { ...job, replicasWanted: job.replicasWanted + verdict.issue };
+  }
+  if (verdict.kind === 'no_consensus') return job;
+  if (verdict.kind === 'validate') {
+    await c.run('UPDATE jobs SET awaiting_validator = 1, reason = $1 WHERE id = $2', [AWAITING_VALIDATOR, job.id]);
+    return { ...job, awaitingValidator: true, reason: AWAITING_VALIDATOR };
+  }
+  const marked = await c.all(
+    `UPDATE tasks SET validity = CASE WHEN id = ANY($1::bigint[]) THEN 'valid' ELSE 'invalid' END WHERE id = ANY($1::bigint[] || $2::bigint[]) RETURNING host_id, validity`,
+    [verdict.valid, verdict.invalid],
+  );
+  for (const r of marked) events.push({ hostId: r.host_id as number, event: r.validity as 'valid' | 'invalid' });
+  await c.run('UPDATE jobs SET replicas_wanted = 0, awaiting_validator = 0, canonical_task_id = $1 WHERE id = $2', [verdict.canonical, job.id]);
+  return { ...job, replicasWanted: 0, awaitingValidator: false, canonicalTaskId: verdict.canonical };
+}
+
+/**
+ * Moves hosts' records with an app (scheduling/replication.ts) on the events of one report:
+ * the rows are read locked, in host order (two reports touching the same hosts' rows take
+ * them in the same order), and only the columns reports own are written (claims write the
+ * day's count).
+ */
+async function recordReliability(c: Conn, appId: number, events: ReliabilityChange[], o: ReplicationOptions, now: Millis): Promise<void> {
+  if (events.length === 0) return;
+  const hostIds = [...new Set(events.map((e) => e.hostId))].sort((a, b) => a - b);
+  const rows = await c.all('SELECT * FROM host_app_health WHERE app_id = $1 AND host_id = ANY($2::bigint[]) ORDER BY host_id FOR UPDATE', [appId, hostIds]);
+  const records = new Map<number, HostReliability>(rows.map((r) => [r.host_id as number, mapReliability(r)]));
+  for (const e of events) records.set(e.hostId, nextReliability(records.get(e.hostId) ?? NEW_HOST, e.event, o, now));
+  await c.run(
+    `INSERT INTO host_app_health (host_id, app_id, failures, cooldown_until, valid_run, quota, quota_day, issued_today)
+     SELECT u.host_id, $1, 0, NULL, u.valid_run, u.quota, 0, 0 FROM unnest($2::bigint[], $3::int[], $4::int[]) AS u(host_id, valid_run, quota)
+     ON CONFLICT (host_id, app_id) DO UPDATE SET valid_run = excluded.valid_run, quota = excluded.quota`,
+    [appId, hostIds, hostIds.map((h) => records.get(h)!.validRun), hostIds.map((h) => records.get(h)!.quota)],
+  );
 }
 
 /** Moves a job to its next state; the job row is locked by the caller. */

@@ -248,4 +248,50 @@ CREATE INDEX tasks_active_duplicates ON tasks (job_id) WHERE replica > 0 AND sta
     // How long tasks take on a host against their queue's typical duration (scheduling/pace.ts).
     sql: `ALTER TABLE hosts ADD COLUMN pace REAL;`,
   },
+  {
+    version: 6,
+    name: 'sites and audit',
+    // A site's address allowlist (JSON array of CIDRs; '[]': any address); the volunteer account
+    // an enrolment token and its hosts belong to; the audit log of admin actions, read newest
+    // first, by action or by project.
+    sql: `
+ALTER TABLE sites ADD COLUMN allow_cidrs TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE enroll_tokens ADD COLUMN owner TEXT;
+ALTER TABLE hosts ADD COLUMN owner TEXT;
+CREATE TABLE audit_log (
+  id INTEGER PRIMARY KEY,
+  at INTEGER NOT NULL,
+  actor_user_id INTEGER,
+  actor_name TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  project_id INTEGER,
+  detail TEXT NOT NULL
+);
+CREATE INDEX audit_by_action ON audit_log (action, id);
+CREATE INDEX audit_by_project ON audit_log (project_id, id) WHERE project_id IS NOT NULL;
+`,
+  },
+  {
+    version: 7,
+    name: 'replication',
+    // Replicated jobs (domain/quorum.ts): the quorum this attempt needs, replicas still to hand
+    // out (their own partial index: claims look for them first), jobs whose replicas await the
+    // app's validator (the validator loop's partial index), the canonical task; each
+    // replica's validity; a host's run of valid results and daily quota per app
+    // (scheduling/replication.ts).
+    sql: `
+ALTER TABLE jobs ADD COLUMN quorum INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN replicas_wanted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN canonical_task_id INTEGER;
+CREATE INDEX jobs_wanting_replicas ON jobs (id) WHERE replicas_wanted > 0 AND state = 'running';
+ALTER TABLE jobs ADD COLUMN awaiting_validator INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_awaiting_validator ON jobs (id) WHERE awaiting_validator = 1 AND state = 'running';
+ALTER TABLE tasks ADD COLUMN validity TEXT;
+ALTER TABLE host_app_health ADD COLUMN valid_run INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE host_app_health ADD COLUMN quota INTEGER;
+ALTER TABLE host_app_health ADD COLUMN quota_day INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE host_app_health ADD COLUMN issued_today INTEGER NOT NULL DEFAULT 0;
+`,
+  },
 ];

@@ -3,30 +3,35 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BoxgridError, alreadyExists, notFound } from '../../domain/errors.js';
 import type {
-  App, AppSpec, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
+  App, AppSpec, AuditEntry, Batch, OutputFile, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../../domain/model.js';
 import type { RuntimeKind } from '../../domain/model.js';
-import { describeOutcome, settle } from '../../domain/outcomes.js';
+import { describeOutcome, settle, type Settlement } from '../../domain/outcomes.js';
+import { AWAITING_VALIDATOR, isError, judge, judgeValidation, ruleFor, resultDigest, settleReplica, withReport, type ReplicaView, type ValidatorAnswer, type Verdict } from '../../domain/quorum.js';
+import { DEFAULT_REPLICATION, NEW_HOST, nextReliability, quotaLeft, replicationFor, type HostReliability, type ReliabilityEvent, type ReplicationOptions } from '../../scheduling/replication.js';
 import type { Role } from '../../domain/roles.js';
 import { learnDuration, settledPass } from '../../scheduling/fair-share.js';
 import { learnPace } from '../../scheduling/pace.js';
 import type { ProjectShare } from '../../scheduling/fair-share.js';
 import type { SchedulingOptions } from '../../scheduling/options.js';
-import type { QueueView } from '../../scheduling/plan.js';
+import type { QueueView, ReplicaWork } from '../../scheduling/plan.js';
 import { placementOf } from '../../scheduling/placement.js';
 import { nextHealth, type HostAppHealth } from '../../scheduling/retry.js';
 import type { RunningTask } from '../../scheduling/speculation.js';
-import { ACTIVE_TASK_STATES, JOB_STATES, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
+import { ACTIVE_TASK_STATES, JOB_STATES, hostMachine, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { checksum, pendingMigrations, type Migration } from '../migration.js';
 import type {
   Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, QueueDepth, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
   InsertJobsRequest, InsertJobsResult, JobFilter, LogChunk, Page, ReportRequest, ReportResult, Store, TaskLog,
 } from '../store.js';
+import type { AuditFilter, AuditListEntry, EnrollTokenSummary, HostRevocation, SiteSummary } from '../store.js';
+import { HOST_REVOKED, REQUEUED_AFTER_REVOKE, attemptsAfterRevoke, mapAudit, mapEnrollTokenSummary, mapSite } from '../rows.js';
 import {
   activeCountsOf, demandShapes, QUEUE_DEPTH_SQL, queueDepthOf, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
-  retryTime, specEncoder, type Row,
+  retryTime, specEncoder, mapReliability, mapReplicaView, type Row,
 } from '../rows.js';
+import { DEFAULT_REPLICA_SCAN } from '../store.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 
@@ -672,7 +677,7 @@ export class SqliteStore implements Store {
   async createSite(name: string, now: Millis): Promise<Site> {
     try {
       const r = this.stmt('INSERT INTO sites (name, created_at) VALUES (?, ?)').run(name, now);
-      return { id: Number(r.lastInsertRowid), name, createdAt: now };
+      return { id: Number(r.lastInsertRowid), name, createdAt: now, allowCidrs: [] };
     } catch (e) {
       throw uniqueViolation(e, () => alreadyExists(`site "${name}"`, 'name'));
     }
@@ -680,15 +685,38 @@ export class SqliteStore implements Store {
 
   async getSiteByName(name: string): Promise<Site | null> {
     const r = this.stmt('SELECT * FROM sites WHERE name = ?').get(name) as Row | undefined;
-    return r ? { id: r.id as number, name: r.name as string, createdAt: r.created_at as number } : null;
+    return r ? mapSite(r) : null;
   }
 
-  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace'> & { labels?: Record<string, string> }, now: Millis): Promise<Host> {
+  async getSite(id: number): Promise<Site | null> {
+    const r = this.stmt('SELECT * FROM sites WHERE id = ?').get(id) as Row | undefined;
+    return r ? mapSite(r) : null;
+  }
+
+  async putSite(name: string, allowCidrs: string[], now: Millis): Promise<Site> {
+    const r = this.stmt(
+      'INSERT INTO sites (name, created_at, allow_cidrs) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET allow_cidrs = excluded.allow_cidrs RETURNING *',
+    ).get(name, now, JSON.stringify(allowCidrs)) as Row;
+    return mapSite(r);
+  }
+
+  async listSites(): Promise<SiteSummary[]> {
+    const rows = this.stmt(
+      `SELECT s.*,
+         (SELECT count(*) FROM hosts h WHERE h.site_id = s.id AND h.state = 'active') AS active_hosts,
+         (SELECT count(*) FROM hosts h WHERE h.site_id = s.id AND h.state = 'revoked') AS revoked_hosts
+       FROM sites s ORDER BY s.name`,
+    ).all() as Row[];
+    return rows.map((r) => ({ ...mapSite(r), activeHosts: r.active_hosts as number, revokedHosts: r.revoked_hosts as number }));
+  }
+
+  async createHost(h: Omit<Host, 'id' | 'createdAt' | 'lastSeenAt' | 'state' | 'labels' | 'pace' | 'owner'> & { labels?: Record<string, string>; owner?: string | null }, now: Millis): Promise<Host> {
     const labels = h.labels ?? {};
+    const owner = h.owner ?? null;
     const r = this.db
-      .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, labels, created_at) VALUES (?, ?, 'active', ?, ?, ?, ?)`)
-      .run(h.siteId, h.name, JSON.stringify(h.resources), h.platform, JSON.stringify(labels), now);
-    return { ...h, labels, id: Number(r.lastInsertRowid), state: 'active', createdAt: now, lastSeenAt: null, pace: null };
+      .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, labels, owner, created_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?)`)
+      .run(h.siteId, h.name, JSON.stringify(h.resources), h.platform, JSON.stringify(labels), owner, now);
+    return { ...h, labels, owner, id: Number(r.lastInsertRowid), state: 'active', createdAt: now, lastSeenAt: null, pace: null };
   }
 
   async setHostLabels(hostId: number, labels: Record<string, string>): Promise<void> {
@@ -697,13 +725,25 @@ export class SqliteStore implements Store {
 
   async createEnrollToken(t: EnrollTokenRecord): Promise<void> {
     this.db
-      .prepare('INSERT INTO enroll_tokens (id, site_id, secret_hash, label, uses_left, expires_at, revoked_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(t.id, t.siteId, t.secretHash, t.label, t.usesLeft, t.expiresAt, t.revokedAt, t.createdAt);
+      .prepare('INSERT INTO enroll_tokens (id, site_id, secret_hash, label, uses_left, expires_at, revoked_at, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(t.id, t.siteId, t.secretHash, t.label, t.usesLeft, t.expiresAt, t.revokedAt, t.createdAt, t.owner);
   }
 
   async getEnrollToken(id: string): Promise<EnrollTokenRecord | null> {
     const r = this.stmt('SELECT * FROM enroll_tokens WHERE id = ?').get(id) as Row | undefined;
     return r ? mapEnrollToken(r) : null;
+  }
+
+  async listEnrollTokens(): Promise<EnrollTokenSummary[]> {
+    const rows = this.stmt(
+      `SELECT e.id, e.site_id, e.label, e.uses_left, e.expires_at, e.revoked_at, e.created_at, e.owner, s.name AS site_name
+       FROM enroll_tokens e JOIN sites s ON s.id = e.site_id ORDER BY e.created_at DESC, e.id`,
+    ).all() as Row[];
+    return rows.map(mapEnrollTokenSummary);
+  }
+
+  async revokeEnrollToken(id: string, now: Millis): Promise<boolean> {
+    return this.stmt('UPDATE enroll_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now, id).changes === 1;
   }
 
   async enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }> {
@@ -722,8 +762,8 @@ export class SqliteStore implements Store {
       if (t.usesLeft !== null && t.usesLeft <= 0) throw new BoxgridError('unauthenticated', 'the enrolment token has no uses left');
       if (t.usesLeft !== null) this.stmt('UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = ?').run(t.id);
       const r = this.db
-        .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, created_at) VALUES (?, ?, 'active', ?, ?, ?)`)
-        .run(t.siteId, req.host.name, JSON.stringify(req.host.resources), req.host.platform, now);
+        .prepare(`INSERT INTO hosts (site_id, name, state, resources, platform, owner, created_at) VALUES (?, ?, 'active', ?, ?, ?, ?)`)
+        .run(t.siteId, req.host.name, JSON.stringify(req.host.resources), req.host.platform, t.owner, now);
       const hostId = Number(r.lastInsertRowid);
       const c = { ...req.credential, subjectId: hostId };
       this.db
@@ -753,11 +793,70 @@ export class SqliteStore implements Store {
     return rows.map((r) => ({ ...mapHost(r), siteName: r.site_name as string, activeTasks: r.active_tasks as number }));
   }
 
+  async revokeHost(hostId: number, now: Millis): Promise<HostRevocation | null> {
+    return this.db.transaction((): HostRevocation | null => {
+      const before = this.hostRow(hostId);
+      if (!before) return null;
+      if (before.state === 'revoked') return { host: before, changed: false, abortedTasks: [], requeuedJobs: [] };
+      hostMachine.assert(before.state, 'revoked', `host ${hostId}`);
+      this.stmt(`UPDATE hosts SET state = 'revoked', reserved_job = NULL, reserved_at = NULL WHERE id = ?`).run(hostId);
+      this.stmt(`UPDATE tokens SET revoked_at = ? WHERE kind = 'host' AND subject_id = ? AND revoked_at IS NULL`).run(now, hostId);
+      const rows = this.stmt(`SELECT * FROM tasks WHERE host_id = ? AND state IN (${ACTIVE_TASK_SQL}) ORDER BY id`).all(hostId) as Row[];
+      const abort = this.stmt(`UPDATE tasks SET state = 'aborted', ended_at = ?, reason = ?, outcome = '{"kind":"aborted"}' WHERE id = ?`);
+      for (const row of rows) {
+        abort.run(now, HOST_REVOKED, row.id);
+        this.settleCharge(row, this.stmt('SELECT * FROM jobs WHERE id = ?').get(row.job_id) as Row, now - (row.created_at as number));
+      }
+      const requeuedJobs: Job[] = [];
+      for (const jobId of new Set(rows.map((r) => r.job_id as number))) {
+        const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(jobId) as Row);
+        if (job.quorum > 1 && job.state === 'running') {
+          // A replicated job wants other replicas in place of the host's (a failure only at its limit).
+          const verdict = judge(this.replicaViews(job.id), job.replicasWanted, ruleFor(job, this.appRow(job.appId)));
+          if (verdict.kind === 'no_consensus') requeuedJobs.push(this.moveJob(job, 'failed', verdict.reason, job.attempts, null, now));
+          else this.applyVerdict(job, verdict, DEFAULT_REPLICATION, now);
+          continue;
+        }
+        const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(jobId) as number;
+        if (job.state !== 'running' || othersActive > 0) continue; // ended already, or another task carries it
+        const attempts = attemptsAfterRevoke(job, rows.filter((r) => r.job_id === jobId).map((r) => r.attempt as number));
+        requeuedJobs.push(this.moveJob(job, 'queued', REQUEUED_AFTER_REVOKE, attempts, null, now));
+      }
+      return { host: this.hostRow(hostId)!, changed: true, abortedTasks: rows.map((r) => this.taskRow(r.id as number)!), requeuedJobs };
+    }).immediate();
+  }
+
+  // ── audit ───────────────────────────────────────────────────────────────
+
+  async appendAudit(e: Omit<AuditEntry, 'id'>): Promise<AuditEntry> {
+    const r = this.stmt('INSERT INTO audit_log (at, actor_user_id, actor_name, action, target, project_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(e.at, e.actorUserId, e.actorName, e.action, e.target, e.projectId, JSON.stringify(e.detail));
+    return { ...e, id: Number(r.lastInsertRowid) };
+  }
+
+  async listAudit(filter: AuditFilter, page: Page): Promise<AuditListEntry[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (condition: string, value: unknown) => {
+      where.push(condition);
+      args.push(value);
+    };
+    if (filter.action !== undefined) add('a.action = ?', filter.action);
+    if (filter.projectId !== undefined) add('a.project_id = ?', filter.projectId);
+    if (page.beforeId !== undefined) add('a.id < ?', page.beforeId);
+    const rows = this.stmt(
+      `SELECT a.*, p.name AS project_name FROM audit_log a LEFT JOIN projects p ON p.id = a.project_id
+       ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`} ORDER BY a.id DESC LIMIT ?`,
+    ).all(...args, page.limit) as Row[];
+    return rows.map(mapAudit);
+  }
+
   // ── the agent protocol ──────────────────────────────────────────────────
 
   async claimTasks(req: ClaimRequest, now: Millis): Promise<ClaimResult> {
     return this.grouped((): ClaimResult => {
-      this.stmt('UPDATE hosts SET last_seen_at = ? WHERE id = ?').run(now, req.hostId);
+      // A host revoked since its credential was checked gets nothing.
+      if (this.stmt(`UPDATE hosts SET last_seen_at = ? WHERE id = ? AND state = 'active'`).run(now, req.hostId).changes === 0) return { tasks: [], replayed: false };
       const prior = this.stmt(`SELECT * FROM tasks WHERE host_id = ? AND request_id = ? ORDER BY id`).all(req.hostId, req.requestId) as Row[];
       if (prior.length > 0) {
         const live = prior.map(mapTask).filter((t) => isActiveTask(t.state));
@@ -770,11 +869,30 @@ export class SqliteStore implements Store {
       const plan = req.plan(gathered);
       const tasks: ClaimedTask[] = [];
       const start = this.stmt(`UPDATE jobs SET state = 'running', attempts = attempts + 1, reason = NULL, updated_at = ? WHERE id = ? AND state = 'queued'`);
+      const replication = req.replication ?? DEFAULT_REPLICATION;
       for (const pick of plan.picks) {
+        if (pick.replica) {
+          const taken = this.stmt(`UPDATE jobs SET replicas_wanted = replicas_wanted - 1 WHERE id = ? AND state = 'running' AND replicas_wanted > 0`).run(pick.jobId);
+          if (taken.changes !== 1) throw new Error(`scheduling chose a replica of job ${pick.jobId}, which wants none`);
+          const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
+          const replica = (this.stmt('SELECT max(replica) FROM tasks WHERE job_id = ?').pluck().get(job.id) as number) + 1;
+          tasks.push(this.newTask(req, job, job.attempts, replica, pick.runtime, pick.cost, now));
+          continue;
+        }
         if (start.run(now, pick.jobId).changes !== 1) throw new Error(`scheduling chose job ${pick.jobId}, which is not queued`);
-        const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
+        let job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
+        const app = this.appRow(job.appId);
+        if (app.replicas > 1 || job.quorum !== 1) {
+          const r = replicationFor(app, this.reliability(req.hostId, app.id), job.id, req.hostId, replication);
+          this.stmt('UPDATE jobs SET quorum = ?, replicas_wanted = ? WHERE id = ?').run(r.quorum, r.replicas - 1, job.id);
+          job = { ...job, quorum: r.quorum, replicasWanted: r.replicas - 1 };
+        }
         tasks.push(this.newTask(req, job, job.attempts, 0, pick.runtime, pick.cost, now));
       }
+      // Each task counts against the host's daily quota for its app.
+      const issued = new Map<number, number>();
+      for (const t of tasks) issued.set(t.app.id, (issued.get(t.app.id) ?? 0) + 1);
+      for (const [appId, n] of issued) this.recordReliability(req.hostId, appId, 'issued', replication, now, n);
       for (const [projectId, pass] of plan.passes) this.stmt('UPDATE projects SET fair_pass = ? WHERE id = ?').run(pass, projectId);
       if (plan.virtualTime !== gathered.virtualTime) this.stmt('UPDATE fair_share_clock SET virtual_time = ? WHERE id = 1').run(plan.virtualTime);
       let reservation = gathered.reservation;
@@ -837,19 +955,48 @@ export class SqliteStore implements Store {
         projects.set(q.projectId, { projectId: q.projectId, weight: p.share_weight as number, pass: p.fair_pass as number });
       }
     }
-    const host = this.stmt('SELECT reserved_job, pace FROM hosts WHERE id = ?').get(req.hostId) as Row | undefined;
+    const host = this.stmt('SELECT reserved_job, pace, owner FROM hosts WHERE id = ?').get(req.hostId) as Row | undefined;
     const reservation = (host?.reserved_job as number | null | undefined) ?? null;
+    // Replicas go to hosts that have not run the job, of owners that have not either.
+    const wanting = this.stmt(
+      `SELECT j.id, j.queue_id FROM jobs j WHERE j.replicas_wanted > 0 AND j.state = 'running' AND j.queue_id IS NOT NULL
+         AND NOT EXISTS (SELECT 1 FROM tasks t JOIN hosts h ON h.id = t.host_id WHERE t.job_id = j.id AND (t.host_id = ? OR h.owner = ?))
+       ORDER BY j.id LIMIT ?`,
+    ).all(req.hostId, (host?.owner as string | null | undefined) ?? null, req.replicaScan ?? DEFAULT_REPLICA_SCAN) as Row[];
+    const replicaWork: ReplicaWork[] = wanting.map((r) => {
+      const { heads: _h, ...view } = this.queueView(r.queue_id as number);
+      return { ...view, jobId: r.id as number };
+    });
     // A reservation holds only while its host keeps calling: a host gone silent frees its job.
     const reservedElsewhere = new Set(
       this.stmt('SELECT reserved_job FROM hosts WHERE reserved_job IS NOT NULL AND id != ? AND last_seen_at >= ?').pluck().all(req.hostId, now - req.leaseMs) as number[],
     );
     const virtualTime = this.stmt('SELECT virtual_time FROM fair_share_clock WHERE id = 1').pluck().get() as number;
     const pace = (host?.pace as number | null | undefined) ?? null;
-    return { queues, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now), pace, virtualTime };
+    const records = new Map(
+      (this.stmt('SELECT * FROM host_app_health WHERE host_id = ?').all(req.hostId) as Row[]).map((r) => [r.app_id as number, mapReliability(r)]),
+    );
+    const quota = quotaLeft(records, req.replication ?? DEFAULT_REPLICATION, now);
+    return { queues, replicaWork, quota, projects, reservation, reservedElsewhere, cooledApps: this.cooledApps(req.hostId, now), pace, virtualTime };
   }
 
   private cooledApps(hostId: number, now: Millis): Set<number> {
     return new Set(this.stmt('SELECT app_id FROM host_app_health WHERE host_id = ? AND cooldown_until > ?').pluck().all(hostId, now) as number[]);
+  }
+
+  private reliability(hostId: number, appId: number): HostReliability {
+    const r = this.stmt('SELECT valid_run, quota, quota_day, issued_today FROM host_app_health WHERE host_id = ? AND app_id = ?').get(hostId, appId) as Row | undefined;
+    return r ? mapReliability(r) : NEW_HOST;
+  }
+
+  /** Moves a host's record with an app on an event (replication.ts `nextReliability`). */
+  private recordReliability(hostId: number, appId: number, event: ReliabilityEvent, o: ReplicationOptions, now: Millis, times = 1): void {
+    let r = this.reliability(hostId, appId);
+    for (let i = 0; i < times; i++) r = nextReliability(r, event, o, now);
+    this.stmt(
+      `INSERT INTO host_app_health (host_id, app_id, failures, cooldown_until, valid_run, quota, quota_day, issued_today) VALUES (?, ?, 0, NULL, ?, ?, ?, ?)
+       ON CONFLICT (host_id, app_id) DO UPDATE SET valid_run = excluded.valid_run, quota = excluded.quota, quota_day = excluded.quota_day, issued_today = excluded.issued_today`,
+    ).run(hostId, appId, r.validRun, r.quota, r.quotaDay, r.issuedToday);
   }
 
   /** A queue's placement (fixed for its life) with its learned duration (read fresh). */
@@ -881,7 +1028,8 @@ export class SqliteStore implements Store {
       `WITH active AS (SELECT id, job_id, host_id, created_at, progress FROM tasks INDEXED BY tasks_active_by_start WHERE state IN (${ACTIVE_TASK_SQL}))
        SELECT a.id, a.job_id, a.created_at, a.progress, j.queue_id, h.pace AS host_pace, count(*) OVER (PARTITION BY a.job_id) AS copies
        FROM active a JOIN jobs j ON j.id = a.job_id LEFT JOIN hosts h ON h.id = a.host_id
-       WHERE j.state = 'running' AND j.queue_id IS NOT NULL AND a.job_id NOT IN (SELECT job_id FROM tasks WHERE host_id = ? AND state IN (${ACTIVE_TASK_SQL}))
+       WHERE j.state = 'running' AND j.queue_id IS NOT NULL AND j.quorum = 1 AND j.replicas_wanted = 0
+         AND a.job_id NOT IN (SELECT job_id FROM tasks WHERE host_id = ? AND state IN (${ACTIVE_TASK_SQL}))
        ORDER BY a.created_at LIMIT ?`,
     ).all(hostId, scan) as Row[];
     const out: RunningTask[] = [];
@@ -890,6 +1038,8 @@ export class SqliteStore implements Store {
       const id = r.queue_id as number;
       if (!views.has(id)) views.set(id, this.queueView(id));
       const { queueId: _q, projectId: _p, heads: _h, ...placement } = views.get(id)!;
+      // A copy's result would be accepted alone: never for an app whose results need a quorum.
+      if (this.appRow(placement.appId).replicas > 1) continue;
       out.push({
         ...placement, jobId: r.job_id as number, taskId: r.id as number, startedAt: r.created_at as number,
         progress: (r.progress as number | null) ?? null, copies: r.copies as number, hostPace: (r.host_pace as number | null) ?? null,
@@ -984,8 +1134,17 @@ export class SqliteStore implements Store {
         if (!late) throw new BoxgridError('conflict', `task ${task.id} was already reported (${task.state}) with a different result`);
       }
       const app = this.appRow(job.appId);
-      const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND id != ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(job.id, task.id) as number;
-      const s = settle(req.outcome, job, app.maxAttempts, { othersActive, late });
+      const replicated = job.quorum > 1;
+      let verdict: Verdict | null = null;
+      let s: Settlement;
+      if (replicated) {
+        const replicas = withReport(this.replicaViews(job.id), task.id, req.outcome, req.outputs, late);
+        if (job.state === 'running') verdict = judge(replicas, job.replicasWanted, ruleFor(job, app));
+        s = settleReplica(req.outcome, job.state, late, verdict);
+      } else {
+        const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND id != ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(job.id, task.id) as number;
+        s = settle(req.outcome, job, app.maxAttempts, { othersActive, late });
+      }
       taskMachine.assert(task.state, s.task, `task ${task.id}`);
       const exitCode = req.outcome.kind === 'succeeded' ? 0 : req.outcome.kind === 'failed' ? req.outcome.exitCode : null;
       const reason = req.outcome.kind === 'succeeded' ? null : describeOutcome(req.outcome);
@@ -1002,8 +1161,13 @@ export class SqliteStore implements Store {
         const attempts = s.countsAsAttempt ? job.attempts : job.attempts - 1;
         after = this.moveJob(job, s.job, s.reason, attempts, s.backoff ? retryTime(attempts, req.rules, now) : null, now);
       }
+      const replication = req.rules.replication;
+      if (verdict !== null) after = this.applyVerdict(after, verdict, replication, now);
+      else if (replicated && req.outcome.kind === 'succeeded' && job.canonicalTaskId !== null) this.validateLate(job, task.id, req.hostId, req.outputs, replication, now);
+      else if (!replicated && s.job === 'succeeded') after = this.setResult(after, task.id);
+      if (isError(req.outcome)) this.recordReliability(req.hostId, job.appId, 'error', replication, now);
       if (!late) {
-        if (req.outcome.kind === 'succeeded') {
+        if (req.outcome.kind === 'succeeded' && !replicated) {
           this.recordHealth(req.hostId, job.appId, 'succeeded', req.rules, now);
           // The job's earlier failures on other hosts were the hosts', not the job's.
           const failedOn = this.stmt(`SELECT host_id FROM tasks WHERE job_id = ? AND state = 'failed' AND host_id != ? AND outcome NOT LIKE '{"kind":"aborted"%' ORDER BY id`)
@@ -1038,6 +1202,49 @@ export class SqliteStore implements Store {
     this.stmt('UPDATE jobs SET state = ?, reason = ?, attempts = ?, updated_at = ?, finished_at = ?, not_before = ? WHERE id = ?')
       .run(to, reason, attempts, now, finished, retryAt, job.id);
     return { ...job, state: to, reason, attempts, updatedAt: now, finishedAt: finished, retryAt };
+  }
+
+  /** The job's replicas for the judge (domain/quorum.ts), with who stands behind each. */
+  private replicaViews(jobId: number): ReplicaView[] {
+    const rows = this.stmt('SELECT t.id, t.state, t.outcome, t.outputs, t.host_id, h.owner FROM tasks t JOIN hosts h ON h.id = t.host_id WHERE t.job_id = ? ORDER BY t.id').all(jobId) as Row[];
+    return rows.map(mapReplicaView);
+  }
+
+  private setResult(job: Job, taskId: number): Job {
+    this.stmt('UPDATE jobs SET canonical_task_id = ? WHERE id = ?').run(taskId, job.id);
+    return { ...job, canonicalTaskId: taskId };
+  }
+
+  /**
+   * Applies the judge's verdict on a running replicated job (whose state `settleReplica` has
+   * moved already): an accepted result marks the replicas valid or invalid, names the job's
+   * result and moves the hosts' records; a pending one asks for the replicas it wants.
+   */
+  private applyVerdict(job: Job, verdict: Verdict, o: ReplicationOptions, now: Millis): Job {
+    if (verdict.kind === 'pending') {
+      if (verdict.issue === 0) return job;
+      this.stmt('UPDATE jobs SET replicas_wanted = replicas_wanted + ? WHERE id = ?').run(verdict.issue, job.id);
+      return { ...job, replicasWanted: job.replicasWanted + verdict.issue };
+    }
+    if (verdict.kind === 'no_consensus') return job;
+    if (verdict.kind === 'validate') {
+      this.stmt('UPDATE jobs SET awaiting_validator = 1, reason = ? WHERE id = ?').run(AWAITING_VALIDATOR, job.id);
+      return { ...job, awaitingValidator: true, reason: AWAITING_VALIDATOR };
+    }
+    const mark = this.stmt('UPDATE tasks SET validity = ? WHERE id = ? RETURNING host_id');
+    for (const [ids, validity] of [[verdict.valid, 'valid'], [verdict.invalid, 'invalid']] as const) {
+      for (const id of ids) this.recordReliability((mark.get(validity, id) as Row).host_id as number, job.appId, validity, o, now);
+    }
+    this.stmt('UPDATE jobs SET replicas_wanted = 0, awaiting_validator = 0 WHERE id = ?').run(job.id);
+    return { ...this.setResult(job, verdict.canonical), replicasWanted: 0, awaitingValidator: false };
+  }
+
+  /** A replica that succeeds after its job was decided is checked against the job's result. */
+  private validateLate(job: Job, taskId: number, hostId: number, outputs: Record<string, OutputFile>, o: ReplicationOptions, now: Millis): void {
+    const canonical = this.taskRow(job.canonicalTaskId!)!;
+    const validity = resultDigest(outputs) === resultDigest(canonical.outputs) ? 'valid' : 'invalid';
+    this.stmt('UPDATE tasks SET validity = ? WHERE id = ?').run(validity, taskId);
+    this.recordReliability(hostId, job.appId, validity, o, now);
   }
 
   /** A task ended: its project pays for the resource-time it really held, less what it was charged. */
@@ -1088,12 +1295,21 @@ export class SqliteStore implements Store {
         const jobRow = this.stmt('SELECT * FROM jobs WHERE id = ?').get(task.jobId) as Row;
         const job = mapJob(jobRow);
         this.settleCharge(row, jobRow, now - task.createdAt);
+        const app = this.appRow(job.appId);
+        if (job.quorum > 1 && job.state === 'running') {
+          // A lost replica: the judge asks for another, or gives up when the limit is reached.
+          const verdict = judge(this.replicaViews(job.id), job.replicasWanted, ruleFor(job, app));
+          const after = verdict.kind === 'no_consensus'
+            ? this.moveJob(job, 'failed', verdict.reason, job.attempts, null, now)
+            : this.applyVerdict(job, verdict, rules.replication, now);
+          out.push({ taskId: task.id, job: after, jobChanged: after.state !== job.state });
+          continue;
+        }
         const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(job.id) as number;
         if (job.state !== 'running' || othersActive > 0) {
           out.push({ taskId: task.id, job, jobChanged: false }); // ended already, or another task carries it
           continue;
         }
-        const app = this.appRow(job.appId);
         const spent = job.attempts >= app.maxAttempts;
         const after = spent
           ? this.moveJob(job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`, job.attempts, null, now)
@@ -1147,6 +1363,34 @@ export class SqliteStore implements Store {
   }
 
   /** Per host, a seek of host_app_health's key (host, app): no index by app is needed. */
+  async jobsAwaitingValidator(limit: number): Promise<Array<{ job: Job; app: App; tasks: Task[] }>> {
+    const rows = this.stmt(`SELECT * FROM jobs WHERE awaiting_validator = 1 AND state = 'running' ORDER BY id LIMIT ?`).all(limit) as Row[];
+    return rows.map((r) => {
+      const job = mapJob(r);
+      return { job, app: this.appRow(job.appId), tasks: (this.stmt('SELECT * FROM tasks WHERE job_id = ? ORDER BY id').all(job.id) as Row[]).map(mapTask) };
+    });
+  }
+
+  async recordValidation(req: { jobId: number; basis: number[]; answer: ValidatorAnswer; rules: SchedulingOptions }, now: Millis): Promise<{ job: Job; stale: boolean } | null> {
+    return this.grouped(() => {
+      const row = this.stmt(`SELECT * FROM jobs WHERE id = ? AND state = 'running' AND awaiting_validator = 1`).get(req.jobId) as Row | undefined;
+      if (!row) return null;
+      const job = mapJob(row);
+      const app = this.appRow(job.appId);
+      const verdict = judgeValidation(this.replicaViews(job.id), job.replicasWanted, ruleFor(job, app), req.basis, req.answer);
+      if (verdict.kind === 'stale') return { job, stale: true };
+      this.stmt('UPDATE jobs SET awaiting_validator = 0, reason = NULL WHERE id = ?').run(job.id);
+      let after: Job = { ...job, awaitingValidator: false, reason: null };
+      if (verdict.kind === 'accepted') after = this.moveJob(after, 'succeeded', null, job.attempts, null, now);
+      if (verdict.kind === 'no_consensus') after = this.moveJob(after, 'failed', verdict.reason, job.attempts, null, now);
+      return { job: this.applyVerdict(after, verdict, req.rules.replication, now), stale: false };
+    });
+  }
+
+  async hostReliability(hostId: number, appId: number): Promise<HostReliability> {
+    return this.reliability(hostId, appId);
+  }
+
   async hostsCoolingDown(appId: number, now: Millis): Promise<number[]> {
     return this.stmt(
       `SELECT h.id FROM hosts h CROSS JOIN host_app_health a ON a.host_id = h.id AND a.app_id = ? WHERE a.cooldown_until > ? ORDER BY h.id`,
