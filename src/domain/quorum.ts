@@ -21,6 +21,11 @@ export function defaultMaxReplicas(replicas: number): number {
 /** A job's reason while its replicas' results wait for the app's validator. */
 export const AWAITING_VALIDATOR = "its replicas' results await the app's validator (run by servers started with --validators)";
 
+/** A job's reason while replicas it wants wait for hosts (cleared when the last is handed out). */
+export function wantingReplicas(n: number): string {
+  return `waiting for ${n} more replica${n === 1 ? '' : 's'} on hosts, of owners, that have not run it`;
+}
+
 /** One replica (task) of a replicated job, as the judge sees it. */
 export interface ReplicaView {
   taskId: number;
@@ -159,6 +164,18 @@ export function replicaState(outcome: TaskOutcome, late: boolean): TaskState {
 /** The job's replicas as the judge sees them once a report of one of them is applied. */
 export function withReport(replicas: readonly ReplicaView[], taskId: number, outcome: TaskOutcome, outputs: Record<string, OutputFile>, late: boolean): ReplicaView[] {
   return replicas.map((r) => (r.taskId === taskId ? { ...r, state: replicaState(outcome, late), outcome, outputs } : r));
+}
+
+/**
+ * The validity of a replica that succeeds after its job was decided: valid when its files equal
+ * those of a replica found valid; otherwise invalid — unless the app has a validator, whose
+ * verdict on bytes that differ is not known (the replica is then left unjudged, its host's
+ * record untouched).
+ */
+export function lateValidity(outputs: Record<string, OutputFile>, valid: ReadonlyArray<Record<string, OutputFile>>, hasValidator: boolean): 'valid' | 'invalid' | null {
+  const digest = resultDigest(outputs);
+  if (valid.some((v) => resultDigest(v) === digest)) return 'valid';
+  return hasValidator ? null : 'invalid';
 }
 
 /** Whether a task's outcome counts against its host's quota: it ran and went wrong (a release is no error). */

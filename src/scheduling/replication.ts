@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import type { App } from '../domain/model.js';
 
 /**
@@ -46,11 +46,13 @@ export function replicationProbability(validRun: number, o: ReplicationOptions):
 }
 
 /**
- * A draw in [0, 1) fixed by the job and host: the decision is pure, repeatable in the
- * simulator, and a host cannot change it by asking again.
+ * A draw in [0, 1) fixed by the job and host, keyed with a secret of the servers (their
+ * transfer key): the decision is pure and repeatable, a host cannot change it by asking again,
+ * and — the key being secret — cannot compute which of its jobs go unchecked (a host that
+ * could would cheat on exactly those).
  */
-export function draw(jobId: number, hostId: number): number {
-  return createHash('sha256').update(`${jobId}:${hostId}`).digest().readUInt32BE(0) / 2 ** 32;
+export function draw(jobId: number, hostId: number, key: Buffer): number {
+  return createHmac('sha256', key).update(`${jobId}:${hostId}`).digest().readUInt32BE(0) / 2 ** 32;
 }
 
 /**
@@ -64,13 +66,22 @@ export function replicationFor(
   jobId: number,
   hostId: number,
   o: ReplicationOptions,
+  key: Buffer | undefined,
 ): { quorum: number; replicas: number } {
   if (app.replicas <= 1) return { quorum: 1, replicas: 1 };
-  if (app.adaptiveReplication && draw(jobId, hostId) >= replicationProbability(host.validRun, o)) return { quorum: 1, replicas: 1 };
+  if (app.adaptiveReplication) {
+    if (!key) throw new Error('adaptive replication needs the servers\' draw key');
+    if (draw(jobId, hostId, key) >= replicationProbability(host.validRun, o)) return { quorum: 1, replicas: 1 };
+  }
   return { quorum: app.quorum, replicas: app.replicas };
 }
 
-export type ReliabilityEvent = 'valid' | 'invalid' | 'error' | 'issued';
+/**
+ * `valid`/`invalid`: a quorum judged one of the host's results; `error`: one of its tasks went
+ * wrong; `succeeded`: one of its unreplicated tasks succeeded (unchecked: it restores the quota,
+ * not trust); `issued`: it was handed a task.
+ */
+export type ReliabilityEvent = 'valid' | 'invalid' | 'error' | 'succeeded' | 'issued';
 
 /** A host's record after an event: see the module comment. */
 export function nextReliability(prev: HostReliability, event: ReliabilityEvent, o: ReplicationOptions, now: number): HostReliability {
@@ -83,6 +94,8 @@ export function nextReliability(prev: HostReliability, event: ReliabilityEvent, 
       return { ...prev, validRun: 0, quota: Math.max(1, Math.floor(quota / 2)) };
     case 'error':
       return { ...prev, quota: full(Math.max(1, quota - 1)) };
+    case 'succeeded':
+      return { ...prev, quota: full(Math.min(o.dailyQuota, quota * 2)) };
     case 'issued': {
       const day = dayOf(now);
       return { ...prev, quotaDay: day, issuedToday: (prev.quotaDay === day ? prev.issuedToday : 0) + 1 };

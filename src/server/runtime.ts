@@ -168,8 +168,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const relay = store.openEventRelay?.();
   if (relay) await ctx.events.connect(relay);
   const sweeper = new LeaseSweeper(ctx);
-  const validatorLoop = opts.validators ? new ValidatorLoop(ctx, new ContainerValidatorRunner(ctx, opts.validators)) : null;
   const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http, ...(opts.tls ? { tls: opts.tls } : {}) });
+  const validatorLoop = opts.validators ? new ValidatorLoop(ctx, new ContainerValidatorRunner(ctx, opts.validators), 5, (m) => app.log.warn(m)) : null;
   // A store that relays events is one several servers may share (PostgreSQL): a key of this
   // server's own would make the others refuse the transfer URLs it signs, and the other way round.
   if (transfer.created && store.openEventRelay) {

@@ -146,7 +146,7 @@ export class AgentProtocolService {
     const result = await this.ctx.store.claimTasks(
       {
         hostId: host.id, requestId: req.requestId, leaseMs: this.ctx.timing.leaseSeconds * 1000,
-        maxQueues: MAX_QUEUES, headsPerQueue: Math.min(req.maxTasks, 64) + 2, replication: o.replication,
+        maxQueues: MAX_QUEUES, headsPerQueue: Math.min(req.maxTasks, 64) + 2, replication: o.replication, drawKey: this.ctx.transferKey,
         plan: (g) => planClaim({ ...g, offer: { ...offer, cooledApps: g.cooledApps, pace: g.pace }, now }, o),
         duplicates: o.policy === 'fair' && o.speculation.enabled
           ? { scan: DUPLICATE_SCAN, choose: (running, active, h) => chooseDuplicates({ ...offer, cooledApps: h.cooledApps, pace: h.pace }, running, active, o, now) }

@@ -44,6 +44,8 @@ export function appSpecFrom(input: AppInput): AppSpec {
   const replicas = input.replicas ?? 1;
   const quorum = input.quorum ?? replicas;
   if (quorum > replicas) throw invalid('quorum', `must not exceed replicas (${replicas})`);
+  // Replicas are for validation: a quorum of one would accept any single replica's result.
+  if (replicas > 1 && quorum < 2) throw invalid('quorum', `must be at least 2 when replicas is ${replicas}: replicas are compared, and one result alone proves nothing`);
   const maxReplicas = input.maxReplicas ?? defaultMaxReplicas(replicas);
   if (maxReplicas < replicas) throw invalid('maxReplicas', `must be at least replicas (${replicas})`);
   if (input.validator) {

@@ -164,21 +164,21 @@ function churn(size: ScenarioSize): Scenario {
  * makespans the `sim` benchmark compares against a bound that knows nothing of replicas):
  * `jobs` single-core jobs of an app with 2 replicas, quorum 2 and adaptive replication, on
  * 4-core volunteer hosts of speeds 0.5–1.5, `wrongFraction` of which return wrong results
- * every time (each its own wrong result); 1% of tasks fail.
+ * (each its own) every time, or at `wrongRate`; 1% of tasks fail.
  */
-export function validationScenario(opts: { jobs: number; hosts: number; wrongFraction: number; seed?: number }): Scenario {
+export function validationScenario(opts: { jobs: number; hosts: number; wrongFraction: number; wrongRate?: number; seed?: number }): Scenario {
   const seed = opts.seed ?? 701;
   const r = new Random(seed);
   const wrong = Math.round(opts.hosts * opts.wrongFraction);
   // The wrong hosts spread evenly among the others: host i is wrong when the count of wrong hosts steps up at i.
   const isWrong = (i: number) => Math.floor(((i + 1) * wrong) / opts.hosts) > Math.floor((i * wrong) / opts.hosts);
   const hosts = Array.from({ length: opts.hosts }, (_, i): SimHost => ({
-    cores: 4, memoryMiB: 8 * GiB, diskMiB: 100 * GiB, speed: 0.5 + r.next(), joinAt: 0, ...(isWrong(i) ? { wrongRate: 1 } : {}),
+    cores: 4, memoryMiB: 8 * GiB, diskMiB: 100 * GiB, speed: 0.5 + r.next(), joinAt: 0, ...(isWrong(i) ? { wrongRate: opts.wrongRate ?? 1 } : {}),
   }));
   const jobs = Array.from({ length: opts.jobs }, (): SimJob => ({ cores: 1, memoryMiB: GiB, seconds: duration(r, 10 * MINUTE, 0.3) }));
   return {
     name: 'validation',
-    description: `${opts.jobs} single-core jobs (2 replicas, quorum 2, adaptive replication) on ${opts.hosts} 4-core hosts of speeds 0.5–1.5, ${wrong} of which always return wrong results; 1% of tasks fail`,
+    description: `${opts.jobs} single-core jobs (2 replicas, quorum 2, adaptive replication) on ${opts.hosts} 4-core hosts of speeds 0.5–1.5, ${wrong} of which return wrong results ${opts.wrongRate === undefined || opts.wrongRate === 1 ? 'every time' : `${opts.wrongRate * 100}% of the time`}; 1% of tasks fail`,
     seed, projects: [{ name: 'volunteers', weight: 1 }],
     apps: [{ ...app('check', 'volunteers', 1, GiB), replication: { replicas: 2, quorum: 2, adaptive: true } }], hosts,
     batches: [{ at: 0, app: 'check', jobs }], failureRate: 0.01,

@@ -162,6 +162,9 @@ export function mapJob(r: Row): Job {
   };
 }
 
+/** The columns mapReplicaView reads: a job's tasks with their hosts (callers add WHERE and ORDER BY). */
+export const REPLICA_VIEW_SQL = 'SELECT t.id, t.state, t.outcome, t.outputs, t.host_id, h.owner FROM tasks t JOIN hosts h ON h.id = t.host_id';
+
 /** A task row (with its host's owner) as the judge of replicas sees it. */
 export function mapReplicaView(r: Row): ReplicaView {
   const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));

@@ -290,6 +290,8 @@ export interface ClaimRequest {
   replicaScan?: number;
   /** Adaptive replication (how a starting job of a replicated app is replicated) and daily quotas (default DEFAULT_REPLICATION). */
   replication?: ReplicationOptions;
+  /** The servers' secret that keys adaptive replication's draw (replication.ts `draw`); required for apps with adaptive replication. */
+  drawKey?: Buffer;
   plan: (input: ClaimGathered) => ClaimPlan;
   /** Speculative duplicates when the plan handed out nothing; null: none. */
   duplicates: {

@@ -220,6 +220,11 @@ describe('out-of-range values', () => {
     await rejects(`${P}/apps`, { name: 'q1', image: 'sci/q', replicas: 2, quorum: 3 }, 400, 'invalid_request', 'body/quorum');
     await rejects(`${P}/apps`, { name: 'q1', image: 'sci/q', quorum: 2 }, 400, 'invalid_request', 'body/quorum');
     await rejects(`${P}/apps/sim/versions`, { quorum: 2 }, 400, 'invalid_request', 'body/quorum');
+    // Replicas are compared: a quorum of one would take any single replica's result.
+    await rejects(`${P}/apps`, { name: 'q1', image: 'sci/q', replicas: 3, quorum: 1 }, 400, 'invalid_request', 'body/quorum');
+    await rejects(`${P}/apps`, { name: 'q1', image: 'sci/q', maxReplicas: 1, replicas: 2 }, 400, 'invalid_request', 'body/maxReplicas');
+    await rejects(`${P}/apps`, { name: 'q1', image: 'sci/q', adaptiveReplication: true }, 400, 'invalid_request', 'body/adaptiveReplication');
+    await rejects(`${P}/apps`, { name: 'q1', image: 'sci/q', validator: { image: 'sci/check' } }, 400, 'invalid_request', 'body/validator');
     const versions = await call('GET', `${P}/apps/sim`);
     assert.deepEqual(versions.body.versions, [1]);
   });

@@ -105,4 +105,29 @@ describe('validator containers', { skip }, () => {
       await replica(b, same, '4.0');
       assert.equal((await g.job(same)).job.state, 'succeeded', 'identical results are accepted in the report itself');
     }, { server: { validators: runtime() } }));
+
+  it('a validator that answers with a FIFO or a link fails its job without blocking the server; one whose image is missing waits and holds up no other', () =>
+    withGrid(async (g) => {
+      await buildImage(CHECK_IMAGE, { 'check.sh': CHECK });
+      await createApp(g.s, P, 'fifo', { replicas: 2, quorum: 2, validator: { image: CHECK_IMAGE, command: ['sh', '-c', 'mkfifo /out/groups.json'] } });
+      await createApp(g.s, P, 'link', { replicas: 2, quorum: 2, validator: { image: CHECK_IMAGE, command: ['sh', '-c', 'ln -s /etc/passwd /out/groups.json'] } });
+      await createApp(g.s, P, 'gone', { replicas: 2, quorum: 2, validator: { image: '127.0.0.1:1/no-such-validator:1', command: [] } /* a registry on loopback that is not there: no traffic leaves the machine */ });
+      const gone = await submitJob(g.s, P, { app: 'gone' });
+      const fifo = await submitJob(g.s, P, { app: 'fifo' });
+      const link = await submitJob(g.s, P, { app: 'link' });
+      const [a, b] = [await g.host(), await g.host()];
+      for (const [job, values] of [[gone, ['1', '2']], [fifo, ['1', '2']], [link, ['1', '2']]] as const) {
+        await replica(a, job, values[0]);
+        await replica(b, job, values[1]);
+      }
+      assert.equal(await g.s.validatorLoop!.pass(), 2, 'the two that ran are judged; the one that could not is passed over');
+      for (const id of [fifo, link]) {
+        const j = await g.job(id);
+        assert.equal(j.job.state, 'failed');
+        assert.match(j.job.reason, /the app's validator failed: it wrote no \/out\/groups.json \(a regular file\)/);
+      }
+      const waiting = await g.job(gone);
+      assert.equal(waiting.job.state, 'running', 'an image the engine cannot get is no verdict: the job waits for the next try');
+      assert.match(waiting.job.reason, /await the app's validator/);
+    }, { server: { validators: runtime() } }));
 });

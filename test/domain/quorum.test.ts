@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { groupByDigest, judge, resultDigest, settleReplica, type ReplicaView, type Verdict } from '../../src/domain/quorum.js';
+import { groupByDigest, judge, lateValidity, resultDigest, settleReplica, type ReplicaView, type Verdict } from '../../src/domain/quorum.js';
 import type { TaskState } from '../../src/domain/states.js';
 
 const SHA = (n: number) => n.toString(16).padStart(64, '0');
@@ -82,6 +82,13 @@ describe('quorum: judging replicated jobs', () => {
       if (v.kind === 'pending') assert.ok(v.issue >= 0 && rs.filter((r) => r.state !== 'aborted').length + pending + v.issue <= Math.max(rule.maxReplicas, rs.length + pending));
       if (v.kind === 'no_consensus') assert.ok(!rs.some((r) => r.state === 'running') && pending === 0);
     }));
+  });
+
+  it('a late replica is valid when its files equal a valid replica\'s; with a validator, differing files are left unjudged', () => {
+    const valid = [{ 'r.txt': { sha256: SHA(1), size: 1 } }, { 'r.txt': { sha256: SHA(2), size: 1 } }];
+    assert.equal(lateValidity({ 'r.txt': { sha256: SHA(2), size: 1 } }, valid, true), 'valid', 'equal to the second valid replica, not the canonical one');
+    assert.equal(lateValidity({ 'r.txt': { sha256: SHA(3), size: 1 } }, valid, true), null);
+    assert.equal(lateValidity({ 'r.txt': { sha256: SHA(3), size: 1 } }, valid, false), 'invalid');
   });
 
   it('settleReplica moves the job only on a verdict, and never a job that is not running', () => {

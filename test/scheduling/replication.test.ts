@@ -6,6 +6,7 @@ import {
 
 const O: ReplicationOptions = { trustAfter: 10, spotCheck: 0.1, dailyQuota: 100 };
 const NOW = 1_800_000_000_000;
+const KEY = Buffer.alloc(32, 1);
 
 describe('replication: adaptive replication and quotas', () => {
   it('replicates always below trustAfter, then less as the run grows, never below spotCheck', () => {
@@ -21,15 +22,17 @@ describe('replication: adaptive replication and quotas', () => {
     const trusted: HostReliability = { ...NEW_HOST, validRun: 1000 };
     let singles = 0;
     for (let job = 1; job <= 2000; job++) {
-      const r = replicationFor(adaptive, trusted, job, 7, O);
+      const r = replicationFor(adaptive, trusted, job, 7, O, KEY);
       assert.equal(r.quorum, r.replicas === 1 ? 1 : 2);
       if (r.replicas === 1) singles++;
-      assert.deepEqual(replicationFor({ ...adaptive, adaptiveReplication: false }, trusted, job, 7, O), { quorum: 2, replicas: 2 });
-      assert.deepEqual(replicationFor(adaptive, NEW_HOST, job, 7, O), { quorum: 2, replicas: 2 });
+      assert.deepEqual(replicationFor({ ...adaptive, adaptiveReplication: false }, trusted, job, 7, O, KEY), { quorum: 2, replicas: 2 });
+      assert.deepEqual(replicationFor(adaptive, NEW_HOST, job, 7, O, KEY), { quorum: 2, replicas: 2 });
     }
     assert.ok(singles > 1700 && singles < 1900, `about 90% single with a 10% spot check, got ${singles} of 2000`);
-    assert.equal(draw(5, 7), draw(5, 7), 'the draw is fixed by job and host');
-    assert.deepEqual(replicationFor({ replicas: 1, quorum: 1, adaptiveReplication: false }, NEW_HOST, 1, 1, O), { quorum: 1, replicas: 1 });
+    assert.equal(draw(5, 7, KEY), draw(5, 7, KEY), 'the draw is fixed by job, host and key');
+    assert.notEqual(draw(5, 7, KEY), draw(5, 7, Buffer.alloc(32, 2)), 'and cannot be computed without the key');
+    assert.throws(() => replicationFor(adaptive, trusted, 1, 7, O, undefined), /draw key/);
+    assert.deepEqual(replicationFor({ replicas: 1, quorum: 1, adaptiveReplication: false }, NEW_HOST, 1, 1, O, KEY), { quorum: 1, replicas: 1 });
   });
 
   it('valid results extend the run and double the quota back; invalid ones reset the run and halve it; errors take one', () => {

@@ -16,6 +16,7 @@ import { appSpec, jobSpec, withFreshStore, type OpenStore } from './conformance.
 const T0 = 1_700_000_000_000;
 const T = T0 + 1_000_000;
 const LEASE = 60_000;
+const DRAW_KEY = Buffer.alloc(32, 9);
 const SHA = (n: number) => n.toString(16).padStart(64, '0');
 /** An output set whose content is `n`. */
 const out = (n: number) => ({ 'result.txt': { sha256: SHA(n), size: 10 } });
@@ -37,7 +38,7 @@ export function runReplicationConformance(name: string, open: OpenStore, opts: {
     /** A work request through the real policy, for at most `max` tasks. */
     const claim = (h: Host, now: number, max = 1, over: Partial<ClaimRequest> = {}) =>
       s.claimTasks({
-        hostId: h.id, requestId: `r${++requests}`, leaseMs: LEASE, maxQueues: 10, headsPerQueue: 10, duplicates: null, replication: rules.replication,
+        hostId: h.id, requestId: `r${++requests}`, leaseMs: LEASE, maxQueues: 10, headsPerQueue: 10, duplicates: null, replication: rules.replication, drawKey: DRAW_KEY,
         plan: (g) => planClaim({
           ...g, now,
           offer: { hostId: h.id, capacity: resources, free: resources, maxTasks: max, platform: 'linux/amd64', runtimes: ['docker'], labels: {}, images: new Set(), cooledApps: g.cooledApps, pace: g.pace },
@@ -181,7 +182,7 @@ export function runReplicationConformance(name: string, open: OpenStore, opts: {
       for (let i = 0; i < ids.length; i++) {
         const run = (await s.hostReliability(a.id, g.sci.id)).validRun;
         const t = (await g.claim(a, ++now)).tasks[0]!;
-        const single = draw(t.job.id, a.id) >= replicationProbability(run, replication);
+        const single = draw(t.job.id, a.id, DRAW_KEY) >= replicationProbability(run, replication);
         decisions.push([run, single]);
         assert.equal(t.job.quorum, single ? 1 : 2, `job ${t.job.id} at a run of ${run}`);
         await g.report(a, t.task.id, OK, ++now, out(i));
@@ -209,6 +210,23 @@ export function runReplicationConformance(name: string, open: OpenStore, opts: {
       assert.deepEqual([job.state, job.replicasWanted], ['running', 1]);
       assert.equal((await g.claim(b, T + 2)).tasks.length, 0, 'the revoked host gets nothing');
       assert.equal((await g.claim(c, T + 3)).tasks[0]?.job.id, id);
+    });
+
+    test('hosts of one owner claiming at once never take two replicas of a job', async (s) => {
+      const g = await grid(s, { replicas: 4, quorum: 2, maxReplicas: 8 });
+      const ids = await g.jobs(40);
+      const starter = await g.host('starter', 'someone');
+      let started = 0;
+      for (let round = 0; round < 40 && started < ids.length; round++) started += (await g.claim(starter, T + round, 4)).tasks.length;
+      assert.equal(started, ids.length);
+      const mallory = await Promise.all(Array.from({ length: 6 }, (_, i) => g.host(`m${i}`, 'mallory')));
+      // One wanted replica read per claim: concurrent claims contend for the same jobs.
+      for (let round = 0; round < 20; round++) await Promise.all(mallory.map((h) => g.claim(h, T + 100 + round, 1, { replicaScan: 1 })));
+      const theirs = new Set(mallory.map((h) => h.id));
+      for (const id of ids) {
+        const n = (await s.listTasks(id)).filter((t) => theirs.has(t.hostId)).length;
+        assert.ok(n <= 1, `job ${id} has ${n} replicas on mallory's hosts`);
+      }
     });
 
     test('a host\'s daily quota per app bounds the tasks it is handed that day', async (s) => {

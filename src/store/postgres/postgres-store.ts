@@ -1,11 +1,11 @@
 import pg from 'pg';
 import { BoxgridError, alreadyExists, notFound } from '../../domain/errors.js';
 import type {
-  App, AppSpec, AuditEntry, Batch, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
+  App, AppSpec, AuditEntry, Batch, OutputFile, BlobRecord, EnrollTokenRecord, Host, Job, JobSpec, Millis, Project, Site, StateCounts, Task,
   TokenRecord, User,
 } from '../../domain/model.js';
 import { describeOutcome, settle, type Settlement } from '../../domain/outcomes.js';
-import { AWAITING_VALIDATOR, isError, judge, judgeValidation, ruleFor, resultDigest, settleReplica, withReport, type ReplicaView, type ValidatorAnswer, type Verdict } from '../../domain/quorum.js';
+import { AWAITING_VALIDATOR, wantingReplicas, isError, judge, lateValidity, judgeValidation, ruleFor, resultDigest, settleReplica, withReport, type ReplicaView, type ValidatorAnswer, type Verdict } from '../../domain/quorum.js';
 import type { Role } from '../../domain/roles.js';
 import { ACTIVE_TASK_STATES, JOB_STATES, hostMachine, isActiveTask, jobMachine, taskMachine, type JobState, type TaskState } from '../../domain/states.js';
 import { DURATION_WEIGHTS, effectivePass, settledPass, type ProjectShare } from '../../scheduling/fair-share.js';
@@ -19,7 +19,7 @@ import type { RunningTask } from '../../scheduling/speculation.js';
 import { checksum, pendingMigrations, type Migration } from '../migration.js';
 import {
   activeCountsOf, demandShapes, QUEUE_DEPTH_SQL, queueDepthOf, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
-  retryTime, specEncoder, mapReliability, mapReplicaView, type Row,
+  retryTime, specEncoder, mapReliability, mapReplicaView, REPLICA_VIEW_SQL, type Row,
 } from '../rows.js';
 import type {
   Bootstrap, ClaimedTask, ClaimGathered, ClaimRequest, ClaimResult, DemandShape, EnrollRequest, QueueDepth, ExpiredTask, HeartbeatRequest, HeartbeatResult, HostSummary,
@@ -782,9 +782,8 @@ export class PostgresStore implements Store {
         const job = mapJob(byId.get(jobId)!);
         if (job.quorum > 1 && job.state === 'running') {
           // A replicated job wants other replicas in place of the host's (a failure only at its limit).
-          const verdict = judge(await replicaViews(c, job.id), job.replicasWanted, ruleFor(job, await this.appRow(c, job.appId)));
-          if (verdict.kind === 'no_consensus') requeuedJobs.push(await moveJob(c, job, 'failed', verdict.reason, job.attempts, now, DEFAULT_SCHEDULING, false));
-          else await applyVerdict(c, job, verdict, []);
+          const after = await decide(c, job, judge(await replicaViews(c, job.id), job.replicasWanted, ruleFor(job, await this.appRow(c, job.appId))), [], now);
+          if (after.state !== job.state) requeuedJobs.push(after); // ended, at its limit
           continue;
         }
         const othersActive = (await c.value<number>(`SELECT count(*) FROM tasks WHERE job_id = $1 AND state IN (${ACTIVE_TASK_SQL})`, [jobId]))!;
@@ -864,9 +863,19 @@ export class PostgresStore implements Store {
       const plan = req.plan(gathered.input);
       const replication = req.replication ?? DEFAULT_REPLICATION;
       const tasks: ClaimedTask[] = [];
-      // Replicas of running jobs, held since the gathering (their rows are locked).
+      // Replicas of running jobs. Another claim may have taken one since the gathering, or given
+      // one to another host of this owner: once the job's row is locked (any such claim has
+      // committed), the update checks both again in a statement of its own — a snapshot that
+      // sees that claim's task — and the pick is skipped.
       for (const pick of plan.picks.filter((p) => p.replica)) {
-        const r = await c.one(`UPDATE jobs SET replicas_wanted = replicas_wanted - 1 WHERE id = $1 AND state = 'running' AND replicas_wanted > 0 RETURNING *`, [pick.jobId]);
+        if (!(await c.one(`SELECT 1 FROM jobs WHERE id = $1 AND state = 'running' AND replicas_wanted > 0 FOR UPDATE`, [pick.jobId]))) continue;
+        const r = await c.one(
+          `UPDATE jobs j SET replicas_wanted = replicas_wanted - 1, reason = CASE WHEN replicas_wanted = 1 THEN NULL ELSE reason END
+           WHERE id = $1 AND state = 'running' AND replicas_wanted > 0
+             AND NOT EXISTS (SELECT 1 FROM tasks t JOIN hosts h ON h.id = t.host_id WHERE t.job_id = j.id AND (t.host_id = $2 OR h.owner = $3))
+           RETURNING *`,
+          [pick.jobId, req.hostId, host.owner ?? null],
+        );
         if (!r) continue;
         const job = mapJob(r);
         const t = await c.one(
@@ -918,7 +927,7 @@ export class PostgresStore implements Store {
       );
       const fresh: ClaimedTask[] = [];
       for (const r of started) fresh.push(await this.claimed(c, mapTask(r.task as Row), mapJob(r.job as Row)));
-      await this.replicateAndCount(c, req.hostId, [...fresh, ...tasks], gathered.reliability, replication, now);
+      await this.replicateAndCount(c, req.hostId, [...fresh, ...tasks], gathered.reliability, replication, req.drawKey, now);
       // Passes as a catch-up and a charge, not values: a report may have settled one meanwhile,
       // and another claim may have caught the same project up to the clock.
       const passes = [...plan.passes].map(([projectId, pass]) => {
@@ -941,15 +950,18 @@ export class PostgresStore implements Store {
    * (scheduling/replication.ts), and the host's daily quota counts every task handed out — one
    * statement each, from the records the gathering read (the host's row is locked meanwhile).
    */
-  private async replicateAndCount(c: Conn, hostId: number, claimed: ClaimedTask[], records: Map<number, HostReliability>, o: ReplicationOptions, now: Millis): Promise<void> {
+  private async replicateAndCount(
+    c: Conn, hostId: number, claimed: ClaimedTask[], records: Map<number, HostReliability>, o: ReplicationOptions, key: Buffer | undefined, now: Millis,
+  ): Promise<void> {
     if (claimed.length === 0) return;
     const replicated = claimed.filter((t) => t.task.replica === 0 && (t.app.replicas > 1 || t.job.quorum !== 1));
     if (replicated.length > 0) {
-      const plans = replicated.map((t) => replicationFor(t.app, records.get(t.app.id) ?? NEW_HOST, t.job.id, hostId, o));
-      await c.run('UPDATE jobs j SET quorum = u.quorum, replicas_wanted = u.wanted FROM unnest($1::bigint[], $2::int[], $3::int[]) AS u(id, quorum, wanted) WHERE j.id = u.id', [
-        replicated.map((t) => t.job.id), plans.map((p) => p.quorum), plans.map((p) => p.replicas - 1),
+      const plans = replicated.map((t) => replicationFor(t.app, records.get(t.app.id) ?? NEW_HOST, t.job.id, hostId, o, key));
+      const reasons = plans.map((p) => (p.replicas > 1 ? wantingReplicas(p.replicas - 1) : null));
+      await c.run('UPDATE jobs j SET quorum = u.quorum, replicas_wanted = u.wanted, reason = u.reason FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[]) AS u(id, quorum, wanted, reason) WHERE j.id = u.id', [
+        replicated.map((t) => t.job.id), plans.map((p) => p.quorum), plans.map((p) => p.replicas - 1), reasons,
       ]);
-      replicated.forEach((t, i) => Object.assign(t, { job: { ...t.job, quorum: plans[i]!.quorum, replicasWanted: plans[i]!.replicas - 1 } }));
+      replicated.forEach((t, i) => Object.assign(t, { job: { ...t.job, quorum: plans[i]!.quorum, replicasWanted: plans[i]!.replicas - 1, reason: reasons[i]! } }));
     }
     const next = new Map<number, HostReliability>();
     for (const t of claimed) next.set(t.app.id, nextReliability(next.get(t.app.id) ?? records.get(t.app.id) ?? NEW_HOST, 'issued', o, now));
@@ -1002,11 +1014,12 @@ export class PostgresStore implements Store {
            FOR UPDATE SKIP LOCKED) h
        ),
        reserved_free AS (SELECT id FROM jobs WHERE id = $6 FOR UPDATE SKIP LOCKED),
-       -- Replicas go to hosts that have not run the job, of owners that have not either.
+       -- Replicas go to hosts that have not run the job, of owners that have not either. Read
+       -- without locks (a claim takes only what it picks, and checks again when it does).
        wanting AS (
          SELECT j.id, j.queue_id FROM jobs j WHERE j.replicas_wanted > 0 AND j.state = 'running' AND j.queue_id IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM tasks t JOIN hosts h ON h.id = t.host_id WHERE t.job_id = j.id AND (t.host_id = $3 OR h.owner = $7))
-         ORDER BY j.id LIMIT $8 FOR UPDATE OF j SKIP LOCKED)
+         ORDER BY j.id LIMIT $8)
        SELECT
          (SELECT coalesce(jsonb_agg(jsonb_build_array(id, queue_id) ORDER BY id), '[]') FROM wanting) AS wanting,
          (SELECT coalesce(jsonb_agg(jsonb_build_array(app_id, valid_run, quota, quota_day, issued_today)), '[]') FROM host_app_health WHERE host_id = $3) AS reliability,
@@ -1195,11 +1208,12 @@ export class PostgresStore implements Store {
       const info = (await c.one(
         `SELECT
            (SELECT count(*) FROM tasks WHERE job_id = $1 AND id != $2 AND state IN (${ACTIVE_TASK_SQL})) AS others,
-           (SELECT coalesce(array_agg(host_id ORDER BY id), '{}') FROM tasks
+           -- In host order: host_app_health rows are locked in host order everywhere (recordReliability).
+           (SELECT coalesce(array_agg(host_id ORDER BY host_id, id), '{}') FROM tasks
               WHERE job_id = $1 AND state = 'failed' AND host_id != $3 AND outcome NOT LIKE '{"kind":"aborted"%') AS failed_on,
            (SELECT share_weight FROM projects WHERE id = $4) AS weight,
            (SELECT estimated_ms FROM queues WHERE id = $5) AS typical,
-           (SELECT jsonb_build_array(failures, cooldown_until) FROM host_app_health WHERE host_id = $3 AND app_id = $6) AS health`,
+           (SELECT jsonb_build_array(failures, cooldown_until, quota) FROM host_app_health WHERE host_id = $3 AND app_id = $6) AS health`,
         [job.id, task.id, req.hostId, job.projectId, queueId, job.appId],
       ))!;
       const replicated = job.quorum > 1;
@@ -1247,17 +1261,22 @@ export class PostgresStore implements Store {
       if (verdict !== null) {
         judged = await applyVerdict(c, judged, verdict, events);
       } else if (replicated && req.outcome.kind === 'succeeded' && job.canonicalTaskId !== null) {
-        // A replica that succeeds after its job was decided is checked against the job's result.
-        const canonical = mapTask((await c.one('SELECT * FROM tasks WHERE id = $1', [job.canonicalTaskId]))!);
-        const validity = resultDigest(req.outputs) === resultDigest(canonical.outputs) ? 'valid' : 'invalid';
-        await c.run('UPDATE tasks SET validity = $1 WHERE id = $2', [validity, task.id]);
-        events.push({ hostId: req.hostId, event: validity });
+        // A replica that succeeds after its job was decided is checked against the replicas found valid.
+        const valid = (await c.all(`SELECT outputs FROM tasks WHERE job_id = $1 AND validity = 'valid'`, [job.id])).map((r) => JSON.parse(r.outputs as string) as Record<string, OutputFile>);
+        const validity = lateValidity(req.outputs, valid, app.validator !== null);
+        if (validity !== null) {
+          await c.run('UPDATE tasks SET validity = $1 WHERE id = $2', [validity, task.id]);
+          events.push({ hostId: req.hostId, event: validity });
+        }
+      } else if (!replicated && req.outcome.kind === 'succeeded' && (info.health as unknown[] | null)?.[2] != null) {
+        // An unchecked success restores a quota that errors cut.
+        events.push({ hostId: req.hostId, event: 'succeeded' });
       }
       await recordReliability(c, job.appId, events, replication, now);
       let passChange = 0;
       if (!late) {
         if (req.outcome.kind === 'succeeded' && !replicated) {
-          const [failures, cooldownUntil] = (info.health as [number, number | null] | null) ?? [0, null];
+          const [failures, cooldownUntil] = (info.health as [number, number | null, number | null] | null) ?? [0, null];
           await saveHealth(c, req.hostId, job.appId, { failures, cooldownUntil }, 'succeeded', req.rules, now);
           // The job's earlier failures on other hosts were the hosts', not the job's.
           for (const hostId of info.failed_on as number[]) await recordHealth(c, hostId, job.appId, 'failed_where_others_succeeded', req.rules, now);
@@ -1325,10 +1344,7 @@ export class PostgresStore implements Store {
         const app = await this.appRow(c, job.appId);
         if (job.quorum > 1 && job.state === 'running') {
           // A lost replica: the judge asks for another, or gives up when the limit is reached.
-          const verdict = judge(await replicaViews(c, job.id), job.replicasWanted, ruleFor(job, app));
-          const after = verdict.kind === 'no_consensus'
-            ? await moveJob(c, job, 'failed', verdict.reason, job.attempts, now, rules, false)
-            : await applyVerdict(c, job, verdict, []);
+          const after = await decide(c, job, judge(await replicaViews(c, job.id), job.replicasWanted, ruleFor(job, app)), [], now);
           out.push({ taskId: task.id, job: after, jobChanged: after.state !== job.state });
           continue;
         }
@@ -1413,11 +1429,8 @@ export class PostgresStore implements Store {
       const verdict = judgeValidation(await replicaViews(c, job.id), job.replicasWanted, ruleFor(job, app), req.basis, req.answer);
       if (verdict.kind === 'stale') return { job, stale: true };
       await c.run('UPDATE jobs SET awaiting_validator = 0, reason = NULL WHERE id = $1', [job.id]);
-      let after: Job = { ...job, awaitingValidator: false, reason: null };
-      if (verdict.kind === 'accepted') after = await moveJob(c, after, 'succeeded', null, job.attempts, now, req.rules, false);
-      if (verdict.kind === 'no_consensus') after = await moveJob(c, after, 'failed', verdict.reason, job.attempts, now, req.rules, false);
       const events: ReliabilityChange[] = [];
-      after = await applyVerdict(c, after, verdict, events);
+      const after = await decide(c, { ...job, awaitingValidator: false, reason: null }, verdict, events, now);
       await recordReliability(c, job.appId, events, req.rules.replication, now);
       return { job: after, stale: false };
     });
@@ -1543,7 +1556,8 @@ function movedJob(job: Job, to: JobState, reason: string | null, attempts: numbe
 
 /** The job's replicas for the judge (domain/quorum.ts), with who stands behind each. */
 async function replicaViews(c: Conn, jobId: number): Promise<ReplicaView[]> {
-  const rows = await c.all('SELECT t.id, t.state, t.outcome, t.outputs, t.host_id, h.owner FROM tasks t JOIN hosts h ON h.id = t.host_id WHERE t.job_id = $1 ORDER BY t.id', [jobId]);
+  // A revoked host's results no longer count.
+  const rows = await c.all(`${REPLICA_VIEW_SQL} WHERE t.job_id = $1 AND h.state = 'active' ORDER BY t.id`, [jobId]);
   return rows.map(mapReplicaView);
 }
 
@@ -1561,8 +1575,9 @@ interface ReliabilityChange {
 async function applyVerdict(c: Conn, job: Job, verdict: Verdict, events: ReliabilityChange[]): Promise<Job> {
   if (verdict.kind === 'pending') {
     if (verdict.issue === 0) return job;
-    await c.run('UPDATE jobs SET replicas_wanted = replicas_wanted + $1 WHERE id = $2', [verdict.issue, job.id]);
-    return { ...job, replicasWanted: job.replicasWanted + verdict.issue };
+    const reason = wantingReplicas(job.replicasWanted + verdict.issue);
+    await c.run('UPDATE jobs SET replicas_wanted = replicas_wanted + $1, reason = $2 WHERE id = $3', [verdict.issue, reason, job.id]);
+    return { ...job, replicasWanted: job.replicasWanted + verdict.issue, reason };
   }
   if (verdict.kind === 'no_consensus') return job;
   if (verdict.kind === 'validate') {
@@ -1596,6 +1611,14 @@ async function recordReliability(c: Conn, appId: number, events: ReliabilityChan
      ON CONFLICT (host_id, app_id) DO UPDATE SET valid_run = excluded.valid_run, quota = excluded.quota`,
     [appId, hostIds, hostIds.map((h) => records.get(h)!.validRun), hostIds.map((h) => records.get(h)!.quota)],
   );
+}
+
+/** A verdict reached outside a report (a lost replica, a revoked host, a validator): the job's move, then the verdict. */
+async function decide(c: Conn, job: Job, verdict: Verdict, events: ReliabilityChange[], now: Millis): Promise<Job> {
+  let after = job;
+  if (verdict.kind === 'accepted') after = await moveJob(c, job, 'succeeded', null, job.attempts, now, DEFAULT_SCHEDULING, false);
+  if (verdict.kind === 'no_consensus') after = await moveJob(c, job, 'failed', verdict.reason, job.attempts, now, DEFAULT_SCHEDULING, false);
+  return applyVerdict(c, after, verdict, events);
 }
 
 /** Moves a job to its next state; the job row is locked by the caller. */

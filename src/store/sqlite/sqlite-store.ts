@@ -8,7 +8,7 @@ import type {
 } from '../../domain/model.js';
 import type { RuntimeKind } from '../../domain/model.js';
 import { describeOutcome, settle, type Settlement } from '../../domain/outcomes.js';
-import { AWAITING_VALIDATOR, isError, judge, judgeValidation, ruleFor, resultDigest, settleReplica, withReport, type ReplicaView, type ValidatorAnswer, type Verdict } from '../../domain/quorum.js';
+import { AWAITING_VALIDATOR, wantingReplicas, isError, judge, lateValidity, judgeValidation, ruleFor, resultDigest, settleReplica, withReport, type ReplicaView, type ValidatorAnswer, type Verdict } from '../../domain/quorum.js';
 import { DEFAULT_REPLICATION, NEW_HOST, nextReliability, quotaLeft, replicationFor, type HostReliability, type ReliabilityEvent, type ReplicationOptions } from '../../scheduling/replication.js';
 import type { Role } from '../../domain/roles.js';
 import { learnDuration, settledPass } from '../../scheduling/fair-share.js';
@@ -29,7 +29,7 @@ import type { AuditFilter, AuditListEntry, EnrollTokenSummary, HostRevocation, S
 import { HOST_REVOKED, REQUEUED_AFTER_REVOKE, attemptsAfterRevoke, mapAudit, mapEnrollTokenSummary, mapSite } from '../rows.js';
 import {
   activeCountsOf, demandShapes, QUEUE_DEPTH_SQL, queueDepthOf, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
-  retryTime, specEncoder, mapReliability, mapReplicaView, type Row,
+  retryTime, specEncoder, mapReliability, mapReplicaView, REPLICA_VIEW_SQL, type Row,
 } from '../rows.js';
 import { DEFAULT_REPLICA_SCAN } from '../store.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -812,9 +812,8 @@ export class SqliteStore implements Store {
         const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(jobId) as Row);
         if (job.quorum > 1 && job.state === 'running') {
           // A replicated job wants other replicas in place of the host's (a failure only at its limit).
-          const verdict = judge(this.replicaViews(job.id), job.replicasWanted, ruleFor(job, this.appRow(job.appId)));
-          if (verdict.kind === 'no_consensus') requeuedJobs.push(this.moveJob(job, 'failed', verdict.reason, job.attempts, null, now));
-          else this.applyVerdict(job, verdict, DEFAULT_REPLICATION, now);
+          const after = this.decide(job, judge(this.replicaViews(job.id), job.replicasWanted, ruleFor(job, this.appRow(job.appId))), DEFAULT_REPLICATION, now);
+          if (after.state !== job.state) requeuedJobs.push(after); // ended, at its limit
           continue;
         }
         const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(jobId) as number;
@@ -872,7 +871,10 @@ export class SqliteStore implements Store {
       const replication = req.replication ?? DEFAULT_REPLICATION;
       for (const pick of plan.picks) {
         if (pick.replica) {
-          const taken = this.stmt(`UPDATE jobs SET replicas_wanted = replicas_wanted - 1 WHERE id = ? AND state = 'running' AND replicas_wanted > 0`).run(pick.jobId);
+          const taken = this.stmt(
+            `UPDATE jobs SET replicas_wanted = replicas_wanted - 1, reason = CASE WHEN replicas_wanted = 1 THEN NULL ELSE reason END
+             WHERE id = ? AND state = 'running' AND replicas_wanted > 0`,
+          ).run(pick.jobId);
           if (taken.changes !== 1) throw new Error(`scheduling chose a replica of job ${pick.jobId}, which wants none`);
           const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
           const replica = (this.stmt('SELECT max(replica) FROM tasks WHERE job_id = ?').pluck().get(job.id) as number) + 1;
@@ -883,9 +885,10 @@ export class SqliteStore implements Store {
         let job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
         const app = this.appRow(job.appId);
         if (app.replicas > 1 || job.quorum !== 1) {
-          const r = replicationFor(app, this.reliability(req.hostId, app.id), job.id, req.hostId, replication);
-          this.stmt('UPDATE jobs SET quorum = ?, replicas_wanted = ? WHERE id = ?').run(r.quorum, r.replicas - 1, job.id);
-          job = { ...job, quorum: r.quorum, replicasWanted: r.replicas - 1 };
+          const r = replicationFor(app, this.reliability(req.hostId, app.id), job.id, req.hostId, replication, req.drawKey);
+          const reason = r.replicas > 1 ? wantingReplicas(r.replicas - 1) : null;
+          this.stmt('UPDATE jobs SET quorum = ?, replicas_wanted = ?, reason = ? WHERE id = ?').run(r.quorum, r.replicas - 1, reason, job.id);
+          job = { ...job, quorum: r.quorum, replicasWanted: r.replicas - 1, reason };
         }
         tasks.push(this.newTask(req, job, job.attempts, 0, pick.runtime, pick.cost, now));
       }
@@ -1163,9 +1166,11 @@ export class SqliteStore implements Store {
       }
       const replication = req.rules.replication;
       if (verdict !== null) after = this.applyVerdict(after, verdict, replication, now);
-      else if (replicated && req.outcome.kind === 'succeeded' && job.canonicalTaskId !== null) this.validateLate(job, task.id, req.hostId, req.outputs, replication, now);
+      else if (replicated && req.outcome.kind === 'succeeded' && job.canonicalTaskId !== null) this.validateLate(job, app, task.id, req.hostId, req.outputs, replication, now);
       else if (!replicated && s.job === 'succeeded') after = this.setResult(after, task.id);
       if (isError(req.outcome)) this.recordReliability(req.hostId, job.appId, 'error', replication, now);
+      // An unchecked success restores a quota that errors cut (a write only when one was cut).
+      if (!replicated && req.outcome.kind === 'succeeded' && this.reliability(req.hostId, job.appId).quota !== null) this.recordReliability(req.hostId, job.appId, 'succeeded', replication, now);
       if (!late) {
         if (req.outcome.kind === 'succeeded' && !replicated) {
           this.recordHealth(req.hostId, job.appId, 'succeeded', req.rules, now);
@@ -1206,13 +1211,22 @@ export class SqliteStore implements Store {
 
   /** The job's replicas for the judge (domain/quorum.ts), with who stands behind each. */
   private replicaViews(jobId: number): ReplicaView[] {
-    const rows = this.stmt('SELECT t.id, t.state, t.outcome, t.outputs, t.host_id, h.owner FROM tasks t JOIN hosts h ON h.id = t.host_id WHERE t.job_id = ? ORDER BY t.id').all(jobId) as Row[];
+    // A revoked host's results no longer count (REPLICA_VIEW_SQL).
+    const rows = this.stmt(`${REPLICA_VIEW_SQL} WHERE t.job_id = ? AND h.state = 'active' ORDER BY t.id`).all(jobId) as Row[];
     return rows.map(mapReplicaView);
   }
 
   private setResult(job: Job, taskId: number): Job {
     this.stmt('UPDATE jobs SET canonical_task_id = ? WHERE id = ?').run(taskId, job.id);
     return { ...job, canonicalTaskId: taskId };
+  }
+
+  /** A verdict reached outside a report (a lost replica, a revoked host, a validator): the job's move, then the verdict. */
+  private decide(job: Job, verdict: Verdict, o: ReplicationOptions, now: Millis): Job {
+    let after = job;
+    if (verdict.kind === 'accepted') after = this.moveJob(job, 'succeeded', null, job.attempts, null, now);
+    if (verdict.kind === 'no_consensus') after = this.moveJob(job, 'failed', verdict.reason, job.attempts, null, now);
+    return this.applyVerdict(after, verdict, o, now);
   }
 
   /**
@@ -1223,8 +1237,9 @@ export class SqliteStore implements Store {
   private applyVerdict(job: Job, verdict: Verdict, o: ReplicationOptions, now: Millis): Job {
     if (verdict.kind === 'pending') {
       if (verdict.issue === 0) return job;
-      this.stmt('UPDATE jobs SET replicas_wanted = replicas_wanted + ? WHERE id = ?').run(verdict.issue, job.id);
-      return { ...job, replicasWanted: job.replicasWanted + verdict.issue };
+      const reason = wantingReplicas(job.replicasWanted + verdict.issue);
+      this.stmt('UPDATE jobs SET replicas_wanted = replicas_wanted + ?, reason = ? WHERE id = ?').run(verdict.issue, reason, job.id);
+      return { ...job, replicasWanted: job.replicasWanted + verdict.issue, reason };
     }
     if (verdict.kind === 'no_consensus') return job;
     if (verdict.kind === 'validate') {
@@ -1239,10 +1254,11 @@ export class SqliteStore implements Store {
     return { ...this.setResult(job, verdict.canonical), replicasWanted: 0, awaitingValidator: false };
   }
 
-  /** A replica that succeeds after its job was decided is checked against the job's result. */
-  private validateLate(job: Job, taskId: number, hostId: number, outputs: Record<string, OutputFile>, o: ReplicationOptions, now: Millis): void {
-    const canonical = this.taskRow(job.canonicalTaskId!)!;
-    const validity = resultDigest(outputs) === resultDigest(canonical.outputs) ? 'valid' : 'invalid';
+  /** A replica that succeeds after its job was decided is checked against the replicas found valid (domain/quorum.ts `lateValidity`). */
+  private validateLate(job: Job, app: App, taskId: number, hostId: number, outputs: Record<string, OutputFile>, o: ReplicationOptions, now: Millis): void {
+    const valid = (this.stmt(`SELECT outputs FROM tasks WHERE job_id = ? AND validity = 'valid'`).pluck().all(job.id) as string[]).map((x) => JSON.parse(x) as Record<string, OutputFile>);
+    const validity = lateValidity(outputs, valid, app.validator !== null);
+    if (validity === null) return;
     this.stmt('UPDATE tasks SET validity = ? WHERE id = ?').run(validity, taskId);
     this.recordReliability(hostId, job.appId, validity, o, now);
   }
@@ -1298,10 +1314,7 @@ export class SqliteStore implements Store {
         const app = this.appRow(job.appId);
         if (job.quorum > 1 && job.state === 'running') {
           // A lost replica: the judge asks for another, or gives up when the limit is reached.
-          const verdict = judge(this.replicaViews(job.id), job.replicasWanted, ruleFor(job, app));
-          const after = verdict.kind === 'no_consensus'
-            ? this.moveJob(job, 'failed', verdict.reason, job.attempts, null, now)
-            : this.applyVerdict(job, verdict, rules.replication, now);
+          const after = this.decide(job, judge(this.replicaViews(job.id), job.replicasWanted, ruleFor(job, app)), rules.replication, now);
           out.push({ taskId: task.id, job: after, jobChanged: after.state !== job.state });
           continue;
         }
@@ -1380,10 +1393,7 @@ export class SqliteStore implements Store {
       const verdict = judgeValidation(this.replicaViews(job.id), job.replicasWanted, ruleFor(job, app), req.basis, req.answer);
       if (verdict.kind === 'stale') return { job, stale: true };
       this.stmt('UPDATE jobs SET awaiting_validator = 0, reason = NULL WHERE id = ?').run(job.id);
-      let after: Job = { ...job, awaitingValidator: false, reason: null };
-      if (verdict.kind === 'accepted') after = this.moveJob(after, 'succeeded', null, job.attempts, null, now);
-      if (verdict.kind === 'no_consensus') after = this.moveJob(after, 'failed', verdict.reason, job.attempts, null, now);
-      return { job: this.applyVerdict(after, verdict, req.rules.replication, now), stale: false };
+      return { job: this.decide({ ...job, awaitingValidator: false, reason: null }, verdict, req.rules.replication, now), stale: false };
     });
   }
 
