@@ -39,6 +39,9 @@ export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): v
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      // A HEAD has no body to stream: its headers never left (node sends them with the body) and
+      // the subscription held the connection until the client gave up.
+      if (req.method === 'HEAD') return void res.end();
       res.write(': connected\n\n');
       const send = (e: StampedEvent): void => {
         res.write(`id: ${e.seq}\nevent: ${e.event.type}\ndata: ${JSON.stringify({ ...e.event, at: new Date(e.at).toISOString() })}\n\n`);
