@@ -164,7 +164,10 @@ describe('the sandbox holds against hostile tasks (real Docker engine)', { skip:
   });
 
   test('fork bomb: held at the pid limit while the host stays responsive; it ends at its time limit and its container is removed', async () => {
-    const s = await spec('echo bombing; bomb() { bomb | bomb & }; bomb; sleep 60', { maxRuntimeSeconds: 5 });
+    // The bomb goes off in a subshell, so the task's own shell, blocked reading a FIFO it holds
+    // open (no fork, no CPU), is not ended by a fork of its own failing (a shell whose fork fails
+    // exits 2): the task ends at its time limit however the race goes.
+    const s = await spec('echo bombing; mkfifo /tmp/hold; (bomb() { bomb | bomb & }; bomb) & read x <> /tmp/hold', { maxRuntimeSeconds: 5 });
     const running = runContained(s);
     // Watch the container's pid count until the bomb presses on the limit (or the task ends):
     // processes die and are replaced all the time, so a sample seldom catches the exact limit.
@@ -303,7 +306,8 @@ describe('the sandbox through the whole path: a real server and agent report eac
       // One file, cut at the per-file cap and found over the limit when the task ends: quick
       // however loaded the machine (the watch's own kill is tested on the runtime above).
       disk: 'dd if=/dev/zero of=/out/big bs=1M count=64',
-      forkBomb: 'bomb() { bomb | bomb & }; bomb; sleep 60',
+      // As on the runtime above: the bomb in a subshell, the task's shell blocked without forking.
+      forkBomb: 'mkfifo /tmp/hold; (bomb() { bomb | bomb & }; bomb) & read x <> /tmp/hold',
       setuid: process.arch === 'x64' ? `exec ${SETUID_PROGRAM}` : 'exit 13',
       memory: 'x=a; while true; do x="$x$x"; done',
       rootWrite: 'touch /etc/passwd-boxgrid',

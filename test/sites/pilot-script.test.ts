@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -69,7 +69,9 @@ describe('the batch script of a Podman pilot', () => {
 
   test('an idle agent ends the pilot with its exit code, and the service stops after it', async () => {
     const { exit } = await start();
-    await writeFile(join(dir, 'idle'), '3');
+    // Whole, by a rename: the stand-in agent reads it the moment it exists.
+    await writeFile(join(dir, 'idle.tmp'), '3');
+    await rename(join(dir, 'idle.tmp'), join(dir, 'idle'));
     assert.equal(await exit, 3, "the agent's exit code is the pilot's");
     const log = (await readFile(join(dir, 'log'), 'utf8')).trim().split('\n');
     assert.deepEqual(log, [`service unix://${dir}/pilot-42/podman.sock`, `agent --docker-socket ${dir}/pilot-42/podman.sock`, 'agent idle', 'stopped'],
