@@ -126,7 +126,7 @@ export function registerHostRoutes(app: Api, s: Services): void {
             host: Type.Object({ id: Type.Integer(), name: Type.String(), state: Type.String(), owner: Nullable(Type.String()) }),
             revoked: Type.Boolean({ description: 'false: it was revoked already, and nothing changed' }),
             abortedTasks: Type.Array(Type.Integer(), { description: 'ids of the tasks aborted' }),
-            requeuedJobs: Type.Array(Type.Integer(), { description: 'ids of the jobs put back in their queue' }),
+            requeuedJobs: Type.Array(Type.Integer(), { description: 'ids of the jobs put back in their queue (and of replicated jobs that this left with no consensus, now failed)' }),
           }),
         },
       },

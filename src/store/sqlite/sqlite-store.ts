@@ -892,10 +892,6 @@ export class SqliteStore implements Store {
         }
         tasks.push(this.newTask(req, job, job.attempts, 0, pick.runtime, pick.cost, now));
       }
-      // Each task counts against the host's daily quota for its app.
-      const issued = new Map<number, number>();
-      for (const t of tasks) issued.set(t.app.id, (issued.get(t.app.id) ?? 0) + 1);
-      for (const [appId, n] of issued) this.recordReliability(req.hostId, appId, 'issued', replication, now, n);
       for (const [projectId, pass] of plan.passes) this.stmt('UPDATE projects SET fair_pass = ? WHERE id = ?').run(pass, projectId);
       if (plan.virtualTime !== gathered.virtualTime) this.stmt('UPDATE fair_share_clock SET virtual_time = ? WHERE id = 1').run(plan.virtualTime);
       let reservation = gathered.reservation;
@@ -916,6 +912,10 @@ export class SqliteStore implements Store {
           tasks.push(this.newTask(req, job, job.attempts, replica, pick.runtime, 0, now));
         }
       }
+      // Each task counts against the host's daily quota for its app, speculative copies too (as on PostgreSQL).
+      const issued = new Map<number, number>();
+      for (const t of tasks) issued.set(t.app.id, (issued.get(t.app.id) ?? 0) + 1);
+      for (const [appId, n] of issued) this.recordReliability(req.hostId, appId, 'issued', replication, now, n);
       return { tasks, replayed: false };
     });
   }
