@@ -242,7 +242,7 @@ export class AgentProtocolService {
     );
     if (!r.replayed) this.ctx.meter?.settled(input.outcome.kind, input.durationMs, input.usage ?? null);
     if (!r.replayed && r.job.state !== r.jobStateBefore) {
-      this.ctx.events.publish(r.job.projectId, { type: 'job', jobId: r.job.id, batchId: r.job.batchId, state: r.job.state, reason: r.job.reason });
+      this.ctx.events.publishJob(r.job);
     }
     return { task: r.task, job: r.job, replayed: r.replayed };
   }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { StateCounts } from '../domain/model.js';
+import type { Job, StateCounts } from '../domain/model.js';
 import type { JobState } from '../domain/states.js';
 
 /** A state change worth telling watchers about. Bulk changes are one `batch` event, not N job events. */
@@ -76,6 +76,11 @@ export class EventBus {
     const relay = this.relay;
     this.relay = null;
     await relay?.close();
+  }
+
+  /** A job's state as it now is, to its project's watchers. */
+  publishJob(job: Pick<Job, 'id' | 'projectId' | 'batchId' | 'state' | 'reason'>): void {
+    this.publish(job.projectId, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
   }
 
   publish(projectId: number, event: BoxgridEvent): void {

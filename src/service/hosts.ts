@@ -23,7 +23,7 @@ export class HostService {
     const r = await this.ctx.store.revokeHost(hostId, this.ctx.now());
     if (!r) throw notFound(`host ${hostId}`);
     for (const job of r.requeuedJobs) {
-      this.ctx.events.publish(job.projectId, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
+      this.ctx.events.publishJob(job);
     }
     if (r.changed) {
       await recordAudit(this.ctx, actor, 'host.revoke', `host ${r.host.id}`, {

@@ -175,7 +175,7 @@ export class JobService {
 
   async cancel(access: ProjectAccess, id: number): Promise<Job> {
     const job = await this.ctx.store.cancelJob(access.project.id, id, this.ctx.now());
-    this.ctx.events.publish(access.project.id, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
+    this.ctx.events.publishJob(job);
     return job;
   }
 

@@ -1,5 +1,5 @@
-import type { Job } from '../domain/model.js';
 import type { ServiceContext } from './context.js';
+import { Periodic } from './periodic.js';
 
 /** Most leases one pass expires per transaction; a backlog takes several (short) transactions. */
 const PER_PASS = 500;
@@ -11,8 +11,7 @@ const PER_PASS = 500;
  * at the store afresh, so it is safe after a crash and alongside other servers.
  */
 export class LeaseSweeper {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<number> | null = null;
+  private loop: Periodic | null = null;
 
   constructor(private readonly ctx: ServiceContext) {}
 
@@ -21,20 +20,16 @@ export class LeaseSweeper {
     let total = 0;
     for (;;) {
       const expired = await this.ctx.store.expireLeases(this.ctx.now(), PER_PASS, this.ctx.scheduling);
-      for (const { job, jobChanged } of expired) if (jobChanged) this.publish(job);
+      for (const { job, jobChanged } of expired) if (jobChanged) this.ctx.events.publishJob(job);
       if (expired.length > 0) this.ctx.meter?.lost(expired.length);
       total += expired.length;
       if (expired.length < PER_PASS) break;
     }
     for (;;) {
       const late = await this.ctx.store.failPastDeadline(this.ctx.now(), PER_PASS);
-      for (const job of late) this.publish(job);
+      for (const job of late) this.ctx.events.publishJob(job);
       if (late.length < PER_PASS) return total;
     }
-  }
-
-  private publish(job: Job): void {
-    this.ctx.events.publish(job.projectId, { type: 'job', jobId: job.id, batchId: job.batchId, state: job.state, reason: job.reason });
   }
 
   /**
@@ -43,21 +38,16 @@ export class LeaseSweeper {
    * again before their tasks can be counted lost.
    */
   start(): void {
-    if (this.timer) return;
+    if (this.loop) return;
     const graceUntil = this.ctx.now() + this.ctx.timing.leaseSeconds * 1000;
-    this.timer = setInterval(() => {
-      if (this.running || this.ctx.now() < graceUntil) return; // a slow pass is not overtaken by the next one
-      this.running = this.sweep()
-        .catch(() => 0) // the next tick tries again; a store outage shows on /readyz
-        .finally(() => (this.running = null));
-    }, this.ctx.timing.sweepSeconds * 1000);
-    this.timer.unref();
+    this.loop = new Periodic(() => this.sweep(), this.ctx.timing.sweepSeconds * 1000, () => this.ctx.now() >= graceUntil);
+    this.loop.start();
   }
 
   /** Stops the loop and waits for a pass in progress, so the store can close after it. */
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.running;
+    const loop = this.loop;
+    this.loop = null;
+    await loop?.stop();
   }
 }

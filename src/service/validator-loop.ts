@@ -9,6 +9,7 @@ import { describeOutcome } from '../domain/outcomes.js';
 import type { App, Job, OutputFile } from '../domain/model.js';
 import type { ValidatorAnswer } from '../domain/quorum.js';
 import type { ServiceContext } from './context.js';
+import { Periodic } from './periodic.js';
 
 /** Jobs one pass validates; a backlog takes several passes. */
 const PER_PASS = 20;
@@ -121,17 +122,18 @@ export function parseAnswer(bytes: Buffer | null): ValidatorAnswer {
  * servers may validate one job; the store judges it once).
  */
 export class ValidatorLoop {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<number> | null = null;
+  private readonly loop: Periodic;
   /** Jobs whose validation could not run, and when to try again (one job's trouble holds up no other). */
   private readonly retries = new Map<number, { at: number; delayMs: number }>();
 
   constructor(
     private readonly ctx: ServiceContext,
     private readonly runner: ValidatorRunner,
-    private readonly intervalSeconds = 5,
+    intervalSeconds = 5,
     private readonly log: (message: string) => void = () => {},
-  ) {}
+  ) {
+    this.loop = new Periodic(() => this.pass(), intervalSeconds * 1000); // no engine, a store outage: the next pass tries again
+  }
 
   /** One pass; returns how many jobs it judged. */
   async pass(): Promise<number> {
@@ -154,26 +156,17 @@ export class ValidatorLoop {
       const r = await this.ctx.store.recordValidation({ jobId: job.id, basis: replicas.map((x) => x.taskId), answer, rules: this.ctx.scheduling }, this.ctx.now());
       if (!r || r.stale) continue;
       judged++;
-      if (r.job.state !== job.state) this.ctx.events.publish(r.job.projectId, { type: 'job', jobId: r.job.id, batchId: r.job.batchId, state: r.job.state, reason: r.job.reason });
+      if (r.job.state !== job.state) this.ctx.events.publishJob(r.job);
     }
     return judged;
   }
 
   start(): void {
-    if (this.timer) return;
-    this.timer = setInterval(() => {
-      if (this.running) return;
-      this.running = this.pass()
-        .catch(() => 0) // no engine, a store outage: the next pass tries again
-        .finally(() => (this.running = null));
-    }, this.intervalSeconds * 1000);
-    this.timer.unref();
+    this.loop.start();
   }
 
   /** Stops the loop and waits for a pass in progress. */
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.running;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }

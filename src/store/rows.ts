@@ -162,12 +162,16 @@ export function mapJob(r: Row): Job {
   };
 }
 
+/** A JSON text column's value, or null when the column is. */
+function json<T>(v: unknown): T | null {
+  return v === null || v === undefined ? null : (JSON.parse(v as string) as T);
+}
+
 /** The columns mapReplicaView reads: a job's tasks with their hosts (callers add WHERE and ORDER BY). */
 export const REPLICA_VIEW_SQL = 'SELECT t.id, t.state, t.outcome, t.outputs, t.host_id, h.owner FROM tasks t JOIN hosts h ON h.id = t.host_id';
 
 /** A task row (with its host's owner) as the judge of replicas sees it. */
 export function mapReplicaView(r: Row): ReplicaView {
-  const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));
   return {
     taskId: r.id as number, voter: (r.owner as string | null) === null ? `host ${r.host_id as number}` : `owner ${r.owner as string}`,
     state: r.state as TaskState, outcome: json<TaskOutcome>(r.outcome), outputs: json<Record<string, OutputFile>>(r.outputs) ?? {},
@@ -226,7 +230,6 @@ export function mapEnrollToken(r: Row): EnrollTokenRecord {
 }
 
 export function mapTask(r: Row): Task {
-  const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));
   return {
     id: r.id as number, jobId: r.job_id as number, hostId: r.host_id as number, attempt: r.attempt as number,
     replica: r.replica as number, state: r.state as Task['state'], runtime: r.runtime as RuntimeKind,

@@ -8,7 +8,7 @@ import type {
 } from '../../domain/model.js';
 import type { RuntimeKind } from '../../domain/model.js';
 import { describeOutcome, settle, type Settlement } from '../../domain/outcomes.js';
-import { AWAITING_VALIDATOR, wantingReplicas, isError, judge, lateValidity, judgeValidation, ruleFor, resultDigest, settleReplica, withReport, type ReplicaView, type ValidatorAnswer, type Verdict } from '../../domain/quorum.js';
+import { AWAITING_VALIDATOR, wantingReplicas, isError, judge, lateValidity, judgeValidation, ruleFor, settleReplica, withReport, type ReplicaView, type ValidatorAnswer, type Verdict } from '../../domain/quorum.js';
 import { DEFAULT_REPLICATION, NEW_HOST, nextReliability, quotaLeft, replicationFor, type HostReliability, type ReliabilityEvent, type ReplicationOptions } from '../../scheduling/replication.js';
 import type { Role } from '../../domain/roles.js';
 import { learnDuration, settledPass } from '../../scheduling/fair-share.js';
@@ -877,8 +877,7 @@ export class SqliteStore implements Store {
           ).run(pick.jobId);
           if (taken.changes !== 1) throw new Error(`scheduling chose a replica of job ${pick.jobId}, which wants none`);
           const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
-          const replica = (this.stmt('SELECT max(replica) FROM tasks WHERE job_id = ?').pluck().get(job.id) as number) + 1;
-          tasks.push(this.newTask(req, job, job.attempts, replica, pick.runtime, pick.cost, now));
+          tasks.push(this.newTask(req, job, job.attempts, this.nextReplica(job.id), pick.runtime, pick.cost, now));
           continue;
         }
         if (start.run(now, pick.jobId).changes !== 1) throw new Error(`scheduling chose job ${pick.jobId}, which is not queued`);
@@ -908,8 +907,7 @@ export class SqliteStore implements Store {
         for (const pick of req.duplicates.choose(running, active, gathered)) {
           const job = mapJob(this.stmt('SELECT * FROM jobs WHERE id = ?').get(pick.jobId) as Row);
           if (job.state !== 'running') throw new Error(`scheduling duplicated job ${pick.jobId}, which is not running`);
-          const replica = (this.stmt('SELECT max(replica) FROM tasks WHERE job_id = ?').pluck().get(job.id) as number) + 1;
-          tasks.push(this.newTask(req, job, job.attempts, replica, pick.runtime, 0, now));
+          tasks.push(this.newTask(req, job, job.attempts, this.nextReplica(job.id), pick.runtime, 0, now));
         }
       }
       // Each task counts against the host's daily quota for its app, speculative copies too (as on PostgreSQL).
@@ -918,6 +916,11 @@ export class SqliteStore implements Store {
       for (const [appId, n] of issued) this.recordReliability(req.hostId, appId, 'issued', replication, now, n);
       return { tasks, replayed: false };
     });
+  }
+
+  /** The replica number of a job's next task beside those it has (a replica, a speculative copy). */
+  private nextReplica(jobId: number): number {
+    return (this.stmt('SELECT max(replica) FROM tasks WHERE job_id = ?').pluck().get(jobId) as number) + 1;
   }
 
   private newTask(req: ClaimRequest, job: Job, attempt: number, replica: number, runtime: RuntimeKind, charge: number, now: Millis): ClaimedTask {
