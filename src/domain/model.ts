@@ -109,6 +109,8 @@ export interface JobSpec {
   selector: Record<string, string>;
   /** Sweep parameters this job was expanded from, if any. */
   params: Record<string, string | number>;
+  /** Attempts this job may take, overriding its app's (a workflow step's `retries`); absent: the app's. */
+  maxAttempts?: number;
 }
 
 export interface Job extends JobSpec {

@@ -4,6 +4,7 @@ import { BoxgridError, invalid, notFound } from '../domain/errors.js';
 import type { App, Batch, Job, JobSpec, StateCounts, Task } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
 import { checkLabelKeys } from '../domain/labels.js';
+import { ENV_NAME_RE, INPUT_NAME_RE } from '../domain/names.js';
 import { isActiveTask, jobMachine, type JobState, type TaskState } from '../domain/states.js';
 import { expandSweep, substitute, sweepSize, type SweepPoint, type SweepSpec } from '../domain/sweep.js';
 import type { JobFilter } from '../store/store.js';
@@ -22,6 +23,8 @@ export interface JobTemplate {
   labels?: Record<string, string>;
   /** Labels a host must carry to run the job (`gpu-model: a100`, `site: lab-2`). */
   selector?: Record<string, string>;
+  /** Attempts the job may take (1–101), instead of its app's. */
+  maxAttempts?: number;
 }
 
 export interface AppRef {
@@ -60,8 +63,6 @@ function isoTime(text: string): number {
 
 /** What substituting one sweep value may add to a job, for the size check before expansion. */
 const SWEEP_VALUE_ALLOWANCE = 64;
-const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
-const INPUT_NAME_RE = /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$/;
 
 export interface Idempotency {
   key: string;
@@ -264,6 +265,7 @@ export class JobService {
       labels: isEmpty(extraLabels) ? t.labels ?? {} : { ...extraLabels, ...t.labels },
       selector: t.selector ?? {},
       params: {},
+      ...(t.maxAttempts === undefined ? {} : { maxAttempts: t.maxAttempts }),
     };
   }
 
@@ -283,6 +285,9 @@ export class JobService {
     }
     if (t.labels) checkLabels(t.labels, at, 'labels');
     if (t.selector) checkLabels(t.selector, at, 'selector');
+    if (t.maxAttempts !== undefined && !(Number.isInteger(t.maxAttempts) && t.maxAttempts >= 1 && t.maxAttempts <= 101)) {
+      throw invalid(fieldAt(at, 'maxAttempts'), 'must be an integer from 1 to 101');
+    }
     if (t.deadline === undefined) return null;
     const deadline = isoTime(t.deadline);
     if (Number.isNaN(deadline)) throw invalid(fieldAt(at, 'deadline'), `"${t.deadline}" is not an ISO 8601 time`);
@@ -315,6 +320,7 @@ function mergeSpec(base: JobSpec, raw: JobTemplate, deadline: number | null): Jo
     labels: mergeMap(base.labels, raw.labels),
     selector: mergeMap(base.selector, raw.selector),
     params: {},
+    ...(raw.maxAttempts !== undefined ? { maxAttempts: raw.maxAttempts } : base.maxAttempts !== undefined ? { maxAttempts: base.maxAttempts } : {}),
   };
 }
 
@@ -369,7 +375,7 @@ export function encodeCursor(id: number): string {
   return Buffer.from(`j:${id}`).toString('base64url');
 }
 
-function decodeCursor(cursor: string): number {
+export function decodeCursor(cursor: string): number {
   const m = /^j:(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString());
   if (!m) throw invalid('cursor', 'is not a cursor this server gave out');
   return Number(m[1]);

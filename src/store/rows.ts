@@ -7,6 +7,7 @@ import { withOverrides } from '../domain/resources.js';
 import type { SchedulingOptions } from '../scheduling/options.js';
 import { retryDelayMs } from '../scheduling/retry.js';
 import type { HostReliability } from '../scheduling/replication.js';
+import type { NewWorkflow, WorkflowChange, WorkflowRecord, WorkflowState } from '../domain/workflow.js';
 import type { DemandShape, EnrollTokenSummary, LogChunk, QueueDepth } from './store.js';
 
 /**
@@ -94,6 +95,7 @@ export function specEncoder(): (j: JobSpec) => string {
     if (!isEmpty(j.labels)) s += ',"labels":' + labels(j.labels);
     if (j.selector && !isEmpty(j.selector)) s += ',"selector":' + selector(j.selector);
     if (!isEmpty(j.params)) s += ',"params":' + params(j.params);
+    if (j.maxAttempts !== undefined) s += ',"maxAttempts":' + j.maxAttempts;
     return s + '}';
   };
 }
@@ -130,6 +132,7 @@ export function mapJob(r: Row): Job {
   const s: StoredJobSpec = {
     args: stored.args ?? [], env: stored.env ?? {}, inputs: stored.inputs ?? {}, resources: stored.resources ?? {},
     labels: stored.labels ?? {}, selector: stored.selector ?? {}, params: stored.params ?? {},
+    ...(stored.maxAttempts === undefined ? {} : { maxAttempts: stored.maxAttempts }),
   };
   return {
     id: r.id as number,
@@ -146,6 +149,7 @@ export function mapJob(r: Row): Job {
     labels: s.labels,
     selector: s.selector,
     params: s.params,
+    ...(s.maxAttempts === undefined ? {} : { maxAttempts: s.maxAttempts }),
     priority: r.priority as number,
     deadline: (r.deadline as number | null) ?? null,
     attempts: r.attempts as number,
@@ -227,6 +231,40 @@ export function mapEnrollToken(r: Row): EnrollTokenRecord {
     usesLeft: (r.uses_left as number | null) ?? null, expiresAt: (r.expires_at as number | null) ?? null,
     revokedAt: (r.revoked_at as number | null) ?? null, createdAt: r.created_at as number, owner: (r.owner as string | null | undefined) ?? null,
   };
+}
+
+export function mapWorkflow(r: Row): WorkflowRecord {
+  return {
+    id: r.id as number, projectId: r.project_id as number, name: r.name as string, state: r.state as WorkflowState,
+    reason: (r.reason as string | null) ?? null, createdBy: r.created_by as number, source: r.source as string,
+    spec: JSON.parse(r.spec as string), files: JSON.parse(r.files as string), progress: JSON.parse(r.progress as string),
+    resumedFrom: (r.resumed_from as number | null) ?? null, version: r.version as number,
+    createdAt: r.created_at as number, updatedAt: r.updated_at as number, endedAt: (r.ended_at as number | null) ?? null,
+  };
+}
+
+/** The columns a new workflow is written with (Store.createWorkflow), in the order of workflowInsertValues. */
+export const WORKFLOW_INSERT_COLUMNS = [
+  'project_id', 'name', 'state', 'created_by', 'source', 'spec', 'files', 'progress', 'resumed_from', 'version', 'created_at', 'updated_at', 'idem_key', 'request_hash',
+] as const;
+
+/** A new workflow's values for WORKFLOW_INSERT_COLUMNS: version 1, updated when created. */
+export function workflowInsertValues(w: NewWorkflow, idempotency: { key: string; requestHash: string } | null): unknown[] {
+  return [
+    w.projectId, w.name, w.state, w.createdBy, w.source, JSON.stringify(w.spec), JSON.stringify(w.files), JSON.stringify(w.progress),
+    w.resumedFrom, 1, w.createdAt, w.createdAt, idempotency?.key ?? null, idempotency?.requestHash ?? null,
+  ];
+}
+
+/** A change's values for `SET state, reason, progress, updated_at, ended_at` (Store.updateWorkflow). */
+export function workflowChangeValues(c: WorkflowChange): unknown[] {
+  return [c.state, c.reason, JSON.stringify(c.progress), c.updatedAt, c.endedAt];
+}
+
+/** The workflow a repeated idempotency key found: the first request's (replayed), or `conflict` for another request. */
+export function replayedWorkflow(prior: Row, requestHash: string): { workflow: WorkflowRecord; replayed: boolean } {
+  if (prior.request_hash !== requestHash) throw idempotencyConflict();
+  return { workflow: mapWorkflow(prior), replayed: true };
 }
 
 export function mapTask(r: Row): Task {

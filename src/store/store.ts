@@ -15,6 +15,7 @@ import type { SchedulingOptions } from '../scheduling/options.js';
 import type { RuntimeKind } from '../domain/model.js';
 import type { Resources } from '../domain/resources.js';
 import type { EventRelay } from '../service/events.js';
+import type { NewWorkflow, WorkflowChange, WorkflowRecord } from '../domain/workflow.js';
 
 /**
  * The persistence port. Adapters (SQLite now, PostgreSQL later) implement it and must pass
@@ -136,6 +137,25 @@ export interface Store {
    * back and no use is spent; with another hash it is `conflict`.
    */
   enrollHost(req: EnrollRequest, now: Millis): Promise<{ host: Host; replayed: boolean }>;
+
+  // ── workflows (service/workflows.ts; the spec and progress are JSON the store keeps whole) ──
+  /**
+   * Writes a new workflow (version 1). With an idempotency key, a repeat with the same request
+   * hash returns the first workflow (`replayed`) and writes nothing; another request under the
+   * same key fails with `conflict`. Keys are per project.
+   */
+  createWorkflow(w: NewWorkflow, idempotency: { key: string; requestHash: string } | null): Promise<{ workflow: WorkflowRecord; replayed: boolean }>;
+  getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null>;
+  /** The project's workflows, newest first (keyset pagination by id). */
+  listWorkflows(projectId: number, page: Page): Promise<WorkflowRecord[]>;
+  /** Running workflows of every project, oldest first, for the workflow loop. */
+  openWorkflows(limit: number): Promise<Array<{ id: number; projectId: number }>>;
+  /**
+   * Compare and set: replaces the workflow's state, reason, progress and times only if its
+   * version is still `expectedVersion`, and bumps the version. Null (nothing written) when
+   * another writer got there first or the workflow does not exist.
+   */
+  updateWorkflow(id: number, expectedVersion: number, change: WorkflowChange): Promise<WorkflowRecord | null>;
 
   // ── audit (service/audit.ts) ────────────────────────────────────────────
   appendAudit(entry: Omit<AuditEntry, 'id'>): Promise<AuditEntry>;

@@ -1,6 +1,7 @@
 import { runStoreConformance } from './conformance.js';
 import { runExplainConformance } from './explain-conformance.js';
 import { runReplicationConformance } from './replication-conformance.js';
+import { runWorkflowConformance } from './workflow-conformance.js';
 import { freshPostgresStore, postgresSuite } from '../helpers/postgres.js';
 
 const { skip } = await postgresSuite();
@@ -9,3 +10,4 @@ const { skip } = await postgresSuite();
 runStoreConformance('PostgresStore (conformance)', async () => freshPostgresStore(), { skip });
 runExplainConformance('PostgresStore (explain conformance)', async () => freshPostgresStore(), { skip });
 runReplicationConformance('PostgresStore (replication conformance)', async () => freshPostgresStore(), { skip });
+runWorkflowConformance('PostgresStore (workflow conformance)', async () => freshPostgresStore(), { skip });

@@ -27,6 +27,8 @@ import type {
 } from '../store.js';
 import type { AuditFilter, AuditListEntry, EnrollTokenSummary, HostRevocation, SiteSummary } from '../store.js';
 import { HOST_REVOKED, REQUEUED_AFTER_REVOKE, attemptsAfterRevoke, mapAudit, mapEnrollTokenSummary, mapSite } from '../rows.js';
+import { WORKFLOW_INSERT_COLUMNS, mapWorkflow, replayedWorkflow, workflowChangeValues, workflowInsertValues } from '../rows.js';
+import type { NewWorkflow, WorkflowChange, WorkflowRecord } from '../../domain/workflow.js';
 import { DEFAULT_REPLICA_SCAN } from '../store.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 import { PostgresEventRelay } from './postgres-event-relay.js';
@@ -800,6 +802,51 @@ export class PostgresStore implements Store {
     return result;
   }
 
+  // ── workflows ───────────────────────────────────────────────────────────
+
+  async createWorkflow(w: NewWorkflow, idempotency: { key: string; requestHash: string } | null): Promise<{ workflow: WorkflowRecord; replayed: boolean }> {
+    // The same key sent to two servers at once: the second insert waits for the first to commit
+    // and fails unique (workflows_idempotency), and its rerun finds the first one's workflow.
+    return this.tx(async (c) => {
+      if (idempotency) {
+        const prior = await c.one('SELECT * FROM workflows WHERE project_id = $1 AND idem_key = $2', [w.projectId, idempotency.key]);
+        if (prior) return replayedWorkflow(prior, idempotency.requestHash);
+      }
+      const row = await c.one(
+        `INSERT INTO workflows (${WORKFLOW_INSERT_COLUMNS.join(', ')}) VALUES (${WORKFLOW_INSERT_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING *`,
+        workflowInsertValues(w, idempotency),
+      );
+      return { workflow: mapWorkflow(row!), replayed: false };
+    }, new Set([...RETRYABLE, UNIQUE_VIOLATION]));
+  }
+
+  async getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null> {
+    const r = await this.db.one('SELECT * FROM workflows WHERE id = $1 AND project_id = $2', [id, projectId]);
+    return r ? mapWorkflow(r) : null;
+  }
+
+  async listWorkflows(projectId: number, page: Page): Promise<WorkflowRecord[]> {
+    const rows = await this.db.all('SELECT * FROM workflows WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3', [
+      projectId, page.beforeId ?? Number.MAX_SAFE_INTEGER, page.limit,
+    ]);
+    return rows.map(mapWorkflow);
+  }
+
+  async openWorkflows(limit: number): Promise<Array<{ id: number; projectId: number }>> {
+    const rows = await this.db.all(`SELECT id, project_id FROM workflows WHERE state = 'running' ORDER BY id LIMIT $1`, [limit]);
+    return rows.map((r) => ({ id: r.id as number, projectId: r.project_id as number }));
+  }
+
+  async updateWorkflow(id: number, expectedVersion: number, change: WorkflowChange): Promise<WorkflowRecord | null> {
+    // One statement: a concurrent update of the same version waits for the row, then finds the
+    // version moved on (READ COMMITTED rechecks the WHERE on the new row) and writes nothing.
+    const r = await this.db.one(
+      'UPDATE workflows SET state = $1, reason = $2, progress = $3, updated_at = $4, ended_at = $5, version = version + 1 WHERE id = $6 AND version = $7 RETURNING *',
+      [...workflowChangeValues(change), id, expectedVersion],
+    );
+    return r ? mapWorkflow(r) : null;
+  }
+
   // ── audit ───────────────────────────────────────────────────────────────
 
   async appendAudit(e: Omit<AuditEntry, 'id'>): Promise<AuditEntry> {
@@ -1224,7 +1271,7 @@ export class PostgresStore implements Store {
         if (job.state === 'running') verdict = judge(replicas, job.replicasWanted, ruleFor(job, app));
         s = settleReplica(req.outcome, job.state, late, verdict);
       } else {
-        s = settle(req.outcome, job, app.maxAttempts, { othersActive: info.others as number, late });
+        s = settle(req.outcome, job, job.maxAttempts ?? app.maxAttempts, { othersActive: info.others as number, late });
       }
       taskMachine.assert(task.state, s.task, `task ${task.id}`);
       // The task whose outputs are the job's result, when this report decides it.
@@ -1353,8 +1400,9 @@ export class PostgresStore implements Store {
           out.push({ taskId: task.id, job, jobChanged: false });
           continue;
         }
-        const after = job.attempts >= app.maxAttempts
-          ? await moveJob(c, job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`, job.attempts, now, rules, false)
+        const maxAttempts = job.maxAttempts ?? app.maxAttempts;
+        const after = job.attempts >= maxAttempts
+          ? await moveJob(c, job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${maxAttempts})`, job.attempts, now, rules, false)
           : await moveJob(c, job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, now, rules, true);
         out.push({ taskId: task.id, job: after, jobChanged: true });
       }

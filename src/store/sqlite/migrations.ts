@@ -294,4 +294,37 @@ ALTER TABLE host_app_health ADD COLUMN quota_day INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE host_app_health ADD COLUMN issued_today INTEGER NOT NULL DEFAULT 0;
 `,
   },
+  {
+    version: 8,
+    name: 'workflows',
+    // Workflows (domain/workflow.ts): spec, files and progress are JSON the store keeps whole;
+    // `version` is the compare-and-set counter of updateWorkflow. A project's list reads
+    // workflows_by_project newest first; the workflow loop reads the running ones from their
+    // partial index (the history stays out of it). An idempotency key is unique per project,
+    // so two creates racing with one key make one row.
+    sql: `
+CREATE TABLE workflows (
+  id INTEGER PRIMARY KEY,
+  project_id INTEGER NOT NULL REFERENCES projects(id),
+  name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  reason TEXT,
+  created_by INTEGER NOT NULL REFERENCES users(id),
+  source TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  files TEXT NOT NULL,
+  progress TEXT NOT NULL,
+  resumed_from INTEGER REFERENCES workflows(id),
+  version INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  ended_at INTEGER,
+  idem_key TEXT,
+  request_hash TEXT
+);
+CREATE INDEX workflows_by_project ON workflows (project_id, id);
+CREATE INDEX workflows_running ON workflows (id) WHERE state = 'running';
+CREATE UNIQUE INDEX workflows_idempotency ON workflows (project_id, idem_key) WHERE idem_key IS NOT NULL;
+`,
+  },
 ];

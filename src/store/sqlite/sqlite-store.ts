@@ -27,6 +27,8 @@ import type {
 } from '../store.js';
 import type { AuditFilter, AuditListEntry, EnrollTokenSummary, HostRevocation, SiteSummary } from '../store.js';
 import { HOST_REVOKED, REQUEUED_AFTER_REVOKE, attemptsAfterRevoke, mapAudit, mapEnrollTokenSummary, mapSite } from '../rows.js';
+import { WORKFLOW_INSERT_COLUMNS, mapWorkflow, replayedWorkflow, workflowChangeValues, workflowInsertValues } from '../rows.js';
+import type { NewWorkflow, WorkflowChange, WorkflowRecord } from '../../domain/workflow.js';
 import {
   activeCountsOf, demandShapes, QUEUE_DEPTH_SQL, queueDepthOf, queueKeyOf, idempotencyConflict, mapApp, mapBatch, mapEnrollToken, mapHost, mapJob, mapProject, mapTask, mapUser, mergeLog,
   retryTime, specEncoder, mapReliability, mapReplicaView, REPLICA_VIEW_SQL, type Row,
@@ -825,6 +827,44 @@ export class SqliteStore implements Store {
     }).immediate();
   }
 
+  // ── workflows ───────────────────────────────────────────────────────────
+
+  async createWorkflow(w: NewWorkflow, idempotency: { key: string; requestHash: string } | null): Promise<{ workflow: WorkflowRecord; replayed: boolean }> {
+    return this.db.transaction((): { workflow: WorkflowRecord; replayed: boolean } => {
+      if (idempotency) {
+        const prior = this.stmt('SELECT * FROM workflows WHERE project_id = ? AND idem_key = ?').get(w.projectId, idempotency.key) as Row | undefined;
+        if (prior) return replayedWorkflow(prior, idempotency.requestHash);
+      }
+      const row = this.stmt(
+        `INSERT INTO workflows (${WORKFLOW_INSERT_COLUMNS.join(', ')}) VALUES (${WORKFLOW_INSERT_COLUMNS.map(() => '?').join(', ')}) RETURNING *`,
+      ).get(...workflowInsertValues(w, idempotency)) as Row;
+      return { workflow: mapWorkflow(row), replayed: false };
+    }).immediate();
+  }
+
+  async getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null> {
+    const r = this.stmt('SELECT * FROM workflows WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
+    return r ? mapWorkflow(r) : null;
+  }
+
+  async listWorkflows(projectId: number, page: Page): Promise<WorkflowRecord[]> {
+    const rows = this.stmt('SELECT * FROM workflows WHERE project_id = ? AND id < ? ORDER BY id DESC LIMIT ?')
+      .all(projectId, page.beforeId ?? Number.MAX_SAFE_INTEGER, page.limit) as Row[];
+    return rows.map(mapWorkflow);
+  }
+
+  async openWorkflows(limit: number): Promise<Array<{ id: number; projectId: number }>> {
+    const rows = this.stmt(`SELECT id, project_id FROM workflows WHERE state = 'running' ORDER BY id LIMIT ?`).all(limit) as Row[];
+    return rows.map((r) => ({ id: r.id as number, projectId: r.project_id as number }));
+  }
+
+  async updateWorkflow(id: number, expectedVersion: number, change: WorkflowChange): Promise<WorkflowRecord | null> {
+    const r = this.stmt(
+      'UPDATE workflows SET state = ?, reason = ?, progress = ?, updated_at = ?, ended_at = ?, version = version + 1 WHERE id = ? AND version = ? RETURNING *',
+    ).get(...workflowChangeValues(change), id, expectedVersion) as Row | undefined;
+    return r ? mapWorkflow(r) : null;
+  }
+
   // ── audit ───────────────────────────────────────────────────────────────
 
   async appendAudit(e: Omit<AuditEntry, 'id'>): Promise<AuditEntry> {
@@ -1149,7 +1189,7 @@ export class SqliteStore implements Store {
         s = settleReplica(req.outcome, job.state, late, verdict);
       } else {
         const othersActive = this.stmt(`SELECT count(*) FROM tasks WHERE job_id = ? AND id != ? AND state IN (${ACTIVE_TASK_SQL})`).pluck().get(job.id, task.id) as number;
-        s = settle(req.outcome, job, app.maxAttempts, { othersActive, late });
+        s = settle(req.outcome, job, job.maxAttempts ?? app.maxAttempts, { othersActive, late });
       }
       taskMachine.assert(task.state, s.task, `task ${task.id}`);
       const exitCode = req.outcome.kind === 'succeeded' ? 0 : req.outcome.kind === 'failed' ? req.outcome.exitCode : null;
@@ -1326,9 +1366,10 @@ export class SqliteStore implements Store {
           out.push({ taskId: task.id, job, jobChanged: false }); // ended already, or another task carries it
           continue;
         }
-        const spent = job.attempts >= app.maxAttempts;
+        const maxAttempts = job.maxAttempts ?? app.maxAttempts;
+        const spent = job.attempts >= maxAttempts;
         const after = spent
-          ? this.moveJob(job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${app.maxAttempts})`, job.attempts, null, now)
+          ? this.moveJob(job, 'failed', `its host stopped reporting (attempt ${job.attempts} of ${maxAttempts})`, job.attempts, null, now)
           : this.moveJob(job, 'queued', `attempt ${job.attempts} lost: its host stopped reporting; retrying`, job.attempts, retryTime(job.attempts, rules, now), now);
         out.push({ taskId: task.id, job: after, jobChanged: true });
       }
