@@ -44,18 +44,29 @@ export class BoxgridError extends Error {
   readonly field: string | undefined;
   /** Whether retrying the same call later may succeed (used by the agent and client). */
   readonly retryable: boolean;
+  /** Every problem found, when a check reports several at once (a workflow spec, by line). */
+  readonly problems: ErrorProblem[] | undefined;
 
-  constructor(code: ErrorCode, message: string, opts: { field?: string; retryable?: boolean } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { field?: string; retryable?: boolean; problems?: ErrorProblem[] } = {}) {
     super(message);
     this.name = 'BoxgridError';
     this.code = code;
     this.field = opts.field;
     this.retryable = opts.retryable ?? (code === 'unavailable' || code === 'insufficient_storage');
+    this.problems = opts.problems;
   }
 
   get status(): number {
     return STATUS[this.code];
   }
+}
+
+/** One of several problems in a document, where it is: `path` within the document, 1-based line and column. */
+export interface ErrorProblem {
+  path: string;
+  line: number;
+  column: number;
+  message: string;
 }
 
 export const invalid = (field: string, problem: string): BoxgridError =>

@@ -1,8 +1,8 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { BoxgridError, isBoxgridError } from '../domain/errors.js';
+import { BoxgridError, isBoxgridError, type ErrorProblem } from '../domain/errors.js';
 
 export interface ErrorResponse {
-  error: { code: string; message: string; field?: string };
+  error: { code: string; message: string; field?: string; problems?: ErrorProblem[] };
 }
 
 /**
@@ -18,6 +18,7 @@ export function toHttpError(err: unknown): { status: number; body: ErrorResponse
     // Every message about a field starts with that field, whoever raised it.
     if (!e.message.startsWith(`${e.field}:`)) body.error.message = `${e.field}: ${e.message}`;
   }
+  if (e.problems) body.error.problems = e.problems;
   return { status: e.status, body, unexpected: e.code === 'internal' };
 }
 

@@ -1,4 +1,5 @@
 import type { App, Batch, Job, Task } from '../domain/model.js';
+import type { InstanceProgress, StepProgress, StepSpec, WorkflowRecord } from '../domain/workflow.js';
 
 /** Domain objects as the API shows them: ISO times, project ids left out. */
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -33,4 +34,30 @@ export function renderTask(t: Task) {
 
 export function renderBatch(b: Batch) {
   return { id: b.id, app: b.appName, appVersion: b.appVersion, size: b.size, labels: b.labels, createdAt: iso(b.createdAt) };
+}
+
+/** A workflow with where each step stands (its jobs counted by state; the jobs themselves per step). */
+export function renderWorkflow(w: WorkflowRecord) {
+  return {
+    id: w.id, name: w.name, state: w.state, reason: w.reason, onFailure: w.spec.onFailure, resumedFrom: w.resumedFrom,
+    createdAt: iso(w.createdAt), updatedAt: iso(w.updatedAt), endedAt: isoOrNull(w.endedAt),
+    steps: w.spec.steps.map((s) => renderStep(s, w.progress.steps[s.name]!)),
+  };
+}
+
+export function renderStep(s: StepSpec, p: StepProgress) {
+  const counts = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+  let reused = 0;
+  for (const i of p.instances) {
+    counts[i.state]++;
+    if (i.reused) reused++;
+  }
+  return {
+    name: s.name, app: s.app, appVersion: s.appVersion, status: p.status, reason: p.reason, needs: s.needs, forEach: s.forEach?.kind ?? null,
+    jobs: p.instances.length, counts, reused, batchIds: p.batchIds,
+  };
+}
+
+export function renderInstance(i: InstanceProgress) {
+  return { item: i.item, jobId: i.jobId, state: i.state, reused: i.reused, reason: i.reason, outputs: i.outputs };
 }

@@ -5,6 +5,7 @@ import { openBlobStore } from '../blobs/open-blob-store.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMING, type AgentTiming, type Limits, type ServiceContext } from '../service/context.js';
 import { EventBus } from '../service/events.js';
 import { LeaseSweeper } from '../service/lease-sweeper.js';
+import { WorkflowLoop } from '../service/workflow-loop.js';
 import { ContainerValidatorRunner, ValidatorLoop } from '../service/validator-loop.js';
 import type { TaskRuntime } from '../agent/runtime.js';
 import { DEFAULT_SCHEDULING, type SchedulingOptions } from '../scheduling/options.js';
@@ -95,6 +96,8 @@ export interface RunningServer {
   ctx: ServiceContext;
   /** Expires leases on its own every `timing.sweepSeconds`; `sweep()` runs a pass now (tests, tools). */
   sweeper: LeaseSweeper;
+  /** Moves running workflows along (service/workflow-loop.ts). */
+  workflowLoop: WorkflowLoop;
   /** The validator loop, when the server runs validators. */
   validatorLoop: ValidatorLoop | null;
   /** The bootstrap admin token if this start created it (first start only). */
@@ -168,6 +171,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const relay = store.openEventRelay?.();
   if (relay) await ctx.events.connect(relay);
   const sweeper = new LeaseSweeper(ctx);
+  const workflowLoop = new WorkflowLoop(ctx);
   const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http, ...(opts.tls ? { tls: opts.tls } : {}) });
   const validatorLoop = opts.validators ? new ValidatorLoop(ctx, new ContainerValidatorRunner(ctx, opts.validators), 5, (m) => app.log.warn(m)) : null;
   // A store that relays events is one several servers may share (PostgreSQL): a key of this
@@ -188,6 +192,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   await app.listen({ host: opts.host, port: opts.port });
   sweeper.start();
+  workflowLoop.start();
   validatorLoop?.start();
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : opts.port;
@@ -196,11 +201,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await writeFile(files.serverInfo, JSON.stringify({ url, pid: process.pid }) + '\n', { mode: 0o600 });
   let closed = false;
   return {
-    url, app, ctx, sweeper, validatorLoop, adminToken,
+    url, app, ctx, sweeper, workflowLoop, validatorLoop, adminToken,
     async close() {
       if (closed) return;
       closed = true;
       await sweeper.stop();
+      await workflowLoop.stop();
       await validatorLoop?.stop();
       // Node closes the connections that are idle when closing starts, once: one that finishes
       // a response (a long download) afterwards would keep the close waiting for its

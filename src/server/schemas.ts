@@ -9,9 +9,9 @@ import { RESOURCE_LIMITS } from '../domain/resources.js';
  * serves them as the OpenAPI document, so the two cannot drift. Request objects forbid unknown
  * properties: a misspelt field is an error, not silently ignored.
  */
-const Strict = { additionalProperties: false } as const;
+export const Strict = { additionalProperties: false } as const;
 /** A plain `enum` (not anyOf of literals), so a wrong value's error lists every allowed one. */
-const StringEnum = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
+export const StringEnum = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
 export const Name = Type.String({ minLength: 1, maxLength: 63, description: 'lower-case letters, digits, ".", "_", "-"' });
@@ -207,7 +207,13 @@ export const TokenCreate = Type.Object(
 );
 
 export const ErrorBody = Type.Object({
-  error: Type.Object({ code: Type.String(), message: Type.String(), field: Type.Optional(Type.String()) }),
+  error: Type.Object({
+    code: Type.String(),
+    message: Type.String(),
+    field: Type.Optional(Type.String()),
+    /** Every problem of a document checked as a whole (a workflow spec), by line. */
+    problems: Type.Optional(Type.Array(Type.Object({ path: Type.String(), line: Type.Integer(), column: Type.Integer(), message: Type.String() }))),
+  }),
 });
 
 export type AppCreateBody = Static<typeof AppCreate>;

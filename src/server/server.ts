@@ -15,6 +15,7 @@ import { registerAuditRoutes } from './routes/audit.js';
 import { registerAppRoutes } from './routes/apps.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerBatchRoutes } from './routes/batches.js';
+import { registerWorkflowRoutes } from './routes/workflows.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerBlobRoutes } from './routes/blobs.js';
 import { registerHealthRoutes } from './routes/health.js';
@@ -118,6 +119,7 @@ export async function buildHttpServer(ctx: ServiceContext, opts: HttpOptions = D
     registerAppRoutes(v1 as Api, services);
     registerJobRoutes(v1 as Api, services);
     registerBatchRoutes(v1 as Api, services, opts);
+    registerWorkflowRoutes(v1 as Api, services);
     registerEventRoutes(v1 as Api, services, opts);
     await v1.register(async (blobRoutes) => {
       // Blob bodies stay streams, here only: hashed on their way to disk, never buffered whole.

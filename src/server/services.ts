@@ -13,6 +13,7 @@ import { AgentProtocolService } from '../service/agent-protocol.js';
 import { ExplainService } from '../service/explain.js';
 import { SiteService } from '../service/sites.js';
 import { AuditService } from '../service/audit.js';
+import { WorkflowService } from '../service/workflows.js';
 
 /** The application services the routes call; routes hold no logic of their own. */
 export class Services {
@@ -26,6 +27,7 @@ export class Services {
   readonly explain: ExplainService;
   readonly sites: SiteService;
   readonly audit: AuditService;
+  readonly workflows: WorkflowService;
 
   constructor(readonly ctx: ServiceContext) {
     this.access = new AccessService(ctx);
@@ -38,6 +40,7 @@ export class Services {
     this.explain = new ExplainService(ctx);
     this.sites = new SiteService(ctx);
     this.audit = new AuditService(ctx);
+    this.workflows = new WorkflowService(ctx);
   }
 }
 

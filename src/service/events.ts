@@ -1,11 +1,14 @@
 import { EventEmitter } from 'node:events';
 import type { Job, StateCounts } from '../domain/model.js';
 import type { JobState } from '../domain/states.js';
+import type { StepStatus, WorkflowState } from '../domain/workflow.js';
 
 /** A state change worth telling watchers about. Bulk changes are one `batch` event, not N job events. */
 export type BoxgridEvent =
   | { type: 'job'; jobId: number; batchId: number | null; state: JobState; reason: string | null }
-  | { type: 'batch'; batchId: number; change: 'submitted' | 'cancelled' | 'progress'; counts?: StateCounts };
+  | { type: 'batch'; batchId: number; change: 'submitted' | 'cancelled' | 'progress'; counts?: StateCounts }
+  /** A workflow's state, or (with `step`) one of its steps' status, changed. */
+  | { type: 'workflow'; workflowId: number; state: WorkflowState; step?: string; status?: StepStatus; reason: string | null };
 
 export interface StampedEvent {
   /**
@@ -24,11 +27,14 @@ export interface EventFilter {
   jobId?: number;
   /** With `jobId`: the job's batch, whose bulk events (a batch cancel) concern the job too. */
   jobBatchId?: number | null;
+  workflowId?: number;
 }
 
 export function matches(f: EventFilter, e: StampedEvent): boolean {
   if (e.projectId !== f.projectId) return false;
   const ev = e.event;
+  if (f.workflowId !== undefined) return ev.type === 'workflow' && ev.workflowId === f.workflowId;
+  if (ev.type === 'workflow') return f.jobId === undefined && f.batchId === undefined;
   if (f.jobId !== undefined) {
     if (ev.type === 'job') return ev.jobId === f.jobId;
     return f.jobBatchId !== undefined && f.jobBatchId !== null && ev.batchId === f.jobBatchId && ev.change !== 'submitted';
@@ -96,6 +102,13 @@ export class EventBus {
     else this.recent[this.next] = stamped;
     this.next = (this.next + 1) % this.keep;
     this.emitter.emit('event', stamped);
+    this.emitter.emit('all', stamped);
+  }
+
+  /** Every event of every project, this server's and relayed ones (the workflow loop wakes on them); returns the unsubscribe function. */
+  watchAll(onEvent: (e: StampedEvent) => void): () => void {
+    this.emitter.on('all', onEvent);
+    return () => this.emitter.off('all', onEvent);
   }
 
   /** Live subscriptions (open event streams), for metrics and tests. */

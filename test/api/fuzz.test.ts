@@ -13,7 +13,7 @@ import { createApp, sha256, uploadBlob } from './util.js';
 let s: TestServer;
 let digest: string;
 const P = '/v1/projects/default';
-const ROUTES = [`${P}/apps`, `${P}/jobs`, `${P}/batches`, `${P}/apps/fz/versions`];
+const ROUTES = [`${P}/apps`, `${P}/jobs`, `${P}/batches`, `${P}/apps/fz/versions`, `${P}/workflows`, `${P}/workflows/validate`];
 // FUZZ_RUNS raises the bound for a longer hunt by hand; the suite keeps it small.
 const RUNS = { numRuns: Number(process.env.FUZZ_RUNS ?? 200) };
 
@@ -154,6 +154,31 @@ const structured = fc.oneof(
   fc.record({ path: fc.constant(`${P}/apps`), body: fc.record({ name: names, ...appFields }, { requiredKeys: ['name', 'image'] }) }),
   fc.record({ path: fc.constant(`${P}/apps/fz/versions`), body: fc.record(appFields, { requiredKeys: [] }) }),
 );
+
+test('workflow specs of random text, and random specs of the right shape, get 2xx or 4xx with every problem placed', async () => {
+  const step = fc.record(
+    {
+      app: fc.oneof(fc.constant('fz'), fc.constant('fz@1'), smallString),
+      args: fc.array(smallString, { maxLength: 3 }),
+      needs: fc.array(fc.constantFrom('a', 'b', 'c', 'zz'), { maxLength: 2 }),
+      params: fc.dictionary(fc.constantFrom('x', 'y'), fc.oneof(smallString, fc.constantFrom('steps.a.outputs.v', 'steps.b.outputs.f'))),
+      outputs: fc.dictionary(fc.constantFrom('v', 'f'), fc.oneof(fc.constant({ value: 'v.txt' }), fc.constant({ file: 'f.txt' }), fc.constant({ files: '*.txt' }))),
+      forEach: fc.oneof(fc.constant({ list: [1, 2] }), fc.constant({ files: 'steps.a.outputs.f', as: 'in.txt' }), fc.constant({ values: 'steps.b.outputs.v' })),
+      retries: fc.integer({ min: -1, max: 101 }),
+    },
+    { requiredKeys: ['app'] },
+  );
+  const spec = fc.record({ steps: fc.dictionary(fc.constantFrom('a', 'b', 'c'), step, { minKeys: 1 }), onFailure: fc.constantFrom('stop', 'continue', 'never') }, { requiredKeys: ['steps'] });
+  const source = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), spec.map((x) => JSON.stringify(x, null, 2)));
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(`${P}/workflows`, `${P}/workflows/validate`), source, async (path, text) => {
+      const r = await s.call('POST', path, { body: { source: text } });
+      check(r, `POST ${path} ${JSON.stringify(text).slice(0, 200)}`);
+      for (const p of r.body?.error?.problems ?? []) assert.ok(p.line >= 1 && p.column >= 1 && p.message.length > 0, JSON.stringify(p));
+    }),
+    RUNS,
+  );
+});
 
 test('near-valid structured bodies get 2xx or 4xx, and 2xx answers are consistent', async () => {
   let accepted = 0;

@@ -143,10 +143,13 @@ describe('limits and request shapes', () => {
     assert.equal((await s.call('POST', `${P}/jobs`, { body: { app: 'sim', deadline: '2999-02-28T00:00:00Z' } })).status, 201);
   });
 
-  test('an event stream follows one batch or one job, not both', async () => {
+  test('an event stream follows one batch, job or workflow, not several', async () => {
     const r = await s.call('GET', `${P}/events?batch=1&job=1`);
     assert.equal(r.status, 400);
     assert.equal(r.body.error.field, 'querystring/job');
+    const w = await s.call('GET', `${P}/events?job=1&workflow=1`);
+    assert.equal(w.status, 400);
+    assert.equal(w.body.error.field, 'querystring/workflow');
   });
 
   test('a malformed URL gets the documented error shape', async () => {

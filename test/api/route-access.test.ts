@@ -38,6 +38,9 @@ interface Fx {
   batch: number;
   task: number;
   digest: string;
+  /** a running workflow (cancelled by its route's check) and a cancelled one (retried by its) */
+  workflow: number;
+  stoppedWorkflow: number;
 }
 
 /** The host-side objects: a task the host holds live, an input of it, and its signed URLs. */
@@ -60,6 +63,9 @@ interface Route {
   /** Its success changes or uses up a fixture: run its success check after the others. */
   destructive?: boolean;
 }
+
+/** A one-step workflow of the project's app. */
+const workflowSource = (f: Fx): string => `steps:\n  only:\n    app: ${f.app}\n`;
 
 let seq = 0;
 const uniq = (p: string): string => `${p}-${++seq}`;
@@ -129,6 +135,15 @@ const ROUTES: Record<string, Route> = {
   'GET /v1/projects/:project/batches': { kind: 'project-read', req: (f) => ({ path: `${PP(f)}/batches` }) },
   'GET /v1/projects/:project/batches/:id': { kind: 'project-read', req: (f) => ({ path: `${PP(f)}/batches/${f.batch}` }) },
   'POST /v1/projects/:project/batches/:id/cancel': { kind: 'project-submit', req: (f) => ({ path: `${PP(f)}/batches/${f.batch}/cancel` }), destructive: true },
+
+  // workflows.ts
+  'POST /v1/projects/:project/workflows': { kind: 'project-submit', req: (f) => ({ path: `${PP(f)}/workflows`, body: { source: workflowSource(f) } }) },
+  'POST /v1/projects/:project/workflows/validate': { kind: 'project-submit', req: (f) => ({ path: `${PP(f)}/workflows/validate`, body: { source: workflowSource(f) } }) },
+  'GET /v1/projects/:project/workflows': { kind: 'project-read', req: (f) => ({ path: `${PP(f)}/workflows` }) },
+  'GET /v1/projects/:project/workflows/:id': { kind: 'project-read', req: (f) => ({ path: `${PP(f)}/workflows/${f.workflow}` }) },
+  'GET /v1/projects/:project/workflows/:id/steps/:step': { kind: 'project-read', req: (f) => ({ path: `${PP(f)}/workflows/${f.workflow}/steps/only` }) },
+  'POST /v1/projects/:project/workflows/:id/retry': { kind: 'project-submit', req: (f) => ({ path: `${PP(f)}/workflows/${f.stoppedWorkflow}/retry` }), destructive: true },
+  'POST /v1/projects/:project/workflows/:id/cancel': { kind: 'project-submit', req: (f) => ({ path: `${PP(f)}/workflows/${f.workflow}/cancel` }), destructive: true },
 
   // events.ts (a stream: its success is its 200 and content type)
   'GET /v1/projects/:project/events': { kind: 'project-read', req: (f) => ({ path: `${PP(f)}/events?job=${f.job}` }) },
@@ -321,7 +336,7 @@ async function setUp(): Promise<void> {
     const digest = sha256(bytes);
     await ok(admin('PUT', `/v1/projects/${project}/blobs/${digest}`, { raw: bytes }));
     const job = (await ok(admin('POST', `/v1/projects/${project}/jobs`, { body: { app, inputs: { 'in.dat': digest }, labels: { secret: `${secret}-label` } } }))).jobIds[0];
-    return { project, app, job, cancelJob: 0, batch: 0, task: 0, digest };
+    return { project, app, job, cancelJob: 0, batch: 0, task: 0, digest, workflow: 0, stoppedWorkflow: 0 };
   };
   fx.b = await make('b', 'b-secret-app', 'b secret');
   fx.a = await make('a', 'a-app', 'a plain');
@@ -335,11 +350,17 @@ async function setUp(): Promise<void> {
   for (const f of [fx.a, fx.b]) {
     f.cancelJob = (await ok(admin('POST', `/v1/projects/${f.project}/jobs`, { body: { app: f.app } }))).jobIds[0];
     f.batch = (await ok(admin('POST', `/v1/projects/${f.project}/batches`, { body: { app: f.app, count: 2 } }))).batch.id;
+    f.workflow = (await ok(admin('POST', `/v1/projects/${f.project}/workflows`, { body: { source: workflowSource(f) } }))).workflow.id;
+    f.stoppedWorkflow = (await ok(admin('POST', `/v1/projects/${f.project}/workflows`, { body: { source: workflowSource(f) } }))).workflow.id;
+    await ok(admin('POST', `/v1/projects/${f.project}/workflows/${f.stoppedWorkflow}/cancel`));
   }
   const urls = await s.call('POST', `/agent/v1/tasks/${fx.b.task}/transfer-urls`, { token: tok.host, body: {} });
   assert.equal(urls.status, 200, urls.text);
   h1 = { task: fx.b.task, input: fx.b.digest, transfer: { inputs: urls.body.inputs, outputs: urls.body.outputs } };
-  fx.ghost = { project: 'no-such-project', app: 'no-such-app', job: 987_654, cancelJob: 987_653, batch: 987_652, task: 987_651, digest: sha256('nothing at all') };
+  fx.ghost = {
+    project: 'no-such-project', app: 'no-such-app', job: 987_654, cancelJob: 987_653, batch: 987_652, task: 987_651, digest: sha256('nothing at all'),
+    workflow: 987_650, stoppedWorkflow: 987_649,
+  };
 }
 
 before(setUp);
@@ -692,7 +713,7 @@ async function snapshotB(): Promise<string> {
   const P = '/v1/projects/b';
   const reads = [
     `${P}/apps`, `${P}/apps/${fx.b.app}`, `${P}/jobs?limit=1000`, `${P}/batches`, `${P}/batches/${fx.b.batch}`, `${P}/counts`,
-    `${P}/jobs/${fx.b.job}`, `${P}/jobs/${fx.b.cancelJob}`, '/v1/hosts',
+    `${P}/jobs/${fx.b.job}`, `${P}/jobs/${fx.b.cancelJob}`, '/v1/hosts', `${P}/workflows`, `${P}/workflows/${fx.b.workflow}`,
   ];
   const got = await Promise.all(reads.map((p) => s.call('GET', p)));
   const members = await Promise.all([tok.vera, tok.sam, tok.pam, tok.ana].map((t) => s.call('GET', '/v1/me', { token: t })));

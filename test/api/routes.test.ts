@@ -537,6 +537,9 @@ describe('health and OpenAPI', () => {
     ['post', '/v1/projects/{project}/jobs/{id}/cancel'], ['get', '/v1/projects/{project}/jobs/{id}/explain'],
     ['post', '/v1/projects/{project}/batches'], ['get', '/v1/projects/{project}/batches'], ['get', '/v1/projects/{project}/batches/{id}'],
     ['post', '/v1/projects/{project}/batches/{id}/cancel'],
+    ['post', '/v1/projects/{project}/workflows'], ['post', '/v1/projects/{project}/workflows/validate'], ['get', '/v1/projects/{project}/workflows'],
+    ['get', '/v1/projects/{project}/workflows/{id}'], ['get', '/v1/projects/{project}/workflows/{id}/steps/{step}'],
+    ['post', '/v1/projects/{project}/workflows/{id}/retry'], ['post', '/v1/projects/{project}/workflows/{id}/cancel'],
     ['get', '/v1/projects/{project}/counts'],
     ['get', '/v1/projects/{project}/events'],
     ['put', '/v1/projects/{project}/blobs/{sha256}'], ['get', '/v1/projects/{project}/blobs/{sha256}'], ['head', '/v1/projects/{project}/blobs/{sha256}'],
@@ -562,7 +565,7 @@ describe('health and OpenAPI', () => {
     for (const [m, p] of ROUTES) assert.ok(documented.has(`${m} ${p}`), `${m.toUpperCase()} ${p} is not in /openapi.json`);
     assert.equal(documented.size, ROUTES.length, `undocumented or unexpected: ${[...documented].filter((d) => !ROUTES.some(([m, p]) => `${m} ${p}` === d))}`);
     // Each documented route exists (no "no route" 404) when called.
-    const fill = (p: string) => p.replace('{hostId}', '1').replace('{expires}', '1').replace('{signature}', 'A'.repeat(43)).replace('{project}', 'default').replace('{user}', 'admin').replace('{name}', 'x').replace('{id}', '1').replace('{sha256}', 'a'.repeat(64));
+    const fill = (p: string) => p.replace('{hostId}', '1').replace('{expires}', '1').replace('{signature}', 'A'.repeat(43)).replace('{project}', 'default').replace('{user}', 'admin').replace('{name}', 'x').replace('{id}', '1').replace('{sha256}', 'a'.repeat(64)).replace('{step}', 's');
     for (const [m, p] of ROUTES) {
       // The event stream is asked for a batch that does not exist, so that it answers at once.
       const url = p.endsWith('/events') ? `${fill(p)}?batch=999999` : fill(p);

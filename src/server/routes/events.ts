@@ -6,7 +6,7 @@ import type { StampedEvent } from '../../service/events.js';
 import { invalid, notFound } from '../../domain/errors.js';
 
 /**
- * Server-sent events: `event: job` or `event: batch`, `id:` a sequence number to resume from
+ * Server-sent events: `event: job`, `event: batch` or `event: workflow`, `id:` a sequence number to resume from
  * with Last-Event-ID, `data:` JSON. Filtered to one batch or one job when asked; a job's
  * stream also carries its batch's bulk changes (a batch cancel), which are not sent per job.
  */
@@ -22,15 +22,20 @@ export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): v
     {
       schema: {
         tags: ['events'], params: ProjectParams,
-        querystring: Type.Object({ batch: Type.Optional(Type.Integer({ minimum: 1 })), job: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false }),
+        querystring: Type.Object(
+          { batch: Type.Optional(Type.Integer({ minimum: 1 })), job: Type.Optional(Type.Integer({ minimum: 1 })), workflow: Type.Optional(Type.Integer({ minimum: 1 })) },
+          { additionalProperties: false },
+        ),
         headers: Type.Object({ 'last-event-id': Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
-        description: 'text/event-stream of job and batch state changes in the project.',
+        description: 'text/event-stream of job, batch and workflow state changes in the project (one batch, job or workflow when asked).',
       },
     },
     async (req, reply) => {
       const access = await projectAccess(s, req, req.params.project, 'read');
-      const { batch, job } = req.query;
-      if (batch !== undefined && job !== undefined) throw invalid('querystring/job', 'follow one batch or one job, not both');
+      const { batch, job, workflow } = req.query;
+      const given = Object.entries({ batch, job, workflow }).filter(([, v]) => v !== undefined).map(([k]) => k);
+      if (given.length > 1) throw invalid(`querystring/${given[1]}`, 'follow one batch, one job or one workflow, not several');
+      if (workflow !== undefined && !(await s.ctx.store.getWorkflow(access.project.id, workflow))) throw notFound(`workflow ${workflow}`);
       // Existence is checked so that a typo is a 404, not a stream that never speaks.
       if (batch !== undefined && !(await s.ctx.store.getBatch(access.project.id, batch))) throw notFound(`batch ${batch}`);
       const watched = job === undefined ? null : await s.ctx.store.getJob(access.project.id, job);
@@ -47,7 +52,10 @@ export function registerEventRoutes(app: Api, s: Services, opts: HttpOptions): v
         res.write(`id: ${e.seq}\nevent: ${e.event.type}\ndata: ${JSON.stringify({ ...e.event, at: new Date(e.at).toISOString() })}\n\n`);
       };
       const unsubscribe = s.ctx.events.subscribe(
-        { projectId: access.project.id, ...(batch === undefined ? {} : { batchId: batch }), ...(watched ? { jobId: watched.id, jobBatchId: watched.batchId } : {}) },
+        {
+          projectId: access.project.id, ...(batch === undefined ? {} : { batchId: batch }), ...(workflow === undefined ? {} : { workflowId: workflow }),
+          ...(watched ? { jobId: watched.id, jobBatchId: watched.batchId } : {}),
+        },
         last === undefined ? null : Number(last),
         send,
       );

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { advance } from '../../src/service/workflow-loop.js';
+import { createApp } from '../api/util.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+/**
+ * The workflow loop is a reconcile loop: passes racing each other (several servers) and a
+ * pass that crashes between submitting a step's jobs and writing the progress leave exactly
+ * one batch per step, never two.
+ */
+let s: TestServer;
+const P = 'default';
+const SPEC = `
+steps:
+  first:
+    app: wl
+    forEach: {list: [a, b, c, d, e]}
+    args: ["{item}"]
+  second:
+    app: wl
+    needs: [first]
+`;
+
+before(async () => {
+  s = await startTestServer();
+  // The server's own loop would race the test's passes on its own timer; stop it, so each test says who runs.
+  await s.workflowLoop.stop();
+  await createApp(s, P, 'wl');
+});
+after(async () => {
+  await s.stop();
+});
+
+async function create(): Promise<{ id: number; projectId: number }> {
+  const r = await s.call('POST', `/v1/projects/${P}/workflows`, { body: { source: SPEC } });
+  assert.equal(r.status, 201, r.text);
+  const w = (await s.ctx.store.openWorkflows(1000)).find((o) => o.id === r.body.workflow.id)!;
+  return w;
+}
+
+async function batchesOf(workflowId: number): Promise<number> {
+  const r = await s.call('GET', `/v1/projects/${P}/batches?limit=1000`);
+  return (r.body.batches as Array<{ labels: Record<string, string> }>).filter((b) => b.labels['boxgrid.workflow'] === String(workflowId)).length;
+}
+
+test('passes racing over one workflow submit its first step once', async () => {
+  const w = await create();
+  await Promise.all(Array.from({ length: 6 }, () => advance(s.ctx, w.projectId, w.id)));
+  assert.equal(await batchesOf(w.id), 1);
+  const after = (await s.ctx.store.getWorkflow(w.projectId, w.id))!;
+  assert.equal(after.progress.steps.first!.status, 'running');
+  assert.equal(after.progress.steps.first!.instances.length, 5);
+  assert.equal(new Set(after.progress.steps.first!.instances.map((i) => i.jobId)).size, 5);
+  assert.equal(after.progress.steps.second!.status, 'waiting');
+});
+
+test('a pass that crashes after submitting and before writing is redone without a second batch', async () => {
+  const w = await create();
+  const store = s.ctx.store;
+  const real = store.updateWorkflow.bind(store);
+  store.updateWorkflow = async () => {
+    throw new Error('crash before the progress was written');
+  };
+  try {
+    await assert.rejects(advance(s.ctx, w.projectId, w.id), /crash before/);
+  } finally {
+    store.updateWorkflow = real;
+  }
+  assert.equal(await batchesOf(w.id), 1, 'the crashed pass submitted');
+  assert.equal((await store.getWorkflow(w.projectId, w.id))!.progress.steps.first!.status, 'waiting', 'and wrote nothing');
+  const redone = (await advance(s.ctx, w.projectId, w.id))!;
+  assert.equal(await batchesOf(w.id), 1, 'the redo got the same jobs back');
+  assert.equal(redone.progress.steps.first!.status, 'running');
+  const jobs = await s.call('GET', `/v1/projects/${P}/jobs?limit=1000`);
+  const ids = redone.progress.steps.first!.instances.map((i) => i.jobId);
+  for (const id of ids) assert.ok((jobs.body.jobs as Array<{ id: number }>).some((j) => j.id === id), `job ${id} exists`);
+});
+
+test('a workflow cancelled while a pass submitted its jobs gets those jobs cancelled too', async () => {
+  const w = await create();
+  const store = s.ctx.store;
+  const real = store.updateWorkflow.bind(store);
+  // The user's cancel lands between the pass's submission and its write.
+  store.updateWorkflow = async (id, version, change) => {
+    store.updateWorkflow = real;
+    const r = await s.call('POST', `/v1/projects/${P}/workflows/${id}/cancel`);
+    assert.equal(r.status, 200, r.text);
+    return real(id, version, change);
+  };
+  try {
+    await advance(s.ctx, w.projectId, w.id);
+  } finally {
+    store.updateWorkflow = real;
+  }
+  const after = (await store.getWorkflow(w.projectId, w.id))!;
+  assert.equal(after.state, 'cancelled');
+  const batches = (await s.call('GET', `/v1/projects/${P}/batches?limit=1000`)).body.batches as Array<{ id: number; labels: Record<string, string> }>;
+  const mine = batches.filter((b) => b.labels['boxgrid.workflow'] === String(w.id));
+  assert.equal(mine.length, 1);
+  const detail = await s.call('GET', `/v1/projects/${P}/batches/${mine[0]!.id}`);
+  assert.equal(detail.body.counts.cancelled, 5, JSON.stringify(detail.body.counts));
+});
