@@ -13,6 +13,7 @@ import { registerSite } from './commands/site.js';
 import { registerExecutor, registerStage } from './commands/executor.js';
 import { registerResults } from './commands/results.js';
 import { registerExplain } from './commands/explain.js';
+import { registerWorkflows } from './commands/workflows.js';
 
 export function buildProgram(): Command {
   const program = new Command('boxgrid')
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
   registerJobs(program, ctx);
   registerResults(program, ctx);
   registerExplain(program, ctx);
+  registerWorkflows(program, ctx);
   registerIdentity(program, ctx);
   return program;
 }

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import { createParser } from 'eventsource-parser';
 import type { Dispatcher } from 'undici';
-import { BoxgridError, type ErrorCode } from '../domain/errors.js';
+import { BoxgridError, type ErrorCode, type ErrorProblem } from '../domain/errors.js';
 import type * as T from './types.js';
 
 export interface ClientOptions {
@@ -24,8 +24,9 @@ export interface ClientOptions {
 
 /**
  * The typed HTTP client shared by the CLI, the agent, SDK users and tests. Every error it
- * throws is a BoxgridError: the server's own (code, message, field) or `unavailable` with the
- * URL that could not be reached.
+ * throws is a BoxgridError: the server's own (code, message, field, and `problems` when a
+ * document such as a workflow spec had several) or `unavailable` with the URL that could not
+ * be reached.
  */
 export class BoxgridClient {
   readonly url: string;
@@ -147,17 +148,41 @@ export class BoxgridClient {
     return this.json('GET', `/v1/projects/${enc(project)}/counts${qs}`);
   }
   listBatches(project: string, q: { limit?: number; cursor?: string } = {}): Promise<{ batches: T.BatchView[]; nextCursor: string | null }> {
-    const qs = new URLSearchParams();
-    if (q.limit !== undefined) qs.set('limit', String(q.limit));
-    if (q.cursor !== undefined) qs.set('cursor', q.cursor);
-    const s = qs.toString();
-    return this.json('GET', `/v1/projects/${enc(project)}/batches${s === '' ? '' : `?${s}`}`);
+    return this.json('GET', `/v1/projects/${enc(project)}/batches${query(q)}`);
   }
   getBatch(project: string, id: number): Promise<T.BatchDetail> {
     return this.json('GET', `/v1/projects/${enc(project)}/batches/${id}`);
   }
   cancelBatch(project: string, id: number): Promise<{ cancelled: number; counts: T.Counts }> {
     return this.json('POST', `/v1/projects/${enc(project)}/batches/${id}/cancel`);
+  }
+
+  // ── workflows (docs/workflows.md) ──
+  /** Checks and runs a workflow; carries an Idempotency-Key, so a retried request starts it once. */
+  createWorkflow(project: string, body: T.WorkflowCreate, opts: { idempotencyKey?: string } = {}): Promise<T.WorkflowAnswer> {
+    return this.json('POST', `/v1/projects/${enc(project)}/workflows`, body, { idempotent: true, ...(opts.idempotencyKey === undefined ? {} : { key: opts.idempotencyKey }) });
+  }
+  /** Checks a workflow as a submission would, without running it; a spec with problems throws with `problems` set. */
+  validateWorkflow(project: string, body: T.WorkflowCreate): Promise<T.WorkflowValidation> {
+    return this.json('POST', `/v1/projects/${enc(project)}/workflows/validate`, body, { retry: true });
+  }
+  listWorkflows(project: string, q: { limit?: number; cursor?: string } = {}): Promise<{ workflows: T.WorkflowView[]; nextCursor: string | null }> {
+    return this.json('GET', `/v1/projects/${enc(project)}/workflows${query(q)}`);
+  }
+  getWorkflow(project: string, id: number): Promise<{ workflow: T.WorkflowView }> {
+    return this.json('GET', `/v1/projects/${enc(project)}/workflows/${id}`);
+  }
+  /** One step and its jobs (the fan-out items), `limit` (default 1000, at most 10,000) from `offset`. */
+  getWorkflowStep(project: string, id: number, step: string, q: { offset?: number; limit?: number } = {}): Promise<T.WorkflowStepDetail> {
+    return this.json('GET', `/v1/projects/${enc(project)}/workflows/${id}/steps/${enc(step)}${query(q)}`);
+  }
+  /** Runs again what failed, was cancelled or skipped; every succeeded job is reused. */
+  retryWorkflow(project: string, id: number): Promise<{ workflow: T.WorkflowView }> {
+    return this.json('POST', `/v1/projects/${enc(project)}/workflows/${id}/retry`);
+  }
+  /** Safe to repeat: cancelling a cancelled workflow changes nothing. */
+  cancelWorkflow(project: string, id: number): Promise<{ workflow: T.WorkflowView }> {
+    return this.json('POST', `/v1/projects/${enc(project)}/workflows/${id}/cancel`, undefined, { retry: true });
   }
 
   // ── blobs ──
@@ -193,13 +218,14 @@ export class BoxgridClient {
   }
 
   /**
-   * Follows the project's event stream (optionally one batch or job) until `signal` aborts.
-   * Resolves when the stream ends; reconnecting is the caller's choice.
+   * Follows the project's event stream (optionally one batch, job or workflow) until `signal`
+   * aborts. Resolves when the stream ends; reconnecting is the caller's choice.
    */
-  async events(project: string, filter: { batch?: number; job?: number }, onEvent: (e: T.StreamEvent) => void, signal: AbortSignal): Promise<void> {
+  async events(project: string, filter: T.EventFilter, onEvent: (e: T.StreamEvent) => void, signal: AbortSignal): Promise<void> {
     const qs = new URLSearchParams();
     if (filter.batch !== undefined) qs.set('batch', String(filter.batch));
     if (filter.job !== undefined) qs.set('job', String(filter.job));
+    if (filter.workflow !== undefined) qs.set('workflow', String(filter.workflow));
     const res = await this.fetch('GET', `/v1/projects/${enc(project)}/events?${qs}`, { signal, headers: { accept: 'text/event-stream' } });
     if (!res.ok || !res.body) {
       await this.parse(res);
@@ -295,11 +321,11 @@ export class BoxgridClient {
   }
 
   // ── plumbing ──
-  private async json<R>(method: string, path: string, body?: unknown, opts: { idempotent?: boolean; retry?: boolean } = {}): Promise<R> {
+  private async json<R>(method: string, path: string, body?: unknown, opts: { idempotent?: boolean; retry?: boolean; key?: string } = {}): Promise<R> {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     // GETs are naturally idempotent; submissions become so with a key that stays the same across retries.
-    if (opts.idempotent) headers['idempotency-key'] = randomUUID();
+    if (opts.idempotent) headers['idempotency-key'] = opts.key ?? randomUUID();
     const retryable = method === 'GET' || method === 'HEAD' || opts.idempotent === true || opts.retry === true;
     const payload = body === undefined ? undefined : JSON.stringify(body);
     for (let attempt = 0; ; attempt++) {
@@ -345,16 +371,26 @@ export class BoxgridClient {
       throw new BoxgridError(res.ok ? 'internal' : 'unavailable', `the server at ${this.shown} answered ${res.status} with something that is not JSON`);
     }
     if (res.ok) return body as R;
-    const err = (body as { error?: { code?: string; message?: string; field?: string } }).error;
+    const err = (body as { error?: { code?: string; message?: string; field?: string; problems?: ErrorProblem[] } }).error;
     const code = (err?.code ?? (res.status >= 500 ? 'unavailable' : 'invalid_request')) as ErrorCode;
     throw new BoxgridError(code, err?.message ?? `HTTP ${res.status}`, {
       ...(err?.field === undefined ? {} : { field: err.field }),
+      // Every problem of a checked document (a workflow spec), each with its line and column.
+      ...(Array.isArray(err?.problems) ? { problems: err.problems } : {}),
       retryable: res.status === 502 || res.status === 503 || res.status === 504 || res.status === 507,
     });
   }
 }
 
 const enc = encodeURIComponent;
+
+/** `?a=1&b=x` of the fields given (none: ''). */
+function query(q: Record<string, string | number | undefined>): string {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) if (v !== undefined) qs.set(k, String(v));
+  const s = qs.toString();
+  return s === '' ? '' : `?${s}`;
+}
 
 /** What Node's TLS says when a certificate fails verification (OpenSSL's codes, and the name check). */
 const CERTIFICATE_ERRORS = new Set([

@@ -77,6 +77,47 @@ export interface TaskLogView { taskId: number; jobId: number; state: string; tex
 export interface JobQuery { state?: JobState; app?: string; batch?: number; label?: string; limit?: number; cursor?: string }
 export interface BlobView { sha256: string; size: number; createdAt: string }
 export interface StreamEvent { type: string; id: string | undefined; data: Record<string, unknown> }
+/** GET …/events: the whole project, or one batch, one job or one workflow. */
+export interface EventFilter { batch?: number; job?: number; workflow?: number }
+
+// ── workflows (docs/workflows.md) ──
+export type WorkflowState = 'running' | 'succeeded' | 'failed' | 'cancelled';
+export type WorkflowStepStatus = 'waiting' | 'running' | 'succeeded' | 'failed' | 'skipped' | 'cancelled';
+export type WorkflowInstanceState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+/** POST …/workflows and …/workflows/validate. */
+export interface WorkflowCreate {
+  /** The spec, YAML or JSON. */
+  source: string;
+  /** Local paths the spec names (`{file: PATH}`) → sha256 of the blob uploaded for each. */
+  files?: Record<string, string>;
+  /** A workflow whose succeeded jobs this one reuses where app version, args, env and inputs are unchanged. */
+  resume?: number;
+}
+export interface WorkflowStepView {
+  name: string; app: string; appVersion: number | null; status: WorkflowStepStatus; reason: string | null; needs: string[];
+  forEach: 'list' | 'sweep' | 'files' | 'values' | null;
+  /** Its jobs (fan-out items) so far, and those by state. */
+  jobs: number; counts: Record<WorkflowInstanceState, number>;
+  /** Jobs taken from an earlier run (retry) or from the workflow it resumes. */
+  reused: number; batchIds: number[];
+}
+export interface WorkflowView {
+  id: number; name: string; state: WorkflowState; reason: string | null; onFailure: 'stop' | 'continue'; resumedFrom: number | null;
+  createdAt: string; updatedAt: string; endedAt: string | null; steps: WorkflowStepView[];
+}
+export interface WorkflowAnswer { workflow: WorkflowView; replayed?: boolean }
+export interface WorkflowValidation { name: string; steps: Array<{ name: string; needs: string[] }> }
+export interface WorkflowOutputFile { name: string; sha256: string; size: number }
+/** A succeeded instance's declared output: its files (blob references) or its value. */
+export type WorkflowOutputView = { files: WorkflowOutputFile[] } | { value: unknown };
+export interface WorkflowInstanceView {
+  /** The fan-out item ("cand-3.xyz", "x=3"); '' for a step that does not fan out. */
+  item: string; jobId: number; state: WorkflowInstanceState; reused: boolean; reason: string | null;
+  outputs: Record<string, WorkflowOutputView> | null;
+}
+export interface WorkflowStepDetail { step: WorkflowStepView; instances: WorkflowInstanceView[] }
+/** `event: workflow` of the event stream: the workflow's state, or with `step` one step's status. */
+export interface WorkflowEventData { workflowId: number; state: WorkflowState; step?: string; status?: WorkflowStepStatus; reason: string | null }
 
 // ── the agent protocol ──
 export type RuntimeKind = 'docker' | 'native';

@@ -27,6 +27,8 @@ interface DemoFlags {
 
 const PROJECT = 'default';
 const APP = 'mandelbrot';
+/** The app `--keep` adds for exploring: `node -e SCRIPT ARGS…`. */
+const NODE_APP = 'node';
 
 /** What the demo writes next to the picture (summary.json), and prints with --json. */
 export interface DemoSummary {
@@ -303,11 +305,20 @@ async function runDemo(o: DemoRun): Promise<void> {
     if (o.keep) {
       process.off('SIGINT', interrupted);
       process.off('SIGTERM', interrupted);
-      say(`\nThe server and the agent keep running (Ctrl-C stops them). In another terminal:\n` +
+      // For exploring: an app that runs inline JavaScript (`node -e SCRIPT ARGS…`), which examples/workflows/ use.
+      const nodeApp = await client.createApp(PROJECT, {
+        name: NODE_APP,
+        description: 'node -e SCRIPT [ARGS…]: inline JavaScript, in the demo image (or natively, this machine\'s node)',
+        image: app.image, command: ['node', '-e'], nativeCommand: [process.execPath, '-e'],
+        resources: { cores: 0.5, memoryMiB }, maxRuntimeSeconds: 120, maxAttempts: 2,
+      });
+      say(`\nThe server and the agent keep running (Ctrl-C stops them), with one more app, ${nodeApp.name} v${nodeApp.version} ` +
+        `(\`node -e SCRIPT ARGS…\`, which the workflows of examples/workflows/ use). In another terminal:\n` +
         `  export BOXGRID_URL=${server.url} BOXGRID_TOKEN=$(cat ${join(serverDir, 'admin.token')})\n` +
         `  boxgrid jobs --batch ${batchId} --limit 5\n` +
         `  boxgrid submit ${APP} --sweep 'x=0..${o.grid - 1}' --sweep 'y=0..${o.grid - 1}' -- '{x}' '{y}' ${o.grid} ${o.size} 1000\n` +
-        `  boxgrid watch ${batchId + 1}`);
+        `  boxgrid watch ${batchId + 1}\n` +
+        `  boxgrid workflow run examples/workflows/structure-search.yaml --wait   # from the boxgrid checkout (npx boxgrid there)`);
       await new Promise<void>((r) => {
         process.once('SIGINT', () => r());
         process.once('SIGTERM', () => r());
