@@ -68,8 +68,8 @@ export function planStep(spec: WorkflowSpec, step: StepSpec, progress: WorkflowP
   }
   const inputs: Record<string, string> = {};
   for (const [name, src] of Object.entries(step.inputs)) {
-    if (src.kind === 'blob') inputs[name] = src.sha256;
-    else if (src.kind === 'file') inputs[name] = files[src.path]!;
+    if (src.kind === 'blob') putInput(inputs, name, src.sha256);
+    else if (src.kind === 'file') putInput(inputs, name, files[src.path]!);
     else addFiles(inputs, name, filesOf(progress, src.ref.step, src.ref.output), single(spec, src.ref.step, src.ref.output));
   }
   const items = fanOut(spec, step, progress, maxFanOut);
@@ -149,16 +149,20 @@ function producerOf(spec: WorkflowSpec, name: string): StepSpec {
  * when even that would be).
  */
 function addFiles(into: Record<string, string>, name: string, files: OutputFileRef[], one: boolean): void {
-  if (one) {
-    into[name] = files[0]!.sha256;
-    return;
-  }
+  const put = (key: string, sha: string): void => putInput(into, key, sha);
+  if (one) return put(name, files[0]!.sha256);
   const width = String(files.length).length;
   files.forEach((f, i) => {
     const n = String(i + 1).padStart(width, '0');
     const long = `${name}-${n}-${f.name}`;
-    into[long.length <= INPUT_NAME_MAX ? long : `${name.slice(0, INPUT_NAME_MAX - n.length - 1)}-${n}`] = f.sha256;
+    put(long.length <= INPUT_NAME_MAX ? long : `${name.slice(0, INPUT_NAME_MAX - n.length - 1)}-${n}`, f.sha256);
   });
+}
+
+/** Two inputs whose names meet (a shortened name, an input called "x-1-a.txt"): one would silently hide the other. */
+function putInput(into: Record<string, string>, key: string, sha: string): void {
+  if (key in into) throw new StepError(`two of its input files would both be named "${key}": rename one of its inputs`);
+  into[key] = sha;
 }
 
 /** A param from a value output: the value itself, or the JSON array of every instance's when the producer fans out. */

@@ -282,6 +282,8 @@ interface Draft {
   at: Cursor;
   refs: RefUse[];
   needs: Array<{ name: string; at: Cursor }>;
+  /** Every output name the step declares, also those whose declaration has a problem (already reported: references to them add none). */
+  declared: Set<string>;
 }
 
 /** A string that should be a reference: the ref, or a problem and undefined. */
@@ -358,9 +360,10 @@ function localPathProblem(path: string): string | null {
   return null;
 }
 
-function parseOutputs(c: Cursor): Record<string, OutputSpec> {
+function parseOutputs(c: Cursor, declared: Set<string>): Record<string, OutputSpec> {
   const outputs: Record<string, OutputSpec> = {};
   for (const [name, o] of c.entries('output name → {file | files | value}') ?? []) {
+    declared.add(name);
     if (!PARAM_NAME_RE.test(name)) o.keyProblem(`"${name}" is not an output name (a letter or _, then letters, digits, _; at most 64)`);
     const f = o.fields(OUTPUT_KEYS, 'an output');
     if (!f) continue;
@@ -528,7 +531,7 @@ function parseStep(name: string, c: Cursor, maxFanOut: number): Draft {
     name, app: '', appVersion: null, args: [], env: {}, params: {}, inputs: {}, resources: {}, outputs: {},
     forEach: null, retries: null, priority: 0, needs: [],
   };
-  const draft = { spec, at: c, refs, needs };
+  const draft: Draft = { spec, at: c, refs, needs, declared: new Set() };
   if (!STEP_NAME_RE.test(name)) c.keyProblem(`"${name}" is not a step name (a letter, then letters, digits, "_", "-"; at most 63; no dots)`);
   const f = c.fields(STEP_KEYS, 'a step');
   if (!f) return draft;
@@ -564,7 +567,7 @@ function parseStep(name: string, c: Cursor, maxFanOut: number): Draft {
   if (f.params) spec.params = parseParams(f.params, refs);
   if (f.inputs) spec.inputs = parseInputs(f.inputs, refs);
   if (f.resources) spec.resources = parseResources(f.resources);
-  if (f.outputs) spec.outputs = parseOutputs(f.outputs);
+  if (f.outputs) spec.outputs = parseOutputs(f.outputs, draft.declared);
   if (f.forEach && !f.forEach.isNull) spec.forEach = parseForEach(f.forEach, refs, maxFanOut);
   if (f.retries && !f.retries.isNull) spec.retries = f.retries.integer(0, 100) ?? null;
   if (f.priority) spec.priority = f.priority.integer(-1000, 1000) ?? 0;
@@ -611,6 +614,10 @@ function link(drafts: Draft[]): void {
         continue;
       }
       const out = target.spec.outputs[ref.output];
+      if (!out && target.declared.has(ref.output)) {
+        deps.push({ name: ref.step, offset: at.offset });
+        continue;
+      }
       if (!out) {
         const has = Object.keys(target.spec.outputs);
         at.problem(`step "${ref.step}" has no output "${ref.output}" (${has.length === 0 ? 'it has none' : `it has: ${has.join(', ')}`})`);

@@ -66,6 +66,11 @@ const SWEEP_VALUE_ALLOWANCE = 64;
 
 export interface Idempotency {
   key: string;
+  /**
+   * A key of boxgrid's own (the workflow loop's), kept apart from every key a client sends:
+   * those are scoped to their user, these to the system, so no header can claim one.
+   */
+  system?: boolean;
   /** The request body as received, hashed to tell a retry from a different request. */
   body: unknown;
 }
@@ -187,9 +192,14 @@ export class JobService {
 
   async cancelBatch(access: ProjectAccess, batchId: number): Promise<{ cancelled: number; counts: StateCounts }> {
     if (!(await this.ctx.store.getBatch(access.project.id, batchId))) throw notFound(`batch ${batchId}`);
-    const cancelled = await this.ctx.store.cancelBatch(access.project.id, batchId, this.ctx.now());
+    return this.cancelBatchOf(access.project.id, batchId);
+  }
+
+  /** Cancels what is open of a batch known to be the project's, and tells watchers (the workflow loop stops a workflow's batches through this). */
+  async cancelBatchOf(projectId: number, batchId: number): Promise<{ cancelled: number; counts: StateCounts }> {
+    const cancelled = await this.ctx.store.cancelBatch(projectId, batchId, this.ctx.now());
     const counts = await this.ctx.store.batchCounts(batchId);
-    this.ctx.events.publish(access.project.id, { type: 'batch', batchId, change: 'cancelled', counts });
+    this.ctx.events.publish(projectId, { type: 'batch', batchId, change: 'cancelled', counts });
     return { cancelled, counts };
   }
 
@@ -366,9 +376,9 @@ export interface TaskLogPage {
  * requests), and the body is hashed with sorted keys, so a retry that re-serialised the same
  * body in another order is still the same request.
  */
-function idemFor(access: ProjectAccess, idem: Idempotency | null): { key: string; requestHash: string } | null {
+export function idemFor(access: ProjectAccess, idem: Idempotency | null): { key: string; requestHash: string } | null {
   if (!idem) return null;
-  return { key: `${access.user.id}:${idem.key}`, requestHash: canonicalHash(idem.body) };
+  return { key: idem.system ? `system:${idem.key}` : `${access.user.id}:${idem.key}`, requestHash: canonicalHash(idem.body) };
 }
 
 export function encodeCursor(id: number): string {

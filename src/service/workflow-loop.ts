@@ -9,11 +9,13 @@ import type { InstanceProgress, StepProgress, StepSpec, WorkflowProgress, Workfl
 import type { ProjectAccess } from './access.js';
 import type { ServiceContext } from './context.js';
 import type { BoxgridEvent } from './events.js';
-import { JobService } from './jobs.js';
+import { idemFor, JobService, type SubmitResult } from './jobs.js';
 import { Periodic } from './periodic.js';
 
-/** Open workflows one pass looks at; more wait for the next. */
-const PER_PASS = 200;
+/** Running workflows read per store call; a pass reads them all. */
+const PAGE = 200;
+/** Kicks (jobs ending) this close together make one pass. */
+const KICK_GAP_MS = 200;
 /** Jobs read per store call when a step's batch is checked. */
 const JOB_PAGE = 1000;
 
@@ -28,6 +30,7 @@ const JOB_PAGE = 1000;
 export class WorkflowLoop {
   private readonly loop: Periodic;
   private unwatch: (() => void) | null = null;
+  private kickTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly ctx: ServiceContext, intervalSeconds = 5, private readonly warn: (message: string) => void = () => undefined) {
     this.loop = new Periodic(() => this.pass(), intervalSeconds * 1000);
@@ -35,27 +38,41 @@ export class WorkflowLoop {
 
   start(): void {
     this.loop.start();
-    // A job ending or a batch changing may move a workflow: look now rather than at the next tick.
+    // A job ending or a batch changing may move a workflow: look soon rather than at the next
+    // tick. Kicks within KICK_GAP_MS make one pass, so a busy grid does not run passes back to back.
     this.unwatch = this.ctx.events.watchAll((e) => {
-      if (wakes(e.event)) this.loop.kick();
+      if (!wakes(e.event) || this.kickTimer) return;
+      this.kickTimer = setTimeout(() => {
+        this.kickTimer = null;
+        this.loop.kick();
+      }, KICK_GAP_MS);
+      this.kickTimer.unref();
     });
   }
 
   async stop(): Promise<void> {
     this.unwatch?.();
     this.unwatch = null;
+    if (this.kickTimer) clearTimeout(this.kickTimer);
+    this.kickTimer = null;
     await this.loop.stop();
   }
 
-  /** One pass over the running workflows. */
+  /** One pass over every running workflow, a page at a time. */
   async pass(): Promise<void> {
-    for (const w of await this.ctx.store.openWorkflows(PER_PASS)) {
-      try {
-        await advance(this.ctx, w.projectId, w.id);
-      } catch (e) {
-        // One workflow's trouble (a store hiccup) holds up no other; the next pass tries it again.
-        this.warn(`workflow ${w.id}: ${(e as Error).message}`);
+    let afterId = 0;
+    for (;;) {
+      const page = await this.ctx.store.openWorkflows(PAGE, afterId);
+      for (const w of page) {
+        try {
+          await advance(this.ctx, w.projectId, w.id);
+        } catch (e) {
+          // One workflow's trouble (a store hiccup) holds up no other; the next pass tries it again.
+          this.warn(`workflow ${w.id}: ${(e as Error).message}`);
+        }
       }
+      if (page.length < PAGE) return;
+      afterId = page.at(-1)!.id;
     }
   }
 }
@@ -96,7 +113,7 @@ export async function advance(ctx: ServiceContext, projectId: number, id: number
     const outcome = reason ? { state: 'failed' as const, reason } : workflowOutcome(w.spec, progress);
     if (changes.length === 0 && outcome.state === 'running') return w;
     // Jobs are cancelled before the progress says so: a crash in between leaves the cancel to be done again, never undone.
-    if (access) await cancelStepJobs(ctx, access, w, cancelSteps);
+    if (cancelSteps.length > 0 || outcome.state !== 'running') await cancelWorkflowJobs(ctx, w, progress);
     const now = ctx.now();
     const updated = await ctx.store.updateWorkflow(w.id, w.version, {
       state: outcome.state, reason: outcome.reason, progress, updatedAt: now, endedAt: outcome.state === 'running' ? null : now,
@@ -106,7 +123,7 @@ export async function advance(ctx: ServiceContext, projectId: number, id: number
       // this pass's submissions gets the same jobs (idempotency keys), but if the workflow was
       // cancelled meanwhile nobody else knows of them: cancel them here.
       const now = await ctx.store.getWorkflow(projectId, id);
-      if (access && now && now.state !== 'running') await cancelBatches(ctx, access, submittedIn(w, progress));
+      if (now && now.state !== 'running') await cancelWorkflowJobs(ctx, now, progress);
       continue;
     }
     for (const step of new Set(changes)) {
@@ -141,9 +158,10 @@ async function observe(ctx: ServiceContext, access: ProjectAccess, w: WorkflowRe
     let moved = false;
     for (const job of await jobsOf(ctx, access, p, open)) {
       const inst = open.get(job.id)!;
-      // Written as they happen, so a step's counts show how far its fan-out got.
-      if (job.state === 'running' && inst.state === 'queued') moved = Boolean((inst.state = 'running'));
+      // Written with the next job that ends (a write of the whole progress per start would cost more than it tells).
+      if (job.state === 'running' && inst.state === 'queued') inst.state = 'running';
       if (!jobMachine.isTerminal(job.state)) continue;
+      // Ends are written as they happen, so a step's counts show how far its fan-out got.
       moved = true;
       if (job.state === 'succeeded') await settleSucceeded(ctx, step, job, inst);
       else Object.assign(inst, { state: job.state === 'cancelled' ? 'cancelled' : 'failed', reason: job.reason ?? job.state });
@@ -175,7 +193,13 @@ async function settleSucceeded(ctx: ServiceContext, step: StepSpec, job: Job, in
   const result: Task | undefined = job.canonicalTaskId !== null ? tasks.find((t) => t.id === job.canonicalTaskId) : tasks.filter((t) => t.state === 'succeeded').at(-1);
   const files = result?.outputs ?? {};
   const reads: Record<string, string> = {};
-  for (const sha of valueFiles(step.outputs, files)) reads[sha] = await text(ctx.blobs.read(sha));
+  for (const sha of valueFiles(step.outputs, files)) {
+    try {
+      reads[sha] = await text(ctx.blobs.read(sha));
+    } catch {
+      // Left out: resolveOutputs fails the job's outputs with "could not be read" rather than the pass failing for ever.
+    }
+  }
   const r = resolveOutputs(step.outputs, files, reads);
   if ('error' in r) Object.assign(inst, { state: 'failed', reason: r.error });
   else Object.assign(inst, { state: 'succeeded', outputs: r.outputs, reason: null });
@@ -218,6 +242,12 @@ async function startStep(ctx: ServiceContext, access: ProjectAccess, w: Workflow
     if (e instanceof StepError) return fail(e.message);
     throw e;
   }
+  // A stop marks open jobs cancelled from what the last pass saw: one may have succeeded since. Its result counts.
+  for (const inst of p.instances) {
+    if (inst.state !== 'cancelled') continue;
+    const job = await ctx.store.getJob(access.project.id, inst.jobId);
+    if (job?.state === 'succeeded') await settleSucceeded(ctx, step, job, inst);
+  }
   // This step's own succeeded jobs (a retry: the same work, perhaps with a fixed app) first, then the resumed workflow's.
   const own = reusable([p], 'retryKey');
   const instances: InstanceProgress[] = [];
@@ -233,7 +263,6 @@ async function startStep(ctx: ServiceContext, access: ProjectAccess, w: Workflow
     }
   }
   if (fresh.length > 0) {
-    const round = p.round + 1;
     const body = {
       app: app.name,
       appVersion: app.version,
@@ -243,13 +272,27 @@ async function startStep(ctx: ServiceContext, access: ProjectAccess, w: Workflow
         ...(step.retries === null ? {} : { maxAttempts: step.retries + 1 }),
       })),
     };
-    let submitted;
-    try {
-      submitted = await new JobService(ctx).submitBatch(access, body, { key: `workflow:${w.id}:${step.name}:${round}`, body });
-    } catch (e) {
-      // What the submission refuses (a job too large, a blob gone) fails the step with why; the store's trouble is retried.
-      if (isBoxgridError(e) && e.code === 'invalid_request') return fail(`its jobs were refused: ${e.message}`);
-      throw e;
+    const jobs = new JobService(ctx);
+    let round = p.round + 1;
+    let submitted: SubmitResult;
+    for (;;) {
+      const idem = { key: `workflow:${w.id}:${step.name}:${round}`, body, system: true };
+      try {
+        submitted = await jobs.submitBatch(access, body, idem);
+        break;
+      } catch (e) {
+        if (isBoxgridError(e) && e.code === 'conflict' && round <= p.round + 3) {
+          // A pass that crashed before writing its round submitted other jobs under this key
+          // (the app had a new version since): those are nobody's now. Cancel them, next round.
+          const prior = await ctx.store.findIdempotent(access.project.id, idemFor(access, idem)!.key);
+          if (prior?.result.batch) await jobs.cancelBatchOf(access.project.id, prior.result.batch.id);
+          round++;
+          continue;
+        }
+        // What the submission refuses (a job too large, a blob gone) fails the step with why; the store's trouble is retried.
+        if (isBoxgridError(e) && e.code === 'invalid_request') return fail(`its jobs were refused: ${e.message}`);
+        throw e;
+      }
     }
     fresh.forEach(({ at }, n) => (instances[at]!.jobId = submitted.jobIds[n]!));
     p.round = round;
@@ -259,17 +302,25 @@ async function startStep(ctx: ServiceContext, access: ProjectAccess, w: Workflow
   Object.assign(p, fresh.length > 0 ? { status: 'running', reason: null } : { status: 'succeeded', reason: null });
 }
 
-/** Cancels the open jobs of these steps, batch by batch (cancelling twice is harmless). */
-export async function cancelStepJobs(ctx: ServiceContext, access: ProjectAccess, w: WorkflowRecord, steps: string[]): Promise<void> {
-  await cancelBatches(ctx, access, steps.flatMap((step) => w.progress.steps[step]?.batchIds ?? []));
-}
-
-async function cancelBatches(ctx: ServiceContext, access: ProjectAccess, batchIds: number[]): Promise<void> {
+/**
+ * Cancels every open job of a workflow that is stopping: the batches its progress lists, and
+ * any batch of a job labelled with the workflow that a pass submitted but never recorded (it
+ * crashed, or lost its write). Cancelling twice is harmless, so a cancel that failed half way
+ * is simply done again.
+ */
+export async function cancelWorkflowJobs(ctx: ServiceContext, w: WorkflowRecord, ...more: WorkflowProgress[]): Promise<void> {
+  const batchIds = new Set<number>();
+  for (const progress of [w.progress, ...more]) for (const p of Object.values(progress.steps)) for (const b of p.batchIds) batchIds.add(b);
+  const label = { key: 'boxgrid.workflow', value: String(w.id) };
+  for (const state of ['queued', 'running'] as const) {
+    let beforeId: number | undefined;
+    for (;;) {
+      const page = await ctx.store.listJobs(w.projectId, { label, state }, { limit: JOB_PAGE, ...(beforeId === undefined ? {} : { beforeId }) });
+      for (const j of page) if (j.batchId !== null) batchIds.add(j.batchId);
+      if (page.length < JOB_PAGE) break;
+      beforeId = page.at(-1)!.id;
+    }
+  }
   const jobs = new JobService(ctx);
-  for (const batchId of batchIds) await jobs.cancelBatch(access, batchId);
-}
-
-/** The batches a pass submitted: in its progress, not in the record it started from. */
-function submittedIn(w: WorkflowRecord, progress: WorkflowProgress): number[] {
-  return Object.entries(progress.steps).flatMap(([name, p]) => p.batchIds.filter((b) => !w.progress.steps[name]!.batchIds.includes(b)));
+  for (const b of batchIds) await jobs.cancelBatchOf(w.projectId, b);
 }

@@ -7,7 +7,7 @@ import type { ProjectAccess } from './access.js';
 import { canonicalHash } from './canonical.js';
 import type { ServiceContext } from './context.js';
 import { decodeCursor, encodeCursor } from './jobs.js';
-import { cancelStepJobs } from './workflow-loop.js';
+import { cancelWorkflowJobs } from './workflow-loop.js';
 
 /** A workflow as submitted: the spec's text and the blobs of its local files. */
 export interface WorkflowInput {
@@ -117,17 +117,21 @@ export class WorkflowService {
     });
   }
 
-  /** Cancels the workflow's queued and running jobs; steps not started are skipped. A cancelled workflow stays so (no error). */
+  /**
+   * Cancels the workflow's queued and running jobs; steps not started are skipped. Cancelling a
+   * cancelled workflow cancels its jobs again (a cancel that failed half way is finished) and
+   * is no error.
+   */
   async cancel(access: ProjectAccess, id: number): Promise<WorkflowRecord> {
-    let cancelSteps: string[] = [];
     const w = await this.change(access, id, (w) => {
       if (w.state === 'cancelled') return null;
       if (w.state !== 'running') throw new BoxgridError('illegal_transition', `workflow ${id} already ${w.state}`);
       const progress = structuredClone(w.progress);
-      cancelSteps = stopAll(w.spec, progress, 'the workflow was cancelled');
+      stopAll(w.spec, progress, 'the workflow was cancelled');
       return { state: 'cancelled', reason: `cancelled by ${access.user.name}`, progress, endedAt: this.ctx.now() };
     });
-    await cancelStepJobs(this.ctx, access, w, cancelSteps);
+    // After the write: from then on no pass submits anything for it (one that lost the race cancels what it submitted).
+    await cancelWorkflowJobs(this.ctx, w);
     return w;
   }
 

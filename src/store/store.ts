@@ -148,8 +148,8 @@ export interface Store {
   getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null>;
   /** The project's workflows, newest first (keyset pagination by id). */
   listWorkflows(projectId: number, page: Page): Promise<WorkflowRecord[]>;
-  /** Running workflows of every project, oldest first, for the workflow loop. */
-  openWorkflows(limit: number): Promise<Array<{ id: number; projectId: number }>>;
+  /** Running workflows of every project, oldest first (those after `afterId`: the next page), for the workflow loop. */
+  openWorkflows(limit: number, afterId?: number): Promise<Array<{ id: number; projectId: number }>>;
   /**
    * Compare and set: replaces the workflow's state, reason, progress and times only if its
    * version is still `expectedVersion`, and bumps the version. Null (nothing written) when

@@ -300,6 +300,11 @@ describe('parseWorkflow: types and names', () => {
     one(inStep('outputs:', '  o: {files: "out/*.xyz"}'), 'steps.s.outputs.o.files', 5, /not a glob/);
     one(inStep('outputs:', '  o: {files: "[ab].xyz"}'), 'steps.s.outputs.o.files', 5, /not a glob/);
     one(inStep('outputs:', '  o: {value: v.txt, type: int}'), 'steps.s.outputs.o.type', 5, /"int" is not a value type/);
+    // An output declared with a problem is reported once, not again at each reference to it.
+    one(
+      y('steps:', '  s:', '    app: x', '    outputs:', '      o: {value: v.txt, type: nummber}', '  t:', '    app: x', '    params: {p: steps.s.outputs.o}'),
+      'steps.s.outputs.o.type', 5, /"nummber" is not a value type/,
+    );
     one(inStep('outputs:', '  o: {file: a, files: b}'), 'steps.s.outputs.o', 5, /not several/);
     one(inStep('outputs:', '  o: {type: json}'), 'steps.s.outputs.o', 5, /needs one of/);
     one(inStep('outputs:', '  o: {file: a, type: json}'), 'steps.s.outputs.o.type', 5, /goes with "value" only/);

@@ -153,6 +153,7 @@ export function runWorkflowConformance(name: string, open: OpenStore, opts: { sk
       const ref = (w: WorkflowRecord) => ({ id: w.id, projectId: w.projectId });
       assert.deepEqual(await s.openWorkflows(10), [a, c, d, e].map(ref));
       assert.deepEqual(await s.openWorkflows(2), [a, c].map(ref));
+      assert.deepEqual(await s.openWorkflows(2, c.id), [d, e].map(ref), 'the next page');
       assert.ok(await s.updateWorkflow(a.id, a.version, change({ state: 'failed', reason: 'step prepare failed', endedAt: T0 + 100 })));
       assert.ok(await s.updateWorkflow(d.id, d.version, change({ state: 'cancelled', endedAt: T0 + 100 })));
       assert.deepEqual(await s.openWorkflows(10), [c, e].map(ref), 'ended workflows leave the list');

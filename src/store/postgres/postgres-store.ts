@@ -832,8 +832,8 @@ export class PostgresStore implements Store {
     return rows.map(mapWorkflow);
   }
 
-  async openWorkflows(limit: number): Promise<Array<{ id: number; projectId: number }>> {
-    const rows = await this.db.all(`SELECT id, project_id FROM workflows WHERE state = 'running' ORDER BY id LIMIT $1`, [limit]);
+  async openWorkflows(limit: number, afterId = 0): Promise<Array<{ id: number; projectId: number }>> {
+    const rows = await this.db.all(`SELECT id, project_id FROM workflows WHERE state = 'running' AND id > $1 ORDER BY id LIMIT $2`, [afterId, limit]);
     return rows.map((r) => ({ id: r.id as number, projectId: r.project_id as number }));
   }
 

@@ -853,8 +853,8 @@ export class SqliteStore implements Store {
     return rows.map(mapWorkflow);
   }
 
-  async openWorkflows(limit: number): Promise<Array<{ id: number; projectId: number }>> {
-    const rows = this.stmt(`SELECT id, project_id FROM workflows WHERE state = 'running' ORDER BY id LIMIT ?`).all(limit) as Row[];
+  async openWorkflows(limit: number, afterId = 0): Promise<Array<{ id: number; projectId: number }>> {
+    const rows = this.stmt(`SELECT id, project_id FROM workflows WHERE state = 'running' AND id > ? ORDER BY id LIMIT ?`).all(afterId, limit) as Row[];
     return rows.map((r) => ({ id: r.id as number, projectId: r.project_id as number }));
   }
 
