@@ -153,5 +153,5 @@ export class WorkflowService {
 function specProblems(problems: ErrorProblem[]): BoxgridError {
   const first = problems[0]!;
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
-  return new BoxgridError('invalid_request', `source: ${formatProblem(first)}${more}`, { field: 'body/source', problems });
+  return new BoxgridError('invalid_request', `body/source: ${formatProblem(first)}${more}`, { field: 'body/source', problems });
 }
