@@ -110,8 +110,11 @@ export class Agent {
   constructor(private readonly client: BoxgridClient, private readonly opts: AgentOptions) {
     this.images = new Set(opts.images ?? []);
     this.journal = new TaskJournal(opts.workDir);
-    this.cache = new InputCache(join(opts.workDir, 'cache'), (sha256, e) =>
-      this.opts.log('warn', `input ${sha256}: its pre-signed URL failed (${e.message}); fetching it through the server`),
+    // Sources are the pre-signed URL (when the store gives one), then the server.
+    this.cache = new InputCache(join(opts.workDir, 'cache'), (sha256, e, source) =>
+      this.opts.log('warn', source.of > 1 && source.index === 0
+        ? `input ${sha256}: its pre-signed URL failed (${e.message}); fetching it through the server`
+        : `input ${sha256}: fetching it through the server failed (${e.message}); trying again`),
     );
   }
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { hashFile } from '../client/client.js';
 import { isOutputName } from '../domain/file-names.js';
 import { saveVerified } from '../client/save-verified.js';
-
+import { isBoxgridError } from '../domain/errors.js';
 
 /**
  * The host's cache of input files, by content: each blob is fetched once, verified against its
@@ -13,8 +13,15 @@ import { saveVerified } from '../client/save-verified.js';
 export class InputCache {
   private readonly inFlight = new Map<string, Promise<string>>();
 
-  /** `onFallback` hears why a source failed when another one is tried next. */
-  constructor(private readonly dir: string, private readonly onFallback: (sha256: string, error: Error) => void = () => {}) {}
+  /**
+   * `onFallback` hears why a source failed when another one is tried next; `retryMs` is the
+   * first pause before the sources are tried again after a transient failure of all of them.
+   */
+  constructor(
+    private readonly dir: string,
+    private readonly onFallback: (sha256: string, error: Error, source: { index: number; of: number }) => void = () => {},
+    private readonly retryMs = 250,
+  ) {}
 
   /**
    * The cached file for `sha256`, fetched if missing from the first of `sources` that delivers
@@ -33,17 +40,22 @@ export class InputCache {
 
   private async fetch(sha256: string, path: string, sources: Array<() => Promise<Response>>): Promise<string> {
     await mkdir(this.dir, { recursive: true });
-    for (const [i, fetchBody] of sources.entries()) {
-      try {
-        // Verified on the way in and renamed into place: the cache never holds a partial or wrong file.
-        await saveVerified(await fetchBody(), path, sha256, 0o444);
-        return path;
-      } catch (e) {
-        if (i === sources.length - 1) throw e;
-        this.onFallback(sha256, e as Error);
+    // A dropped connection or a cut-off body is the network's, not the task's: every source is
+    // tried again after a pause, a few times, before staging fails (and the task with it).
+    for (let round = 0; ; round++) {
+      for (const [i, fetchBody] of sources.entries()) {
+        try {
+          // Verified on the way in and renamed into place: the cache never holds a partial or wrong file.
+          await saveVerified(await fetchBody(), path, sha256, 0o444);
+          return path;
+        } catch (e) {
+          const last = i === sources.length - 1;
+          if (last && (round >= FETCH_ROUNDS - 1 || !transient(e))) throw e;
+          this.onFallback(sha256, e as Error, { index: i, of: sources.length });
+        }
       }
+      await new Promise((r) => setTimeout(r, this.retryMs * 2 ** round));
     }
-    throw new Error(`no source for blob ${sha256}`);
   }
 
   /**
@@ -55,6 +67,15 @@ export class InputCache {
     const names = await readdir(this.dir).catch(() => [] as string[]);
     await Promise.all(names.filter((n) => !keep.has(n)).map((n) => rm(join(this.dir, n), { force: true })));
   }
+}
+
+/** Rounds over the sources before a download fails for good (pauses of 0.25, 0.5, 1 s between them). */
+const FETCH_ROUNDS = 4;
+
+/** Worth another try: the network's trouble, an answer the server calls retryable, or bytes cut off on the way (a digest that does not match). */
+function transient(e: unknown): boolean {
+  if (!isBoxgridError(e)) return true;
+  return e.retryable || e.code === 'digest_mismatch';
 }
 
 /** Puts a cached file into a task's input dir under its name: a hard link, or a copy across filesystems. */
