@@ -259,6 +259,12 @@ export class AgentProtocolService {
         if (e instanceof BoxgridError && e.field !== undefined) throw new BoxgridError(e.code, e.message, { field: `outputs/${nameOf(sha256)}` });
         throw e;
       });
+      if (!committed && found.task.state === 'lost') {
+        // A lost task cannot upload any more (its lease ended), so this output never comes: say so
+        // as the store would (409 lease_expired), which the agent takes as final and drops the
+        // result, rather than a 400 about an upload it would retry for ever.
+        throw new BoxgridError('lease_expired', `task ${taskId}'s lease expired before its report; the task was counted lost and its outputs were never uploaded (its job is ${found.job.state})`);
+      }
       if (!committed) {
         throw invalid(`outputs/${nameOf(sha256)}`, `blob ${sha256} was not uploaded; PUT it to /agent/v1/tasks/${taskId}/blobs/${sha256} (or the URL …/uploads gave) first`);
       }
