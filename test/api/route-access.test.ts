@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { newCredential } from '../../src/service/credentials.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { assertError, assertNoLeak, OCTET, sha256, stopAfterStreams } from './util.js';
+import { registeredRoutes } from './fuzz-util.js';
 
 /**
  * Every route the server registers, classified, and each class's walls proven route by route:
@@ -199,28 +200,6 @@ const V1_KINDS: readonly Kind[] = [...PROJECT_KINDS, 'user', 'operator'];
 const MUTATING: readonly Kind[] = ['project-submit', 'project-manage'];
 
 // ── the routes the server has ────────────────────────────────────────────────
-
-/**
- * Every "METHOD /path" of fastify's router, from its printRoutes() tree (commonPrefix: false:
- * one node per registered path piece, its methods in brackets, children indented by 4).
- */
-function registeredRoutes(tree: string): string[] {
-  const out: string[] = [];
-  const stack: string[] = [];
-  for (const line of tree.split('\n')) {
-    const m = /^((?:[│ ] {3})*)[├└]── (.*?)(?: \(([A-Z, ]+)\))?$/.exec(line);
-    if (!m) {
-      assert.equal(line.trim(), '', `unparsed line of printRoutes: "${line}"`);
-      continue;
-    }
-    const depth = m[1]!.length / 4;
-    stack.length = depth;
-    const path = (depth === 0 ? '' : stack[depth - 1]!) + m[2]!;
-    stack.push(path);
-    for (const method of m[3]?.split(', ') ?? []) out.push(`${method} ${path}`);
-  }
-  return out;
-}
 
 /** The table's entry of a registered route: its own, or (an automatic HEAD) its GET's. */
 function entryOf(route: string): { key: string; route: Route } | null {
