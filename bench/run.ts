@@ -22,10 +22,11 @@ import { multiserverBenchmark } from './multiserver.js';
 import { pilotsBenchmark } from './pilots.js';
 import { queryBenchmark } from './query.js';
 import { simBenchmark } from './sim.js';
+import { soakBenchmark } from './soak.js';
 import { submitBenchmark } from './submit.js';
 import { validationBenchmark } from './validation.js';
 
-const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark, dispatchBenchmark, multiserverBenchmark, pilotsBenchmark, depthBenchmark, simBenchmark, validationBenchmark];
+const BENCHMARKS: Benchmark[] = [submitBenchmark, queryBenchmark, containersBenchmark, dispatchBenchmark, multiserverBenchmark, pilotsBenchmark, depthBenchmark, simBenchmark, validationBenchmark, soakBenchmark];
 
 async function runOne(b: Benchmark, quiet: boolean): Promise<Outcome> {
   const log = (msg: string): void => {
