@@ -39,9 +39,10 @@ export class InputCache {
   }
 
   private async fetch(sha256: string, path: string, sources: Array<() => Promise<Response>>): Promise<string> {
+    if (sources.length === 0) throw new Error(`no source for blob ${sha256}`);
     await mkdir(this.dir, { recursive: true });
-    // A dropped connection or a cut-off body is the network's, not the task's: every source is
-    // tried again after a pause, a few times, before staging fails (and the task with it).
+    // A dropped connection is the network's trouble, not the task's: every source is tried
+    // again after a pause, a few times, before staging fails (and the task with it).
     for (let round = 0; ; round++) {
       for (const [i, fetchBody] of sources.entries()) {
         try {
@@ -72,10 +73,13 @@ export class InputCache {
 /** Rounds over the sources before a download fails for good (pauses of 0.25, 0.5, 1 s between them). */
 const FETCH_ROUNDS = 4;
 
-/** Worth another try: the network's trouble, an answer the server calls retryable, or bytes cut off on the way (a digest that does not match). */
+/**
+ * Worth another try: the network's trouble (a dropped connection, a body cut off, which undici
+ * reports as an error) or an answer the server calls retryable. Not wrong bytes: a blob that is
+ * corrupt where it is stored stays so.
+ */
 function transient(e: unknown): boolean {
-  if (!isBoxgridError(e)) return true;
-  return e.retryable || e.code === 'digest_mismatch';
+  return !isBoxgridError(e) || e.retryable;
 }
 
 /** Puts a cached file into a task's input dir under its name: a hard link, or a copy across filesystems. */

@@ -368,7 +368,10 @@ export class BoxgridClient {
     try {
       body = text === '' ? {} : JSON.parse(text);
     } catch {
-      throw new BoxgridError(res.ok ? 'internal' : 'unavailable', `the server at ${this.shown} answered ${res.status} with something that is not JSON`);
+      // A proxy's HTML page, say: worth a retry only for the answers that say "later".
+      throw new BoxgridError(res.ok ? 'internal' : 'unavailable', `the server at ${this.shown} answered ${res.status} with something that is not JSON`, {
+        retryable: !res.ok && (res.status === 502 || res.status === 503 || res.status === 504 || res.status === 507),
+      });
     }
     if (res.ok) return body as R;
     const err = (body as { error?: { code?: string; message?: string; field?: string; problems?: ErrorProblem[] } }).error;

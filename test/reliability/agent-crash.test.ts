@@ -23,7 +23,7 @@ const TIMING = { leaseSeconds: 3, heartbeatSeconds: 1, idlePollSeconds: 1, sweep
 /** Each wait; CI runs two suites at once on two cores. */
 const WAIT_MS = 40_000;
 
-describe('an agent SIGKILLed mid-task and down past its lease', { skip: suite.skip, timeout: 90_000 }, () => {
+describe('an agent SIGKILLed mid-task and down past its lease', { skip: suite.skip, timeout: 170_000 }, () => {
   let grid: TestGrid;
   const dirs: string[] = [];
   const agents: AgentProcess[] = [];

@@ -96,7 +96,7 @@ describe('agents working through a faulty network', { skip: suite.skip }, () => 
     if (inputs) await rm(inputs, { recursive: true, force: true });
   });
 
-  test('every job succeeds exactly once, with the right output, and the agents recover', { timeout: 90_000 }, async () => {
+  test('every job succeeds exactly once, with the right output, and the agents recover', { timeout: 170_000 }, async () => {
     const started = Date.now();
     const blobs: string[] = [];
     for (const m of MULTIPLIERS) {
