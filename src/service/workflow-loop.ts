@@ -8,6 +8,7 @@ import {
 import type { InstanceProgress, StepProgress, StepSpec, WorkflowProgress, WorkflowRecord } from '../domain/workflow.js';
 import type { ProjectAccess } from './access.js';
 import type { ServiceContext } from './context.js';
+import type { JobFilter } from '../store/store.js';
 import type { BoxgridEvent } from './events.js';
 import { idemFor, JobService, type SubmitResult } from './jobs.js';
 import { Periodic } from './periodic.js';
@@ -96,24 +97,24 @@ export async function advance(ctx: ServiceContext, projectId: number, id: number
     const progress = structuredClone(w.progress);
     const changes: string[] = [];
     let reason: string | null = null;
-    let cancelSteps: string[] = [];
     if (!access) {
       reason = 'its creator is no longer a member of the project';
-      cancelSteps = stopAll(w.spec, progress, reason);
+      stopAll(w.spec, progress, reason);
     } else {
       await observe(ctx, access, w, progress, changes);
       const failed = w.spec.onFailure === 'stop' ? firstFailure(w.spec, progress) : null;
       if (failed !== null) {
-        cancelSteps = stopAll(w.spec, progress, `the workflow stopped: step "${failed}" failed`);
-        changes.push(failed, ...w.spec.steps.map((s) => s.name));
+        stopAll(w.spec, progress, `the workflow stopped: step "${failed}" failed`);
+        changes.push(...w.spec.steps.map((s) => s.name));
       } else {
         await startReady(ctx, access, w, progress, changes);
       }
     }
+    // A stop leaves no step waiting or running, so it always ends the workflow here.
     const outcome = reason ? { state: 'failed' as const, reason } : workflowOutcome(w.spec, progress);
     if (changes.length === 0 && outcome.state === 'running') return w;
     // Jobs are cancelled before the progress says so: a crash in between leaves the cancel to be done again, never undone.
-    if (cancelSteps.length > 0 || outcome.state !== 'running') await cancelWorkflowJobs(ctx, w, progress);
+    if (outcome.state !== 'running') await cancelWorkflowJobs(ctx, w, progress);
     const now = ctx.now();
     const updated = await ctx.store.updateWorkflow(w.id, w.version, {
       state: outcome.state, reason: outcome.reason, progress, updatedAt: now, endedAt: outcome.state === 'running' ? null : now,
@@ -175,16 +176,19 @@ async function observe(ctx: ServiceContext, access: ProjectAccess, w: WorkflowRe
 /** The jobs behind open instances, read by batch a page at a time (a fan-out of 10,000 is 10 reads, not 10,000). */
 async function jobsOf(ctx: ServiceContext, access: ProjectAccess, p: StepProgress, open: Map<number, InstanceProgress>): Promise<Job[]> {
   const found: Job[] = [];
-  for (const batchId of p.batchIds) {
-    let beforeId: number | undefined;
-    for (;;) {
-      const page = await ctx.store.listJobs(access.project.id, { batchId }, { limit: JOB_PAGE, ...(beforeId === undefined ? {} : { beforeId }) });
-      for (const j of page) if (open.has(j.id)) found.push(j);
-      if (page.length < JOB_PAGE) break;
-      beforeId = page.at(-1)!.id;
-    }
-  }
+  for (const batchId of p.batchIds) for await (const j of allJobs(ctx, access.project.id, { batchId })) if (open.has(j.id)) found.push(j);
   return found;
+}
+
+/** Every job of the project the filter matches, newest first, read JOB_PAGE at a time. */
+async function* allJobs(ctx: ServiceContext, projectId: number, filter: JobFilter): AsyncGenerator<Job> {
+  let beforeId: number | undefined;
+  for (;;) {
+    const page = await ctx.store.listJobs(projectId, filter, { limit: JOB_PAGE, ...(beforeId === undefined ? {} : { beforeId }) });
+    yield* page;
+    if (page.length < JOB_PAGE) return;
+    beforeId = page.at(-1)!.id;
+  }
 }
 
 /** A succeeded job's declared outputs: its result task's files, value files read (each ≤ 64 KiB). */
@@ -313,13 +317,7 @@ export async function cancelWorkflowJobs(ctx: ServiceContext, w: WorkflowRecord,
   for (const progress of [w.progress, ...more]) for (const p of Object.values(progress.steps)) for (const b of p.batchIds) batchIds.add(b);
   const label = { key: 'boxgrid.workflow', value: String(w.id) };
   for (const state of ['queued', 'running'] as const) {
-    let beforeId: number | undefined;
-    for (;;) {
-      const page = await ctx.store.listJobs(w.projectId, { label, state }, { limit: JOB_PAGE, ...(beforeId === undefined ? {} : { beforeId }) });
-      for (const j of page) if (j.batchId !== null) batchIds.add(j.batchId);
-      if (page.length < JOB_PAGE) break;
-      beforeId = page.at(-1)!.id;
-    }
+    for await (const j of allJobs(ctx, w.projectId, { label, state })) if (j.batchId !== null) batchIds.add(j.batchId);
   }
   const jobs = new JobService(ctx);
   for (const b of batchIds) await jobs.cancelBatchOf(w.projectId, b);

@@ -39,6 +39,20 @@ async function create(): Promise<{ id: number; projectId: number }> {
   return w;
 }
 
+/** A pass that dies between submitting a step's jobs and writing the progress (a crash, a lost connection). */
+async function crashBeforeWrite(w: { id: number; projectId: number }): Promise<void> {
+  const store = s.ctx.store;
+  const real = store.updateWorkflow.bind(store);
+  store.updateWorkflow = async () => {
+    throw new Error('crash before the progress was written');
+  };
+  try {
+    await assert.rejects(advance(s.ctx, w.projectId, w.id), /crash before/);
+  } finally {
+    store.updateWorkflow = real;
+  }
+}
+
 async function batchesOf(workflowId: number): Promise<number> {
   const r = await s.call('GET', `/v1/projects/${P}/batches?limit=1000`);
   return (r.body.batches as Array<{ labels: Record<string, string> }>).filter((b) => b.labels['boxgrid.workflow'] === String(workflowId)).length;
@@ -57,16 +71,8 @@ test('passes racing over one workflow submit its first step once', async () => {
 
 test('a pass that crashes after submitting and before writing is redone without a second batch', async () => {
   const w = await create();
+  await crashBeforeWrite(w);
   const store = s.ctx.store;
-  const real = store.updateWorkflow.bind(store);
-  store.updateWorkflow = async () => {
-    throw new Error('crash before the progress was written');
-  };
-  try {
-    await assert.rejects(advance(s.ctx, w.projectId, w.id), /crash before/);
-  } finally {
-    store.updateWorkflow = real;
-  }
   assert.equal(await batchesOf(w.id), 1, 'the crashed pass submitted');
   assert.equal((await store.getWorkflow(w.projectId, w.id))!.progress.steps.first!.status, 'waiting', 'and wrote nothing');
   const redone = (await advance(s.ctx, w.projectId, w.id))!;
@@ -107,16 +113,7 @@ test('a crashed pass whose jobs changed since (a new app version) has them cance
   const r = await s.call('POST', `/v1/projects/${P}/workflows`, { body: { source: SPEC.replaceAll('app: wl\n', 'app: wl2\n') } });
   assert.equal(r.status, 201, r.text);
   const w = (await s.ctx.store.getWorkflow(1, r.body.workflow.id))!;
-  const store = s.ctx.store;
-  const real = store.updateWorkflow.bind(store);
-  store.updateWorkflow = async () => {
-    throw new Error('crash before the progress was written');
-  };
-  try {
-    await assert.rejects(advance(s.ctx, w.projectId, w.id), /crash before/);
-  } finally {
-    store.updateWorkflow = real;
-  }
+  await crashBeforeWrite(w);
   // Before the pass is redone, the app gets a version: the same round's jobs would differ.
   const v = await s.call('POST', `/v1/projects/${P}/apps/wl2/versions`, { body: { description: 'fixed' } });
   assert.equal(v.status, 201, v.text);
@@ -144,16 +141,7 @@ test("a client's Idempotency-Key cannot claim the loop's keys", async () => {
 
 test('cancelling finds the jobs a crashed pass submitted but never recorded', async () => {
   const w = await create();
-  const store = s.ctx.store;
-  const real = store.updateWorkflow.bind(store);
-  store.updateWorkflow = async () => {
-    throw new Error('crash before the progress was written');
-  };
-  try {
-    await assert.rejects(advance(s.ctx, w.projectId, w.id), /crash before/);
-  } finally {
-    store.updateWorkflow = real;
-  }
+  await crashBeforeWrite(w);
   const r = await s.call('POST', `/v1/projects/${P}/workflows/${w.id}/cancel`);
   assert.equal(r.status, 200, r.text);
   const batches = (await s.call('GET', `/v1/projects/${P}/batches?limit=1000`)).body.batches as Array<{ id: number; labels: Record<string, string> }>;
