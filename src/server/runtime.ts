@@ -171,8 +171,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const relay = store.openEventRelay?.();
   if (relay) await ctx.events.connect(relay);
   const sweeper = new LeaseSweeper(ctx);
-  const workflowLoop = new WorkflowLoop(ctx);
   const app = await buildHttpServer(ctx, { ...DEFAULT_HTTP, logger: opts.logger ?? false, ...opts.http, ...(opts.tls ? { tls: opts.tls } : {}) });
+  const workflowLoop = new WorkflowLoop(ctx, 5, (m) => app.log.warn(m));
   const validatorLoop = opts.validators ? new ValidatorLoop(ctx, new ContainerValidatorRunner(ctx, opts.validators), 5, (m) => app.log.warn(m)) : null;
   // A store that relays events is one several servers may share (PostgreSQL): a key of this
   // server's own would make the others refuse the transfer URLs it signs, and the other way round.

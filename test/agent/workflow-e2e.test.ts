@@ -56,11 +56,28 @@ describe('workflows on a real Docker engine', { skip: suite.skip }, () => {
   const workflow = async (id: number): Promise<WorkflowView> => (await grid.admin.getWorkflow(P, id)).workflow;
   const step = (w: WorkflowView, name: string): WorkflowStepView => w.steps.find((s) => s.name === name)!;
   const instances = async (id: number, name: string) => (await grid.admin.getWorkflowStep(P, id, name, { limit: 10_000 })).instances;
-  const ended = (id: number, timeoutMs = 120_000): Promise<WorkflowView> =>
-    eventually(async () => {
-      const w = await workflow(id);
-      return w.state === 'running' ? undefined : w;
-    }, `workflow ${id} to end`, timeoutMs);
+  const ended = async (id: number, timeoutMs = 120_000): Promise<WorkflowView> => {
+    try {
+      return await eventually(async () => {
+        const w = await workflow(id);
+        return w.state === 'running' ? undefined : w;
+      }, `workflow ${id} to end`, timeoutMs);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${await whereItStands(id)}`);
+    }
+  };
+  /** For a timeout: each step's status and counts, and the jobs not yet ended with their tasks. */
+  const whereItStands = async (id: number): Promise<string> => {
+    const w = await workflow(id);
+    const lines = w.steps.map((s) => `step ${s.name}: ${s.status} ${JSON.stringify(s.counts)} ${s.reason ?? ''}`);
+    for (const state of ['queued', 'running'] as const) {
+      for (const j of (await grid.admin.listJobs(P, { state, limit: 20 })).jobs) {
+        const { tasks } = await grid.admin.getJob(P, j.id);
+        lines.push(`job ${j.id} ${j.state}: ${tasks.map((t) => `task ${t.id} ${t.state} host ${t.hostId}`).join(', ') || 'no task'}`);
+      }
+    }
+    return lines.join('\n');
+  };
   const tasksOf = async (jobId: number): Promise<number> => (await grid.admin.getJob(P, jobId)).tasks.length;
   /** Every job of the project → how many tasks it ran. */
   const taskCounts = async (): Promise<Map<number, number>> => {

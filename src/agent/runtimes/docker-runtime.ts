@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
 import { pullRef, repositoryOf } from '../../domain/image-ref.js';
 import Docker from 'dockerode';
 import type { RuntimeProbe } from '../probe.js';
@@ -418,17 +419,9 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   }
 
   private async startAndFollow(container: Docker.Container, spec: TaskRunSpec, signal?: AbortSignal): Promise<Ended> {
-    // Asked before start, so no exit can be missed; 'next-exit' because the default
-    // ('not-running') answers at once for a container that has not started yet.
-    // A wait dropped when the start fails is cancelled: Podman never answers a wait on a
-    // container removed without having run, so it would hold a connection for good.
-    const dropWait = new AbortController();
-    const waited = container.wait({ condition: 'next-exit', abortSignal: dropWait.signal });
-    waited.catch(() => undefined); // awaited in follow(), or dropped when the start fails
     try {
       await container.start();
     } catch (e) {
-      dropWait.abort();
       // The engine refuses to start a command the image does not have: the task's fault, not ours.
       const message = (e as Error).message;
       if (/executable file not found|no such file or directory/i.test(message)) {
@@ -436,6 +429,12 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
       }
       throw e;
     }
+    // Asked once started, as 'not-running', which answers at once for a container that has
+    // already exited. A 'next-exit' wait asked before the start misses the exit when the engine
+    // subscribes it only after a quick container has ended (seen about once in 160 starts here),
+    // and then never answers: the task would hold its slot for good.
+    const waited = container.wait({ condition: 'not-running' });
+    waited.catch(() => undefined); // awaited in follow()
     return this.follow(container, waited, spec, signal, Date.now(), true);
   }
 
@@ -461,6 +460,9 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
       disk?.stop();
       const state = (await container.inspect()).State;
       let outcome = classify(state, stopReason, spec);
+      if (enforce && outcome.kind === 'failed' && outcome.exitCode === 137 && (await this.oomEventSince(container.id, startedAt))) {
+        outcome = classify({ ...state, OOMKilled: true }, stopReason, spec);
+      }
       const endedOnItsOwn = outcome.kind === 'succeeded' || outcome.kind === 'failed';
       if (endedOnItsOwn && limitBytes > 0 && (await diskUsage(writable)) > limitBytes) outcome = classify(state, 'disk', spec);
       return { outcome, logTail: await output.tail(), usage: meter.usage() };
@@ -471,17 +473,40 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
     }
   }
 
+  /**
+   * Whether the engine logged an "oom" event for the container since `sinceMs`. Under load the
+   * engine sometimes clears State.OOMKilled when it handles the exit after the OOM (seen about
+   * once in 30 OOM kills here) though it did log the event; a SIGKILL we did not send is then
+   * looked up here. When it logged nothing either, the task stays "failed" with exit code 137.
+   */
+  private async oomEventSince(id: string, sinceMs: number): Promise<boolean> {
+    try {
+      const stream = (await this.docker.getEvents({
+        since: dockerTime(sinceMs - 1000), until: dockerTime(Date.now()), filters: { container: [id], event: ['oom'] },
+      } as unknown as Docker.GetEventsOptions)) as Readable;
+      return (await text(stream)).trim().length > 0;
+    } catch {
+      return false;
+    }
+  }
+
   private async waitForEnd(container: Docker.Container, waited: Promise<unknown>, spec: TaskRunSpec, signal: AbortSignal | undefined, startedAt: number, overDisk?: Promise<void>): Promise<StopReason> {
     let reason: StopReason = null;
     let ended = false;
     let killed: Promise<boolean> = Promise.resolve(false);
+    // A kill answered 409 says the container is no longer running, whatever the wait says.
+    let notRunning: () => void = () => undefined;
+    const endedBeforeKill = new Promise<void>((resolve) => (notRunning = resolve));
     const stop = (why: Exclude<StopReason, null>): void => {
       if (reason !== null || ended) return;
       reason = why;
       // 409: it was no longer running, so it ended on its own and the reason does not apply.
       killed = container.kill().then(
         () => true,
-        (e: { statusCode?: number }) => e.statusCode !== 409,
+        (e: { statusCode?: number }) => {
+          if (e.statusCode === 409) notRunning();
+          return e.statusCode !== 409;
+        },
       );
     };
     const left = Math.max(0, spec.maxRuntimeSeconds * 1000 - (Date.now() - startedAt));
@@ -491,7 +516,7 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
     if (signal?.aborted) onAbort();
     void overDisk?.then(() => stop('disk'));
     try {
-      await waited;
+      await Promise.race([waited, endedBeforeKill]);
     } finally {
       ended = true;
       clearTimeout(timer);
@@ -625,6 +650,11 @@ export function classify(state: { ExitCode: number; OOMKilled: boolean; StartedA
   const ranMs = Date.parse(state.FinishedAt) - Date.parse(state.StartedAt);
   if (state.ExitCode === 137 && ranMs >= spec.maxRuntimeSeconds * 1000) return { kind: 'timeout', limitSeconds: spec.maxRuntimeSeconds };
   return state.ExitCode === 0 ? { kind: 'succeeded' } : { kind: 'failed', exitCode: state.ExitCode };
+}
+
+/** A time for the engine's events API: seconds and nanoseconds (a bare fraction would be read as nanoseconds). */
+function dockerTime(ms: number): string {
+  return `${Math.floor(ms / 1000)}.${String(ms % 1000).padStart(3, '0')}000000`;
 }
 
 /** What a task that wrote past its disk limit is told (the outcome's message). */
