@@ -56,6 +56,13 @@ const MAX_IMAGES_SENT = 512;
 /** Answers after which a result is dropped: the server will never take it. */
 export const FINAL_REFUSALS: ReadonlySet<string> = new Set(['lease_expired', 'conflict', 'not_found']);
 
+/**
+ * Answers about one result alone (a field it refuses, an upload that did not match): it is kept
+ * and tried again later, and the results behind it are delivered meanwhile. Any other failure
+ * (unreachable, a 5xx, this host's credential) would fail them all alike: delivery waits.
+ */
+export const RESULT_REFUSALS: ReadonlySet<string> = new Set(['invalid_request', 'digest_mismatch', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable']);
+
 /** A file the task may write to say how far it has got: a number from 0 to 1. */
 export const PROGRESS_FILE = '.boxgrid-progress';
 
@@ -469,17 +476,21 @@ export class Agent {
     let failures = 0;
     for (;;) {
       let unreachable = false;
+      let held = false;
       for (const [taskId, result] of [...this.outbox]) {
         try {
           await this.deliver(taskId, result);
           this.stats.delivered++;
-          failures = 0;
         } catch (e) {
           if (e instanceof BoxgridError && FINAL_REFUSALS.has(e.code)) {
             // The server will never take it (its lease expired, say): keeping it helps nobody.
             this.opts.log('warn', `task ${taskId}: the server refused its result (${e.message}); dropping it`);
             this.stats.dropped++;
             await this.forget(taskId);
+          } else if (e instanceof BoxgridError && RESULT_REFUSALS.has(e.code)) {
+            // Perhaps a server bug, fixed by an upgrade: kept, but it holds up no other result.
+            held = true;
+            this.opts.log('warn', `task ${taskId}: the server refused its result (${e.message}); it waits on disk, and is offered again later`);
           } else {
             // Unreachable, or an answer that may change (a 5xx, a credential being fixed): keep it.
             unreachable = true;
@@ -488,9 +499,11 @@ export class Agent {
           }
         }
       }
-      // Stopping with the server unreachable: results stay on disk for the next start.
-      if (this.stopping && this.running.size === 0 && (this.outbox.size === 0 || unreachable)) return;
-      await this.delivery.wait(unreachable ? this.backoff(failures++) : null, null);
+      // Stopping with the server unreachable or refusing: results stay on disk for the next start.
+      if (this.stopping && this.running.size === 0 && (this.outbox.size === 0 || unreachable || held)) return;
+      // Backing off until a pass delivers everything; a task that ends wakes the loop sooner.
+      if (!unreachable && !held) failures = 0;
+      await this.delivery.wait(unreachable || held ? this.backoff(failures++) : null, null);
     }
   }
 

@@ -20,6 +20,8 @@ export interface FaultProxyOptions {
   rate: number;
   /** Longest added delay. */
   maxDelayMs: number;
+  /** An answer the proxy gives itself instead of the server's (the server never sees the request); null passes it on. */
+  answerFor?: (method: string, path: string) => { status: number; body: unknown } | null;
 }
 
 export interface FaultCounts {
@@ -100,6 +102,11 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     void (async () => {
       const x: Exchange = { method: req.method ?? 'GET', path: req.url ?? '/', headers: req.headers, body: await collect(req) };
       counts.exchanges++;
+      const own = opts.answerFor?.(x.method, x.path);
+      if (own) {
+        answer(res, { status: own.status, headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify(own.body)) });
+        return;
+      }
       const kind: FaultKind | null = faulty && random.next() < opts.rate ? random.pick(FAULT_KINDS) : null;
       if (kind === null) {
         counts.passed++;
