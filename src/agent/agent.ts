@@ -44,6 +44,12 @@ export interface AgentOptions {
    * `endsAt` (epoch ms) less a margin for staging and delivery. Absent: an agent that stays.
    */
   pilot?: { idleMs: number | null; endsAt: number | null };
+  /**
+   * Refusals of one result (RESULT_REFUSALS) after which it is given up: reported instead as
+   * an `agent_error` that says why, so its job runs again elsewhere (default 8, some minutes of
+   * backoff). If the server refuses that too, the result is dropped.
+   */
+  resultRefusals?: number;
   log: AgentLogger;
 }
 
@@ -61,7 +67,10 @@ export const FINAL_REFUSALS: ReadonlySet<string> = new Set(['lease_expired', 'co
  * and tried again later, and the results behind it are delivered meanwhile. Any other failure
  * (unreachable, a 5xx, this host's credential) would fail them all alike: delivery waits.
  */
-export const RESULT_REFUSALS: ReadonlySet<string> = new Set(['invalid_request', 'digest_mismatch', 'payload_too_large', 'unsupported_media_type', 'range_not_satisfiable']);
+export const RESULT_REFUSALS: ReadonlySet<string> = new Set(['invalid_request', 'digest_mismatch', 'payload_too_large']);
+
+/** What a result refused resultRefusals times is reported as (its outputs and log left out). */
+const GIVEN_UP = 'the server refused its result';
 
 /** A file the task may write to say how far it has got: a number from 0 to 1. */
 export const PROGRESS_FILE = '.boxgrid-progress';
@@ -102,6 +111,8 @@ export class Agent {
   private readonly running = new Map<number, Running>();
   private readonly tasks = new Set<Promise<void>>();
   private readonly outbox = new Map<number, PendingResult>();
+  /** Results refused for themselves (RESULT_REFUSALS): how often so far. */
+  private readonly refusals = new Map<number, number>();
   private heartbeatSeconds = 30;
   /** Kept until the server answers, so a retried work request cannot claim tasks twice. */
   private requestId: string | null = null;
@@ -477,7 +488,9 @@ export class Agent {
     for (;;) {
       let unreachable = false;
       let held = false;
+      const tried = new Set<number>();
       for (const [taskId, result] of [...this.outbox]) {
+        tried.add(taskId);
         try {
           await this.deliver(taskId, result);
           this.stats.delivered++;
@@ -488,9 +501,8 @@ export class Agent {
             this.stats.dropped++;
             await this.forget(taskId);
           } else if (e instanceof BoxgridError && RESULT_REFUSALS.has(e.code)) {
-            // Perhaps a server bug, fixed by an upgrade: kept, but it holds up no other result.
-            held = true;
-            this.opts.log('warn', `task ${taskId}: the server refused its result (${e.message}); it waits on disk, and is offered again later`);
+            // Perhaps a passing server fault: kept for a while, but it holds up no other result.
+            held = await this.refused(taskId, result, e) || held;
           } else {
             // Unreachable, or an answer that may change (a 5xx, a credential being fixed): keep it.
             unreachable = true;
@@ -499,12 +511,43 @@ export class Agent {
           }
         }
       }
-      // Stopping with the server unreachable or refusing: results stay on disk for the next start.
-      if (this.stopping && this.running.size === 0 && (this.outbox.size === 0 || unreachable || held)) return;
+      // Stopping with the server unreachable or refusing: results stay on disk for the next start
+      // (but a result that arrived during the pass is tried first).
+      const allTried = [...this.outbox.keys()].every((id) => tried.has(id));
+      if (this.stopping && this.running.size === 0 && (this.outbox.size === 0 || unreachable || (held && allTried))) return;
       // Backing off until a pass delivers everything; a task that ends wakes the loop sooner.
       if (!unreachable && !held) failures = 0;
       await this.delivery.wait(unreachable || held ? this.backoff(failures++) : null, null);
     }
+  }
+
+  /**
+   * A result the server refused for itself: kept (true) until refused `resultRefusals` times,
+   * then replaced by an `agent_error` report that says why (true: it is offered next pass); a
+   * replacement refused in turn is dropped (false), as a final refusal would be.
+   */
+  private async refused(taskId: number, result: PendingResult, e: BoxgridError): Promise<boolean> {
+    const n = (this.refusals.get(taskId) ?? 0) + 1;
+    this.refusals.set(taskId, n);
+    const givenUp = result.outcome.kind === 'agent_error' && result.outcome.message.startsWith(GIVEN_UP);
+    if (givenUp) {
+      this.opts.log('error', `task ${taskId}: the server refused even the report that it could not take the result (${e.message}); dropping it: its job runs again once its lease is over`);
+      this.stats.dropped++;
+      await this.forget(taskId);
+      return false;
+    }
+    if (n < (this.opts.resultRefusals ?? 8)) {
+      this.opts.log('warn', `task ${taskId}: the server refused its result (${e.message}); it waits on disk, and is offered again later`);
+      return true;
+    }
+    this.opts.log('error', `task ${taskId}: the server refused its result ${n} times (${e.message}); reporting an agent error instead, so that its job runs again`);
+    const instead: PendingResult = {
+      outcome: { kind: 'agent_error', message: `${GIVEN_UP} ${n} times: ${e.message}`.slice(0, 1000) },
+      durationMs: result.durationMs, usage: result.usage, outputs: [], log: null, collected: true,
+    };
+    await this.journal.saveResult(taskId, instead);
+    this.outbox.set(taskId, instead);
+    return true;
   }
 
   /** Outputs first (content-addressed, so repeats are free), then the report that names them. */
@@ -567,6 +610,7 @@ export class Agent {
 
   private async forget(taskId: number): Promise<void> {
     this.outbox.delete(taskId);
+    this.refusals.delete(taskId);
     await this.journal.remove(taskId);
   }
 

@@ -21,7 +21,7 @@ export interface FaultProxyOptions {
   /** Longest added delay. */
   maxDelayMs: number;
   /** An answer the proxy gives itself instead of the server's (the server never sees the request); null passes it on. */
-  answerFor?: (method: string, path: string) => { status: number; body: unknown } | null;
+  answerFor?: (method: string, path: string, body: Buffer) => { status: number; body: unknown } | null;
 }
 
 export interface FaultCounts {
@@ -102,7 +102,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     void (async () => {
       const x: Exchange = { method: req.method ?? 'GET', path: req.url ?? '/', headers: req.headers, body: await collect(req) };
       counts.exchanges++;
-      const own = opts.answerFor?.(x.method, x.path);
+      const own = opts.answerFor?.(x.method, x.path, x.body);
       if (own) {
         answer(res, { status: own.status, headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify(own.body)) });
         return;

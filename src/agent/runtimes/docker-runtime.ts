@@ -41,6 +41,8 @@ export interface DockerRuntimeOptions {
 const CATCH_UP_MAX_BYTES = 64 * 2 ** 20;
 /** After a container exits, how long its log stream may take to drain before the tail is read instead. */
 const LOG_DRAIN_MS = 5_000;
+/** Longest wait for the engine's answer on whether a container was killed for memory. */
+const OOM_LOOKUP_MS = 3_000;
 /** Lines asked for when the tail has to be read after the fact (the engine cannot cut by bytes). */
 const TAIL_LINES = 2_000;
 
@@ -433,9 +435,14 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
     // already exited. A 'next-exit' wait asked before the start misses the exit when the engine
     // subscribes it only after a quick container has ended (seen about once in 160 starts here),
     // and then never answers: the task would hold its slot for good.
-    const waited = container.wait({ condition: 'not-running' });
+    const dropWait = new AbortController();
+    const waited = container.wait({ condition: 'not-running', abortSignal: dropWait.signal });
     waited.catch(() => undefined); // awaited in follow()
-    return this.follow(container, waited, spec, signal, Date.now(), true);
+    try {
+      return await this.follow(container, waited, spec, signal, Date.now(), true);
+    } finally {
+      dropWait.abort(); // unanswered when a refused kill (409) ended the wait for it
+    }
   }
 
   /**
@@ -460,7 +467,7 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
       disk?.stop();
       const state = (await container.inspect()).State;
       let outcome = classify(state, stopReason, spec);
-      if (enforce && outcome.kind === 'failed' && outcome.exitCode === 137 && (await this.oomEventSince(container.id, startedAt))) {
+      if (outcome.kind === 'failed' && outcome.exitCode === 137 && (await this.oomEventSince(container.id, startedAt))) {
         outcome = classify({ ...state, OOMKilled: true }, stopReason, spec);
       }
       const endedOnItsOwn = outcome.kind === 'succeeded' || outcome.kind === 'failed';
@@ -474,15 +481,19 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   }
 
   /**
-   * Whether the engine logged an "oom" event for the container since `sinceMs`. Under load the
-   * engine sometimes clears State.OOMKilled when it handles the exit after the OOM (seen about
+   * Whether the engine logged an "oom" event for the container since `sinceMs`. Under load
+   * Docker sometimes clears State.OOMKilled when it handles the exit after the OOM (seen about
    * once in 30 OOM kills here) though it did log the event; a SIGKILL we did not send is then
    * looked up here. When it logged nothing either, the task stays "failed" with exit code 137.
+   * Not on Podman, which reports no OOM kills this way and whose events query may not end; and
+   * never longer than OOM_LOOKUP_MS, so that no engine can hold the task here.
    */
   private async oomEventSince(id: string, sinceMs: number): Promise<boolean> {
+    if (await this.isPodman()) return false;
     try {
       const stream = (await this.docker.getEvents({
         since: dockerTime(sinceMs - 1000), until: dockerTime(Date.now()), filters: { container: [id], event: ['oom'] },
+        abortSignal: AbortSignal.timeout(OOM_LOOKUP_MS),
       } as unknown as Docker.GetEventsOptions)) as Readable;
       return (await text(stream)).trim().length > 0;
     } catch {
