@@ -70,6 +70,9 @@ export class WorkflowService {
 
   async create(access: ProjectAccess, input: WorkflowInput, idem: { key: string; body: unknown } | null): Promise<{ workflow: WorkflowRecord; replayed: boolean }> {
     const key = idem ? { key: `${access.user.id}:${idem.key}`, requestHash: canonicalHash(idem.body) } : null;
+    // A repeat gets its first answer, even if an app or blob its spec names is gone since.
+    const prior = key ? await this.ctx.store.findIdempotentWorkflow(access.project.id, key) : null;
+    if (prior) return { workflow: prior, replayed: true };
     const spec = await this.check(access, input);
     if (input.resume !== undefined && !(await this.ctx.store.getWorkflow(access.project.id, input.resume))) {
       throw new BoxgridError('invalid_request', `resume: workflow ${input.resume} not found in project "${access.project.name}"`, { field: 'body/resume' });

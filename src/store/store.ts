@@ -145,6 +145,12 @@ export interface Store {
    * same key fails with `conflict`. Keys are per project.
    */
   createWorkflow(w: NewWorkflow, idempotency: { key: string; requestHash: string } | null): Promise<{ workflow: WorkflowRecord; replayed: boolean }>;
+  /**
+   * The workflow an earlier create wrote under this idempotency key, or null; `conflict` when
+   * that create was another request. Asked before a repeat is checked again, so it gets its
+   * first answer even when what the check reads has changed since.
+   */
+  findIdempotentWorkflow(projectId: number, idempotency: { key: string; requestHash: string }): Promise<WorkflowRecord | null>;
   getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null>;
   /** The project's workflows, newest first (keyset pagination by id). */
   listWorkflows(projectId: number, page: Page): Promise<WorkflowRecord[]>;

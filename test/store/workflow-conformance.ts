@@ -128,6 +128,12 @@ export function runWorkflowConformance(name: string, open: OpenStore, opts: { sk
       const elsewhere = await s.createWorkflow(g.newWorkflow(g.q.id, 4), { key: 'k', requestHash: 'other' });
       assert.equal(elsewhere.replayed, false, 'keys are per project');
       assert.notEqual(elsewhere.workflow.id, first.workflow.id);
+
+      // Looked up alone (before a repeat is checked again): the first workflow, a conflict, or nothing.
+      assert.deepEqual(await s.findIdempotentWorkflow(g.p.id, { key: 'k', requestHash: 'h' }), first.workflow);
+      await rejectsWithCode(s.findIdempotentWorkflow(g.p.id, { key: 'k', requestHash: 'other' }), 'conflict');
+      assert.equal(await s.findIdempotentWorkflow(g.p.id, { key: 'never-used', requestHash: 'h' }), null);
+      assert.deepEqual(await s.findIdempotentWorkflow(g.q.id, { key: 'k', requestHash: 'other' }), elsewhere.workflow, 'per project');
       await g.wf(g.p.id, 5);
       await g.wf(g.p.id, 6);
       assert.equal((await s.listWorkflows(g.p.id, { limit: 10 })).length, 3, 'creates without a key are never replays');

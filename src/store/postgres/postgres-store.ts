@@ -820,6 +820,11 @@ export class PostgresStore implements Store {
     }, new Set([...RETRYABLE, UNIQUE_VIOLATION]));
   }
 
+  async findIdempotentWorkflow(projectId: number, idempotency: { key: string; requestHash: string }): Promise<WorkflowRecord | null> {
+    const prior = await this.db.one('SELECT * FROM workflows WHERE project_id = $1 AND idem_key = $2', [projectId, idempotency.key]);
+    return prior ? replayedWorkflow(prior, idempotency.requestHash).workflow : null;
+  }
+
   async getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null> {
     const r = await this.db.one('SELECT * FROM workflows WHERE id = $1 AND project_id = $2', [id, projectId]);
     return r ? mapWorkflow(r) : null;

@@ -842,6 +842,11 @@ export class SqliteStore implements Store {
     }).immediate();
   }
 
+  async findIdempotentWorkflow(projectId: number, idempotency: { key: string; requestHash: string }): Promise<WorkflowRecord | null> {
+    const prior = this.stmt('SELECT * FROM workflows WHERE project_id = ? AND idem_key = ?').get(projectId, idempotency.key) as Row | undefined;
+    return prior ? replayedWorkflow(prior, idempotency.requestHash).workflow : null;
+  }
+
   async getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null> {
     const r = this.stmt('SELECT * FROM workflows WHERE id = ? AND project_id = ?').get(id, projectId) as Row | undefined;
     return r ? mapWorkflow(r) : null;
