@@ -13,7 +13,7 @@ import { BoxgridClient } from '../../src/client/client.js';
 import { BoxgridError } from '../../src/domain/errors.js';
 import { startS3rver, type TestS3 } from '../helpers/s3rver.js';
 import type { TestServer } from '../helpers/server.js';
-import { BIG, ok, withGrid, type Host } from './protocol-grid.js';
+import { BIG, ok, TIMING, withGrid, type Host } from './protocol-grid.js';
 import { assertError, createApp, sha256, submitJob, uploadBlob } from './util.js';
 
 let s3: TestS3;
@@ -175,6 +175,31 @@ describe('agent protocol with blobs in an S3 bucket: pre-signed transfers', () =
       { server: { blobDir: blobsUrl } },
     );
   });
+
+  it('a lost task\'s output waiting in its pre-signed slot counts when its late report names it', () =>
+    withGrid(
+      async (g) => {
+        await createApp(g.s, 'default', 'sim', { maxAttempts: 3 });
+        const jobId = await submitJob(g.s, 'default', { app: 'sim' });
+        const h = await g.host();
+        const agent = agentClient(g.s, h);
+        const { tasks: [a] } = await agent.requestWork({ requestId: randomUUID(), free: BIG, maxTasks: 1, runtimes: ['docker'] });
+        const output = randomBytes(1000);
+        const digest = sha256(output);
+        const { files: [up] } = await agent.taskUploads(a!.taskId, [{ sha256: digest, size: output.length }]);
+        await agent.putPresigned(up!.url!, up!.headers!, await file(g.s, output), output.length);
+        // The lease ends before the report: the task is lost, its job queued again; the output is in the slot, not yet the project's.
+        g.advance(TIMING.leaseSeconds * 1000 + 1_000);
+        assert.equal(await g.s.sweeper.sweep(), 1);
+        assert.equal((await g.job(jobId, 'default')).job.state, 'queued');
+        const report = await agent.reportTask(a!.taskId, { ...ok, outputs: { 'out.bin': { sha256: digest, size: output.length } } } as never);
+        assert.deepEqual(report, { taskState: 'succeeded', jobState: 'succeeded', replayed: false });
+        assert.deepEqual((await g.job(jobId, 'default')).tasks[0].outputs['out.bin'], { sha256: digest, size: output.length });
+        const res = await g.s.call('GET', `/v1/projects/default/blobs/${digest}`);
+        assert.equal(res.status, 200, 'the project holds the output');
+      },
+      { server: { blobDir: s3.blobsUrl() } },
+    ));
 
   it('with presign=false in the URL, the bytes go through the server as before', () =>
     withGrid(

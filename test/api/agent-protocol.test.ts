@@ -536,6 +536,30 @@ describe('agent protocol: reports', () => {
       assert.equal((await cutOff.report(a.taskId, ok)).status, 200, 'the same report again is a replay');
     }));
 
+  it('a lost task\'s late report counts with the outputs it uploaded in time; naming one it never uploaded is lease_expired, saying where its job is', () =>
+    withGrid(async (g) => {
+      await createApp(g.s, P, 'sim', { maxAttempts: 3 });
+      const jobId = await submitJob(g.s, P, { app: 'sim' });
+      const h = await g.host();
+      const [a] = await h.claim();
+      const data = Buffer.from('out');
+      const digest = sha256(data);
+      assert.equal((await h.upload(a.taskId, data)).status, 201, 'uploaded while its lease held');
+      g.advance(TIMING.leaseSeconds * 1000 + 1_000);
+      assert.equal(await g.s.sweeper.sweep(), 1);
+      assert.equal((await g.job(jobId)).job.state, 'queued');
+      // An output it could not upload any more: the agent must drop this result (a 409 is final to it), not retry it.
+      const never = { sha256: sha256(Buffer.from('never')), size: 5 };
+      const refused = await h.report(a.taskId, { ...ok, outputs: { 'out.txt': { sha256: digest, size: 3 }, 'never.txt': never } });
+      assertError(refused, 409, 'lease_expired');
+      assert.match(refused.body.error.message, /counted lost and its outputs were never uploaded \(its job is queued\)/);
+      assert.deepEqual((await g.job(jobId)).tasks.map((t: { state: string }) => t.state), ['lost'], 'nothing settled');
+      const late = await h.report(a.taskId, { ...ok, outputs: { 'out.txt': { sha256: digest, size: 3 } } });
+      assert.equal(late.status, 200, late.text);
+      assert.deepEqual(late.body, { taskState: 'succeeded', jobState: 'succeeded', replayed: false });
+      assert.deepEqual((await g.job(jobId)).tasks[0].outputs, { 'out.txt': { sha256: digest, size: 3 } });
+    }));
+
   it('a heartbeat keeps a lease past its first expiry, so the sweeper leaves it alone', () =>
     withGrid(async (g) => {
       await createApp(g.s, P, 'sim');
