@@ -31,7 +31,13 @@ export function checkDataDir(dataDir: string): IntegrityReport {
   } finally {
     db.close();
   }
+  const blobs = checkBlobFiles(dataDir);
+  return { ...blobs, problems: [...problems, ...blobs.problems] };
+}
 
+/** The blob store's files alone (a server whose database is elsewhere: PostgreSQL). */
+export function checkBlobFiles(dataDir: string): IntegrityReport {
+  const problems: string[] = [];
   const digests = new Set<string>();
   const root = join(dataDir, 'blobs', 'sha256');
   let blobFiles = 0;

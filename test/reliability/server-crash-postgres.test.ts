@@ -1,0 +1,27 @@
+import { rm } from 'node:fs/promises';
+import { after, describe, test } from 'node:test';
+import { freshDatabase, postgresSuite } from '../helpers/postgres.js';
+import { serverCrashScenario } from '../helpers/server-crash-scenario.js';
+import { children, exited } from '../helpers/server-process.js';
+
+/**
+ * kill -9 of a server whose state is in PostgreSQL: a crash drops its connections mid-transaction,
+ * and what the server had answered must be there when it comes back. The scenario is in the helper.
+ */
+const suite = await postgresSuite();
+
+describe('server crash (PostgreSQL)', { skip: suite.skip }, () => {
+  const dirs: string[] = [];
+  let drop: (() => Promise<void>) | null = null;
+  after(async () => {
+    await Promise.all([...children].map((c) => (c.kill('SIGKILL'), exited(c))));
+    await drop?.();
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+
+  test('kill -9 three times under load: 10,000 jobs each succeed exactly once, nothing lost, database and blobs intact', { timeout: 175_000 }, async (t) => {
+    const db = await freshDatabase();
+    drop = db.drop;
+    await serverCrashScenario(t, dirs, db.url);
+  });
+});
