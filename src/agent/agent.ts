@@ -380,8 +380,8 @@ export class Agent {
       if (runtime) {
         const thaw = (await runtime.freeze?.(r.a.taskId)) ?? null;
         if (!thaw) {
-          // It ended meanwhile (its result will say so), or the engine would not pause it.
-          this.opts.log('info', `task ${r.a.taskId}: not checkpointed now: its container could not be paused (it may have just ended)`);
+          // It ended meanwhile: its result will say so. (A runtime that cannot freeze it throws, logged below.)
+          this.opts.log('info', `task ${r.a.taskId}: not checkpointed now: it is no longer running`);
           return;
         }
         try {

@@ -26,7 +26,8 @@ export interface TaskRuntime {
   /**
    * Stops every process of a running task until the returned function is called (Docker:
    * the cgroup freezer), so the agent can read the task's files while nothing can change them
-   * under it (a checkpoint packed while running). Absent, or null, where that is not possible.
+   * under it (a checkpoint packed while running). Absent where that is not possible; null
+   * when the task no longer runs; throws when it runs but could not be frozen.
    */
   freeze?(taskId: number): Promise<(() => Promise<void>) | null>;
 }

@@ -146,6 +146,23 @@ describe('Docker runtime on a real engine', { skip: suite.skip }, () => {
     assert.deepEqual((await running).outcome, { kind: 'aborted' });
   });
 
+  test('freeze pauses a running task until thawed; a task that has ended is not frozen (null)', async () => {
+    const ac = new AbortController();
+    const out = outputCollector();
+    const s = await spec('echo started; sleep 60', { onOutput: out.onOutput });
+    const running = runtime.run(s, ac.signal);
+    await beforeEnd(out.seen('started\n'), running, 'it printed');
+    const [container] = await containersOf(s.taskId);
+    const thaw = await runtime.freeze(s.taskId);
+    assert.ok(thaw, 'a running task is frozen');
+    assert.equal((await docker.getContainer(container!.Id).inspect()).State.Paused, true);
+    await thaw();
+    assert.equal((await docker.getContainer(container!.Id).inspect()).State.Paused, false, 'and thawed');
+    ac.abort();
+    assert.deepEqual((await running).outcome, { kind: 'aborted' });
+    assert.equal(await runtime.freeze(s.taskId), null, 'no container any more');
+  });
+
   test('an abort before the start or while the container is being made leaves no container behind', async () => {
     const ac = new AbortController();
     ac.abort();

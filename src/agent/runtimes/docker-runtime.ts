@@ -41,6 +41,9 @@ export interface DockerRuntimeOptions {
 const CATCH_UP_MAX_BYTES = 64 * 2 ** 20;
 /** After a container exits, how long its log stream may take to drain before the tail is read instead. */
 const LOG_DRAIN_MS = 5_000;
+/** Tries at pausing a running container for a checkpoint, the waits between them growing from FREEZE_RETRY_MS. */
+const FREEZE_TRIES = 4;
+const FREEZE_RETRY_MS = 250;
 /** Longest wait for the engine's answer on whether a container was killed for memory. */
 const OOM_LOOKUP_MS = 3_000;
 /** Lines asked for when the tail has to be read after the fact (the engine cannot cut by bytes). */
@@ -216,17 +219,25 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   }
 
   async freeze(taskId: number): Promise<(() => Promise<void>) | null> {
-    const [newest] = await this.taskContainers(taskId);
-    if (!newest || newest.State !== 'running') return null;
-    const container = this.docker.getContainer(newest.Id);
-    try {
-      await container.pause();
-    } catch {
-      return null; // it ended meanwhile
+    for (let attempt = 1; ; attempt++) {
+      const [newest] = await this.taskContainers(taskId);
+      if (!newest || newest.State === 'exited' || newest.State === 'dead') return null; // it ended meanwhile
+      const container = this.docker.getContainer(newest.Id);
+      let why: string;
+      try {
+        if (newest.State !== 'running') throw new Error(`it is ${newest.State}`);
+        await container.pause();
+        return async () => {
+          await container.unpause().catch(ignoreGone);
+        };
+      } catch (e) {
+        why = (e as Error).message;
+      }
+      // The freezer can time out on a busy machine (a process of the task stuck in a disk
+      // write); the save on a stop has no next tick, so try again while the task still runs.
+      if (attempt >= FREEZE_TRIES) throw new Error(`the engine would not pause its container: ${why}`);
+      await new Promise((resolve) => setTimeout(resolve, FREEZE_RETRY_MS * attempt));
     }
-    return async () => {
-      await container.unpause().catch(ignoreGone);
-    };
   }
 
   async remove(taskId: number): Promise<void> {
