@@ -378,10 +378,14 @@ export class Agent {
     try {
       let packed: { sha256: string; size: number } | null;
       if (runtime) {
-        const thaw = (await runtime.freeze?.(r.a.taskId)) ?? null;
+        if (!runtime.freeze) {
+          this.opts.log('info', `task ${r.a.taskId}: not checkpointed while it runs: the ${r.a.runtime} runtime cannot freeze a task (its checkpoint is saved when it is released)`);
+          return;
+        }
+        const thaw = await runtime.freeze(r.a.taskId);
         if (!thaw) {
-          // It ended meanwhile: its result will say so. (A runtime that cannot freeze it throws, logged below.)
-          this.opts.log('info', `task ${r.a.taskId}: not checkpointed now: it is no longer running`);
+          // Not started yet (a long pull) or ended meanwhile (its result will say so). A runtime that cannot freeze it throws, logged below.
+          this.opts.log('info', `task ${r.a.taskId}: not checkpointed now: its container is not running (not yet, or no more)`);
           return;
         }
         try {

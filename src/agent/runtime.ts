@@ -27,7 +27,8 @@ export interface TaskRuntime {
    * Stops every process of a running task until the returned function is called (Docker:
    * the cgroup freezer), so the agent can read the task's files while nothing can change them
    * under it (a checkpoint packed while running). Absent where that is not possible; null
-   * when the task no longer runs; throws when it runs but could not be frozen.
+   * when the task does not run now (not started yet, or ended); throws when it runs but could
+   * not be frozen.
    */
   freeze?(taskId: number): Promise<(() => Promise<void>) | null>;
 }

@@ -146,18 +146,24 @@ describe('Docker runtime on a real engine', { skip: suite.skip }, () => {
     assert.deepEqual((await running).outcome, { kind: 'aborted' });
   });
 
-  test('freeze pauses a running task until thawed; a task that has ended is not frozen (null)', async () => {
+  test('freeze pauses a running task until thawed; one paused by someone else is refused with why; an ended task is not frozen (null)', async () => {
     const ac = new AbortController();
     const out = outputCollector();
     const s = await spec('echo started; sleep 60', { onOutput: out.onOutput });
     const running = runtime.run(s, ac.signal);
     await beforeEnd(out.seen('started\n'), running, 'it printed');
-    const [container] = await containersOf(s.taskId);
+    const [info] = await containersOf(s.taskId);
+    const container = docker.getContainer(info!.Id);
     const thaw = await runtime.freeze(s.taskId);
     assert.ok(thaw, 'a running task is frozen');
-    assert.equal((await docker.getContainer(container!.Id).inspect()).State.Paused, true);
+    assert.equal((await container.inspect()).State.Paused, true);
     await thaw();
-    assert.equal((await docker.getContainer(container!.Id).inspect()).State.Paused, false, 'and thawed');
+    assert.equal((await container.inspect()).State.Paused, false, 'and thawed');
+    // Paused by another hand: the agent neither takes it for its own freeze nor thaws it.
+    await container.pause();
+    await assert.rejects(runtime.freeze(s.taskId), /paused already/);
+    assert.equal((await container.inspect()).State.Paused, true);
+    await container.unpause();
     ac.abort();
     assert.deepEqual((await running).outcome, { kind: 'aborted' });
     assert.equal(await runtime.freeze(s.taskId), null, 'no container any more');

@@ -192,6 +192,7 @@ describe('agent protocol with blobs in an S3 bucket: pre-signed transfers', () =
         g.advance(TIMING.leaseSeconds * 1000 + 1_000);
         assert.equal(await g.s.sweeper.sweep(), 1);
         assert.equal((await g.job(jobId, 'default')).job.state, 'queued');
+        assert.equal((await g.s.call('GET', `/v1/projects/default/blobs/${digest}`)).status, 404, 'the output is in the slot only');
         const report = await agent.reportTask(a!.taskId, { ...ok, outputs: { 'out.bin': { sha256: digest, size: output.length } } } as never);
         assert.deepEqual(report, { taskState: 'succeeded', jobState: 'succeeded', replayed: false });
         assert.deepEqual((await g.job(jobId, 'default')).tasks[0].outputs['out.bin'], { sha256: digest, size: output.length });

@@ -219,23 +219,31 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   }
 
   async freeze(taskId: number): Promise<(() => Promise<void>) | null> {
+    // Podman pauses or it never will (rootless on cgroup v1): one try there.
+    const tries = (await this.isPodman()) ? 1 : FREEZE_TRIES;
     for (let attempt = 1; ; attempt++) {
       const [newest] = await this.taskContainers(taskId);
-      if (!newest || newest.State === 'exited' || newest.State === 'dead') return null; // it ended meanwhile
-      const container = this.docker.getContainer(newest.Id);
-      let why: string;
-      try {
-        if (newest.State !== 'running') throw new Error(`it is ${newest.State}`);
-        await container.pause();
-        return async () => {
-          await container.unpause().catch(ignoreGone);
-        };
-      } catch (e) {
-        why = (e as Error).message;
+      const state = newest?.State;
+      if (state === 'paused') throw new Error('its container is paused already (by someone else: the agent thaws what it freezes)');
+      // Not started yet (a long pull) or ended: nothing to freeze now. Created or restarting: in between, try again.
+      if (!newest || (state !== 'running' && state !== 'created' && state !== 'restarting')) return null;
+      let why = `it is ${state}`;
+      if (state === 'running') {
+        const container = this.docker.getContainer(newest.Id);
+        try {
+          await container.pause();
+          return async () => {
+            await container.unpause().catch(ignoreGone);
+          };
+        } catch (e) {
+          // 409: it ended (or was paused) between the list and the pause: the next look says which.
+          // Otherwise the freezer can time out on a busy machine (a process of the task stuck in
+          // a disk write); the save on a stop has no next tick, so try again while the task runs.
+          why = (e as Error).message;
+          if ((e as { statusCode?: number }).statusCode === 409 && attempt <= tries) continue;
+        }
       }
-      // The freezer can time out on a busy machine (a process of the task stuck in a disk
-      // write); the save on a stop has no next tick, so try again while the task still runs.
-      if (attempt >= FREEZE_TRIES) throw new Error(`the engine would not pause its container: ${why}`);
+      if (attempt >= tries) throw new Error(`the engine would not pause its container: ${why}`);
       await new Promise((resolve) => setTimeout(resolve, FREEZE_RETRY_MS * attempt));
     }
   }
