@@ -261,10 +261,10 @@ export function workflowChangeValues(c: WorkflowChange): unknown[] {
   return [c.state, c.reason, JSON.stringify(c.progress), c.updatedAt, c.endedAt];
 }
 
-/** The workflow a repeated idempotency key found: the first request's (replayed), or `conflict` for another request. */
-export function replayedWorkflow(prior: Row, requestHash: string): { workflow: WorkflowRecord; replayed: boolean } {
+/** The workflow a repeated idempotency key found: the first request's, or `conflict` for another request. */
+export function replayedWorkflow(prior: Row, requestHash: string): WorkflowRecord {
   if (prior.request_hash !== requestHash) throw idempotencyConflict();
-  return { workflow: mapWorkflow(prior), replayed: true };
+  return mapWorkflow(prior);
 }
 
 export function mapTask(r: Row): Task {

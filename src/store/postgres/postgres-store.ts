@@ -808,10 +808,8 @@ export class PostgresStore implements Store {
     // The same key sent to two servers at once: the second insert waits for the first to commit
     // and fails unique (workflows_idempotency), and its rerun finds the first one's workflow.
     return this.tx(async (c) => {
-      if (idempotency) {
-        const prior = await c.one('SELECT * FROM workflows WHERE project_id = $1 AND idem_key = $2', [w.projectId, idempotency.key]);
-        if (prior) return replayedWorkflow(prior, idempotency.requestHash);
-      }
+      const prior = idempotency ? await idempotentWorkflow(c, w.projectId, idempotency) : null;
+      if (prior) return { workflow: prior, replayed: true };
       const row = await c.one(
         `INSERT INTO workflows (${WORKFLOW_INSERT_COLUMNS.join(', ')}) VALUES (${WORKFLOW_INSERT_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING *`,
         workflowInsertValues(w, idempotency),
@@ -821,8 +819,7 @@ export class PostgresStore implements Store {
   }
 
   async findIdempotentWorkflow(projectId: number, idempotency: { key: string; requestHash: string }): Promise<WorkflowRecord | null> {
-    const prior = await this.db.one('SELECT * FROM workflows WHERE project_id = $1 AND idem_key = $2', [projectId, idempotency.key]);
-    return prior ? replayedWorkflow(prior, idempotency.requestHash).workflow : null;
+    return idempotentWorkflow(this.db, projectId, idempotency);
   }
 
   async getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null> {
@@ -1699,4 +1696,10 @@ async function saveHealth(c: Conn, hostId: number, appId: number, prev: HostAppH
      ON CONFLICT (host_id, app_id) DO UPDATE SET failures = excluded.failures, cooldown_until = excluded.cooldown_until`,
     [hostId, appId, next.failures, next.cooldownUntil],
   );
+}
+
+/** The workflow created under the key, read on `c` (createWorkflow's replay in its transaction, and the lookup before it). */
+async function idempotentWorkflow(c: Conn, projectId: number, idempotency: { key: string; requestHash: string }): Promise<WorkflowRecord | null> {
+  const prior = await c.one('SELECT * FROM workflows WHERE project_id = $1 AND idem_key = $2', [projectId, idempotency.key]);
+  return prior ? replayedWorkflow(prior, idempotency.requestHash) : null;
 }

@@ -831,10 +831,8 @@ export class SqliteStore implements Store {
 
   async createWorkflow(w: NewWorkflow, idempotency: { key: string; requestHash: string } | null): Promise<{ workflow: WorkflowRecord; replayed: boolean }> {
     return this.db.transaction((): { workflow: WorkflowRecord; replayed: boolean } => {
-      if (idempotency) {
-        const prior = this.stmt('SELECT * FROM workflows WHERE project_id = ? AND idem_key = ?').get(w.projectId, idempotency.key) as Row | undefined;
-        if (prior) return replayedWorkflow(prior, idempotency.requestHash);
-      }
+      const prior = idempotency ? this.idempotentWorkflow(w.projectId, idempotency) : null;
+      if (prior) return { workflow: prior, replayed: true };
       const row = this.stmt(
         `INSERT INTO workflows (${WORKFLOW_INSERT_COLUMNS.join(', ')}) VALUES (${WORKFLOW_INSERT_COLUMNS.map(() => '?').join(', ')}) RETURNING *`,
       ).get(...workflowInsertValues(w, idempotency)) as Row;
@@ -843,8 +841,13 @@ export class SqliteStore implements Store {
   }
 
   async findIdempotentWorkflow(projectId: number, idempotency: { key: string; requestHash: string }): Promise<WorkflowRecord | null> {
+    return this.idempotentWorkflow(projectId, idempotency);
+  }
+
+  /** The workflow created under the key (createWorkflow's replay, and the lookup before it). */
+  private idempotentWorkflow(projectId: number, idempotency: { key: string; requestHash: string }): WorkflowRecord | null {
     const prior = this.stmt('SELECT * FROM workflows WHERE project_id = ? AND idem_key = ?').get(projectId, idempotency.key) as Row | undefined;
-    return prior ? replayedWorkflow(prior, idempotency.requestHash).workflow : null;
+    return prior ? replayedWorkflow(prior, idempotency.requestHash) : null;
   }
 
   async getWorkflow(projectId: number, id: number): Promise<WorkflowRecord | null> {
