@@ -221,13 +221,16 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
   async freeze(taskId: number): Promise<(() => Promise<void>) | null> {
     // Podman pauses or it never will (rootless on cgroup v1): one try there.
     const tries = (await this.isPodman()) ? 1 : FREEZE_TRIES;
+    let why = '';
     for (let attempt = 1; ; attempt++) {
+      // Looked at again after each failed try: a task that ended meanwhile is no failure.
       const [newest] = await this.taskContainers(taskId);
       const state = newest?.State;
       if (state === 'paused') throw new Error('its container is paused already (by someone else: the agent thaws what it freezes)');
       // Not started yet (a long pull) or ended: nothing to freeze now. Created or restarting: in between, try again.
       if (!newest || (state !== 'running' && state !== 'created' && state !== 'restarting')) return null;
-      let why = `it is ${state}`;
+      if (attempt > tries) throw new Error(`the engine would not pause its container: ${why}`);
+      why = `it is ${state}`;
       if (state === 'running') {
         const container = this.docker.getContainer(newest.Id);
         try {
@@ -236,15 +239,12 @@ export class DockerRuntime implements TaskRuntime, RuntimeProbe {
             await container.unpause().catch(ignoreGone);
           };
         } catch (e) {
-          // 409: it ended (or was paused) between the list and the pause: the next look says which.
-          // Otherwise the freezer can time out on a busy machine (a process of the task stuck in
-          // a disk write); the save on a stop has no next tick, so try again while the task runs.
+          // The freezer can time out on a busy machine (a process of the task stuck in a disk
+          // write); the save on a stop has no next tick, so try again while the task runs.
           why = (e as Error).message;
-          if ((e as { statusCode?: number }).statusCode === 409 && attempt <= tries) continue;
         }
       }
-      if (attempt >= tries) throw new Error(`the engine would not pause its container: ${why}`);
-      await new Promise((resolve) => setTimeout(resolve, FREEZE_RETRY_MS * attempt));
+      if (attempt < tries) await new Promise((resolve) => setTimeout(resolve, FREEZE_RETRY_MS * attempt));
     }
   }
 
