@@ -17,8 +17,11 @@ export interface TestGrid {
   admin: BoxgridClient;
   /** Enrols a fresh host (its own work dir) with a new enrolment token. */
   enrollHost(name?: string): Promise<{ credential: HostCredential; workDir: string; client: BoxgridClient }>;
-  /** Starts an in-process agent; `stop()` winds it down as a SIGTERM would and waits for it. */
-  startAgent(runtime: TaskRuntime, opts?: Partial<AgentOptions> & { workDir?: string; credential?: HostCredential }): Promise<RunningAgent>;
+  /**
+   * Starts an in-process agent; `stop()` winds it down as a SIGTERM would and waits for it.
+   * `url`: where it reaches the server (a proxy in front of it), if not the server's own.
+   */
+  startAgent(runtime: TaskRuntime, opts?: Partial<AgentOptions> & { workDir?: string; credential?: HostCredential; url?: string }): Promise<RunningAgent>;
   stop(): Promise<void>;
 }
 
@@ -54,9 +57,9 @@ export async function startGrid(opts: Partial<ServerOptions> = {}): Promise<Test
       const credential = await enroll(workDir, server.url, token, { name, resources: AGENT_CAPACITY, platform: 'linux/amd64' });
       return { credential, workDir, client: new BoxgridClient({ url: server.url, token: credential.token }) };
     },
-    async startAgent(runtime, o = {}) {
+    async startAgent(runtime, { url = server.url, ...o } = {}) {
       const host = o.credential && o.workDir ? { credential: o.credential, workDir: o.workDir } : await grid.enrollHost();
-      const client = new BoxgridClient({ url: server.url, token: host.credential.token });
+      const client = new BoxgridClient({ url, token: host.credential.token });
       const agent = new Agent(client, {
         workDir: host.workDir, capacity: AGENT_CAPACITY, runtimes: [{ kind: 'docker', runtime }], maxTasks: 4, onStop: 'wait',
         maxOutputBytes: 1024 * 1024, imageBudgetMiB: null, checkpointSeconds: 1, backoff: { minMs: 50, maxMs: 500 },

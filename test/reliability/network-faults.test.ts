@@ -4,7 +4,6 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Agent } from '../../src/agent/agent.js';
 import type { TaskRuntime } from '../../src/agent/runtime.js';
 import { NativeRuntime } from '../../src/agent/runtimes/native-runtime.js';
 import { BoxgridClient } from '../../src/client/client.js';
@@ -12,7 +11,7 @@ import type { TaskView } from '../../src/client/types.js';
 import type { RuntimeKind } from '../../src/domain/model.js';
 import { dockerSuite, ensureTestImage } from '../helpers/docker.js';
 import { FAULT_KINDS, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { AGENT_CAPACITY, ownDockerRuntime, startGrid, untilBatchDone, type TestGrid } from '../helpers/grid.js';
+import { ownDockerRuntime, startGrid, untilBatchDone, type RunningAgent, type TestGrid } from '../helpers/grid.js';
 
 /**
  * Three real agents reach the server only through a proxy that drops, delays and duplicates
@@ -53,7 +52,7 @@ describe('agents working through a faulty network', { skip: suite.skip }, () => 
   let grid: TestGrid;
   let proxy: FaultProxy;
   let inputs: string;
-  const agents: Array<{ agent: Agent; hostId: number; label: string; stop: () => Promise<void> }> = [];
+  const agents: Array<RunningAgent & { label: string }> = [];
 
   before(async () => {
     process.stderr.write(`network faults: seed ${seed} (BOXGRID_FAULT_SEED=${seed} replays it), ${suite.kind} runtime\n`);
@@ -77,14 +76,11 @@ describe('agents working through a faulty network', { skip: suite.skip }, () => 
       const host = await grid.enrollHost(`faulty-${i}`);
       const runtime: TaskRuntime = suite.kind === 'native' ? new NativeRuntime() : ownDockerRuntime();
       const label = `a${i}`;
-      const agent = new Agent(new BoxgridClient({ url: proxy.url, token: host.credential.token }), {
-        workDir: host.workDir, capacity: AGENT_CAPACITY, runtimes: [{ kind: suite.kind, runtime }], maxTasks: 4, onStop: 'wait',
-        maxOutputBytes: 1024 * 1024, imageBudgetMiB: null, checkpointSeconds: 60, backoff: { minMs: 50, maxMs: 500 }, labels: { agent: label },
+      const running = await grid.startAgent(runtime, {
+        url: proxy.url, credential: host.credential, workDir: host.workDir, runtimes: [{ kind: suite.kind, runtime }], checkpointSeconds: 60, labels: { agent: label },
         log: process.env.BOXGRID_TEST_LOG ? (level, m) => process.stderr.write(`agent ${label} ${level}: ${m}\n`) : () => undefined,
       });
-      const stopper = new AbortController();
-      const done = agent.run(stopper.signal);
-      agents.push({ agent, hostId: host.credential.hostId, label, stop: () => (stopper.abort(), done) });
+      agents.push({ ...running, label });
     }
   });
 

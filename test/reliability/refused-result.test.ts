@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Agent } from '../../src/agent/agent.js';
-import { BoxgridClient } from '../../src/client/client.js';
 import { dockerSuite, ensureTestImage } from '../helpers/docker.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { AGENT_CAPACITY, eventually, ownDockerRuntime, startGrid, type TestGrid } from '../helpers/grid.js';
+import { eventually, ownDockerRuntime, startGrid, type RunningAgent, type TestGrid } from '../helpers/grid.js';
 
 /**
  * A result the server refuses for itself alone (a 400, as a server fault might answer) holds up
@@ -20,27 +18,19 @@ const REPORT = /^\/agent\/v1\/tasks\/(\d+)\/result$/;
 describe('a refused result holds up no other', { skip: suite.skip }, () => {
   let grid: TestGrid;
   let proxy: FaultProxy;
-  const stops: Array<() => Promise<void>> = [];
+  const agents: RunningAgent[] = [];
   /** The task whose success reports the proxy refuses (the first reported after `refuseNext`), while `refusing`. */
   let refuseNext = false;
   let refusedTask: number | null = null;
   let refusing = false;
   let refusals = 0;
 
+  // One task at a time: the refused result is first in the agent's outbox when the next arrives.
   const startAgent = async (resultRefusals: number): Promise<void> => {
-    const host = await grid.enrollHost();
-    // One task at a time: the refused result is first in the agent's outbox when the next arrives.
-    const agent = new Agent(new BoxgridClient({ url: proxy.url, token: host.credential.token }), {
-      workDir: host.workDir, capacity: AGENT_CAPACITY, runtimes: [{ kind: 'docker', runtime: ownDockerRuntime() }], maxTasks: 1, onStop: 'wait',
-      maxOutputBytes: 1024 * 1024, imageBudgetMiB: null, checkpointSeconds: 60, backoff: { minMs: 50, maxMs: 500 }, resultRefusals,
-      log: process.env.BOXGRID_TEST_LOG ? (level, m) => process.stderr.write(`agent ${level}: ${m}\n`) : () => undefined,
-    });
-    const stopper = new AbortController();
-    const done = agent.run(stopper.signal);
-    stops.push(() => (stopper.abort(), done));
+    agents.push(await grid.startAgent(ownDockerRuntime(), { url: proxy.url, maxTasks: 1, resultRefusals }));
   };
   const stopAgents = async (): Promise<void> => {
-    await Promise.all(stops.splice(0).map((s) => s()));
+    await Promise.all(agents.splice(0).map((a) => a.stop()));
   };
   const jobOf = async (id: number) => grid.admin.getJob(P, id);
 
