@@ -303,6 +303,9 @@ const effectsOf = (key: string): readonly Part[] => EFFECTS.find(([re]) => re.te
 
 async function snapshot(g: Grid): Promise<Record<Part, string>> {
   const s = g.s;
+  // What the workflow loop would do in the background (a created workflow's first jobs) is done
+  // first, so that it lands in the snapshot of the property that caused it, not in the next one's.
+  await s.workflowLoop.pass();
   const read = async (path: string, token?: string): Promise<unknown> => {
     const r = await s.call('GET', path, token === undefined ? {} : { token });
     return [r.status, r.body];

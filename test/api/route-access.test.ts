@@ -333,6 +333,9 @@ async function setUp(): Promise<void> {
     f.stoppedWorkflow = (await ok(admin('POST', `/v1/projects/${f.project}/workflows`, { body: { source: workflowSource(f) } }))).workflow.id;
     await ok(admin('POST', `/v1/projects/${f.project}/workflows/${f.stoppedWorkflow}/cancel`));
   }
+  // The workflow loop submits the running workflows' jobs in the background: a pass now has it
+  // done before any snapshot of a project is taken (a later one finds nothing to do).
+  await s.workflowLoop.pass();
   const urls = await s.call('POST', `/agent/v1/tasks/${fx.b.task}/transfer-urls`, { token: tok.host, body: {} });
   assert.equal(urls.status, 200, urls.text);
   h1 = { task: fx.b.task, input: fx.b.digest, transfer: { inputs: urls.body.inputs, outputs: urls.body.outputs } };
